@@ -1,0 +1,124 @@
+//! The one error type of this crate.
+
+use core::fmt;
+
+/// Everything that can be wrong with a model file or a call into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// The file does not start with the fashion-mlp magic bytes.
+    BadMagic,
+    /// The file is a fashion-mlp model of a format version this build does not read.
+    UnsupportedVersion {
+        /// Version found in the file.
+        found: u16,
+        /// Version this build reads.
+        expected: u16,
+    },
+    /// The bytes do not decode as a model (truncated, or a field is corrupt).
+    Malformed,
+    /// Bytes follow the end of the model.
+    TrailingBytes {
+        /// How many bytes are left over.
+        count: usize,
+    },
+    /// The file holds no layers, or more than [`crate::format::MAX_LAYERS`].
+    LayerCount {
+        /// Layers found.
+        found: usize,
+    },
+    /// A layer's sizes do not chain: its input width is not the previous layer's output width
+    /// (or, for the first layer, [`crate::INPUT_SIZE`]), or the last one's output is not
+    /// [`crate::NUM_CLASSES`], or a width is zero.
+    LayerShape {
+        /// Index of the layer, from 0.
+        layer: usize,
+        /// Expected input width (for the last layer's output check: the expected output width).
+        expected: u32,
+        /// Width found.
+        found: u32,
+    },
+    /// A layer's weight or bias byte count does not match its declared sizes.
+    LayerBytes {
+        /// Index of the layer, from 0.
+        layer: usize,
+        /// Bytes expected (2 per f16 value).
+        expected: usize,
+        /// Bytes found.
+        found: usize,
+    },
+    /// A normalisation or activation parameter is not a finite number (or the std is not > 0).
+    BadParameter,
+    /// The scratch buffer is narrower than the widest layer.
+    ScratchTooSmall {
+        /// Width needed.
+        needed: usize,
+        /// Width available.
+        capacity: usize,
+    },
+    /// The image does not have [`crate::INPUT_SIZE`] pixels.
+    ImageSize {
+        /// Pixels given.
+        found: usize,
+    },
+    /// The output buffer passed to an encoder is too small.
+    BufferTooSmall,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::BadMagic => write!(f, "not a fashion-mlp model file (bad magic bytes)"),
+            Error::UnsupportedVersion { found, expected } => write!(
+                f,
+                "model format version {found} is not supported (this build reads version {expected})"
+            ),
+            Error::Malformed => write!(f, "model file is truncated or corrupt (does not decode)"),
+            Error::TrailingBytes { count } => {
+                write!(f, "model file has {count} unexpected bytes after its end")
+            }
+            Error::LayerCount { found } => write!(
+                f,
+                "model has {found} layers; expected 1 to {}",
+                crate::format::MAX_LAYERS
+            ),
+            Error::LayerShape {
+                layer,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "layer {layer} has width {found} where {expected} is required"
+                )
+            }
+            Error::LayerBytes {
+                layer,
+                expected,
+                found,
+            } => write!(
+                f,
+                "layer {layer} holds {found} bytes of parameters where its sizes need {expected}"
+            ),
+            Error::BadParameter => {
+                write!(
+                    f,
+                    "model has a non-finite or out-of-range normalisation/activation value"
+                )
+            }
+            Error::ScratchTooSmall { needed, capacity } => write!(
+                f,
+                "scratch holds {capacity} values per buffer but the model's widest layer needs {needed}"
+            ),
+            Error::ImageSize { found } => {
+                write!(
+                    f,
+                    "image has {found} pixels; expected {}",
+                    crate::INPUT_SIZE
+                )
+            }
+            Error::BufferTooSmall => write!(f, "output buffer too small for the encoded model"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}

@@ -1,0 +1,402 @@
+//! The model file: the one definition of its bytes.
+//!
+//! A file is two postcard values back to back: a [`Header`] (magic and format version, so a file
+//! of another version is recognised as such before anything else is decoded), then a
+//! [`ModelFile`]. Weights and biases are little-endian f16 bytes borrowed in place; postcard puts
+//! them at arbitrary (odd) offsets, so they are read two bytes at a time, never cast to `&[f16]`.
+
+use heapless::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::{Activation, Error, INPUT_SIZE, NUM_CLASSES};
+
+/// First bytes of every model file.
+pub const MAGIC: [u8; 4] = *b"FMLP";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Most layers a model file may hold.
+pub const MAX_LAYERS: usize = 8;
+
+/// What precedes the model in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 4],
+    /// Always [`FORMAT_VERSION`] for files this build writes.
+    pub version: u16,
+}
+
+/// Input normalisation: a pixel `p` (0..=255) enters the network as `(p / 255 - mean) / std`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    /// Mean of the training pixels scaled to 0..1.
+    pub mean: f32,
+    /// Standard deviation of the training pixels scaled to 0..1.
+    pub std: f32,
+}
+
+/// One `Linear` layer: `y = x W + b` with `W` stored row-major as `[d_in, d_out]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LayerBytes<'a> {
+    /// Input width.
+    pub d_in: u32,
+    /// Output width.
+    pub d_out: u32,
+    /// `d_in * d_out` little-endian f16 values, row `i` holding the weights from input `i`.
+    #[serde(borrow)]
+    pub weights: &'a [u8],
+    /// `d_out` little-endian f16 values.
+    #[serde(borrow)]
+    pub bias: &'a [u8],
+}
+
+/// The model: activation of the hidden layers, input normalisation, and the layers in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelFile<'a> {
+    /// Applied after every layer but the last.
+    pub activation: Activation,
+    /// Applied to the pixels before the first layer.
+    pub normalization: Normalization,
+    /// The layers, input first.
+    #[serde(borrow)]
+    pub layers: Vec<LayerBytes<'a>, MAX_LAYERS>,
+}
+
+impl<'a> ModelFile<'a> {
+    /// Decodes and validates a model file. Never panics; any defect is an [`Error`].
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
+        let (header, rest) =
+            postcard::take_from_bytes::<Header>(bytes).map_err(|_| Error::BadMagic)?;
+        if header.magic != MAGIC {
+            return Err(Error::BadMagic);
+        }
+        if header.version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: header.version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let (file, rest) =
+            postcard::take_from_bytes::<ModelFile<'a>>(rest).map_err(|_| Error::Malformed)?;
+        if !rest.is_empty() {
+            return Err(Error::TrailingBytes { count: rest.len() });
+        }
+        file.validate()?;
+        Ok(file)
+    }
+
+    /// Checks that the sizes chain from [`INPUT_SIZE`] to [`NUM_CLASSES`], that every layer holds
+    /// exactly the bytes its sizes need, and that the parameters are usable.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.layers.is_empty() {
+            return Err(Error::LayerCount { found: 0 });
+        }
+        let Normalization { mean, std } = self.normalization;
+        if !mean.is_finite() || !std.is_finite() || std <= 0.0 || !self.activation.is_valid() {
+            return Err(Error::BadParameter);
+        }
+        let mut width = INPUT_SIZE as u32;
+        for (index, layer) in self.layers.iter().enumerate() {
+            if layer.d_in != width || layer.d_out == 0 {
+                let (expected, found) = if layer.d_in != width {
+                    (width, layer.d_in)
+                } else {
+                    (1, 0)
+                };
+                return Err(Error::LayerShape {
+                    layer: index,
+                    expected,
+                    found,
+                });
+            }
+            let weight_bytes = (layer.d_in as usize)
+                .checked_mul(layer.d_out as usize)
+                .and_then(|n| n.checked_mul(2))
+                .ok_or(Error::Malformed)?;
+            if layer.weights.len() != weight_bytes {
+                return Err(Error::LayerBytes {
+                    layer: index,
+                    expected: weight_bytes,
+                    found: layer.weights.len(),
+                });
+            }
+            let bias_bytes = layer.d_out as usize * 2;
+            if layer.bias.len() != bias_bytes {
+                return Err(Error::LayerBytes {
+                    layer: index,
+                    expected: bias_bytes,
+                    found: layer.bias.len(),
+                });
+            }
+            width = layer.d_out;
+        }
+        if width != NUM_CLASSES as u32 {
+            return Err(Error::LayerShape {
+                layer: self.layers.len() - 1,
+                expected: NUM_CLASSES as u32,
+                found: width,
+            });
+        }
+        Ok(())
+    }
+
+    /// An upper bound of the encoded size, for sizing the buffer given to [`Self::encode`].
+    pub fn encoded_len_bound(&self) -> usize {
+        64 + self
+            .layers
+            .iter()
+            .map(|l| l.weights.len() + l.bias.len() + 30)
+            .sum::<usize>()
+    }
+
+    /// Writes the header and the model into `out`, returning how many bytes were written.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, Error> {
+        let header = Header {
+            magic: MAGIC,
+            version: FORMAT_VERSION,
+        };
+        let header_len = postcard::to_slice(&header, out)
+            .map_err(|_| Error::BufferTooSmall)?
+            .len();
+        let body = out.get_mut(header_len..).ok_or(Error::BufferTooSmall)?;
+        let body_len = postcard::to_slice(self, body)
+            .map_err(|_| Error::BufferTooSmall)?
+            .len();
+        Ok(header_len + body_len)
+    }
+
+    /// The widest activation vector a forward pass holds (the input included).
+    pub fn max_width(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.d_out as usize)
+            .fold(INPUT_SIZE, usize::max)
+    }
+}
+
+/// Reads the f16 value at `index` from little-endian bytes, as f32.
+#[inline]
+pub fn f16_at(bytes: &[u8], index: usize) -> f32 {
+    half::f16::from_le_bytes([bytes[2 * index], bytes[2 * index + 1]]).to_f32()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Model, Scratch};
+
+    /// Encodes a 784-`hidden`-10 model with deterministic pseudo-random weights.
+    fn encoded(hidden: u32) -> std::vec::Vec<u8> {
+        let mut seed = 1u32;
+        let mut values = |n: usize| -> std::vec::Vec<u8> {
+            (0..n)
+                .flat_map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    let value = (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+                    half::f16::from_f32(value * 0.2).to_le_bytes()
+                })
+                .collect()
+        };
+        let (w1, b1) = (
+            values(INPUT_SIZE * hidden as usize),
+            values(hidden as usize),
+        );
+        let (w2, b2) = (values(hidden as usize * NUM_CLASSES), values(NUM_CLASSES));
+        let mut layers = Vec::new();
+        layers
+            .push(LayerBytes {
+                d_in: INPUT_SIZE as u32,
+                d_out: hidden,
+                weights: &w1,
+                bias: &b1,
+            })
+            .unwrap();
+        layers
+            .push(LayerBytes {
+                d_in: hidden,
+                d_out: NUM_CLASSES as u32,
+                weights: &w2,
+                bias: &b2,
+            })
+            .unwrap();
+        let file = ModelFile {
+            activation: Activation::Relu,
+            normalization: Normalization {
+                mean: 0.286,
+                std: 0.353,
+            },
+            layers,
+        };
+        let mut out = std::vec![0; file.encoded_len_bound()];
+        let len = file.encode(&mut out).unwrap();
+        out.truncate(len);
+        out
+    }
+
+    fn image() -> std::vec::Vec<u8> {
+        (0..INPUT_SIZE).map(|i| (i * 7 % 256) as u8).collect()
+    }
+
+    #[test]
+    fn encoded_model_roundtrips() {
+        let bytes = encoded(6);
+        let model = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(model.parameter_count(), 785 * 6 + 7 * 10);
+        let logits = model
+            .forward_into(&image(), &mut Scratch::<1024>::new())
+            .unwrap();
+        assert!(logits.iter().all(|l| l.is_finite()));
+    }
+
+    #[test]
+    fn forward_matches_a_plain_computation() {
+        let bytes = encoded(3);
+        let model = Model::from_bytes(&bytes).unwrap();
+        let file = model.file();
+        let input: std::vec::Vec<f32> = image()
+            .iter()
+            .map(|&p| (f32::from(p) / 255.0 - 0.286) / 0.353)
+            .collect();
+        let mut x = input;
+        for (index, layer) in file.layers.iter().enumerate() {
+            let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+            let mut y: std::vec::Vec<f32> = (0..d_out).map(|j| f16_at(layer.bias, j)).collect();
+            for (j, out) in y.iter_mut().enumerate() {
+                for (i, xi) in x.iter().enumerate().take(d_in) {
+                    *out += xi * f16_at(layer.weights, i * d_out + j);
+                }
+            }
+            if index == 0 {
+                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            x = y;
+        }
+        let logits = model
+            .forward_into(&image(), &mut Scratch::<1024>::new())
+            .unwrap();
+        for (a, b) in logits.iter().zip(&x) {
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn every_single_byte_flip_is_an_error_or_a_valid_model() {
+        let bytes = encoded(4);
+        let (mut errors, mut valid) = (0, 0);
+        for at in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0xff;
+            match Model::from_bytes(&flipped) {
+                Ok(model) => {
+                    model
+                        .forward_into(&image(), &mut Scratch::<1024>::new())
+                        .unwrap();
+                    valid += 1;
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        // Flips inside the weights stay valid models; flips in the structure are errors.
+        assert!(
+            errors > 10 && valid > bytes.len() / 2,
+            "errors {errors}, valid {valid}"
+        );
+    }
+
+    #[test]
+    fn truncated_model_is_an_error() {
+        let bytes = encoded(4);
+        for len in 0..bytes.len() {
+            assert!(
+                Model::from_bytes(&bytes[..len]).is_err(),
+                "prefix of {len} bytes decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn trailing_junk_is_an_error() {
+        let mut bytes = encoded(4);
+        bytes.extend_from_slice(b"junk");
+        assert_eq!(
+            Model::from_bytes(&bytes).unwrap_err(),
+            Error::TrailingBytes { count: 4 }
+        );
+    }
+
+    #[test]
+    fn other_version_is_named() {
+        let mut bytes = encoded(4);
+        // Header: 4 magic bytes, then the version as a varint (1 byte for small versions).
+        assert_eq!(bytes[4], FORMAT_VERSION as u8);
+        bytes[4] = FORMAT_VERSION as u8 + 1;
+        let error = Model::from_bytes(&bytes).unwrap_err();
+        assert_eq!(
+            error,
+            Error::UnsupportedVersion {
+                found: FORMAT_VERSION + 1,
+                expected: FORMAT_VERSION
+            }
+        );
+        assert!(std::format!("{error}").contains("version 2"));
+    }
+
+    #[test]
+    fn bad_magic_is_an_error() {
+        let mut bytes = encoded(4);
+        bytes[0] = b'X';
+        assert_eq!(Model::from_bytes(&bytes).unwrap_err(), Error::BadMagic);
+    }
+
+    #[test]
+    fn sizes_that_do_not_chain_are_an_error() {
+        let w = std::vec![0u8; 2 * 5 * NUM_CLASSES];
+        let b = std::vec![0u8; 2 * NUM_CLASSES];
+        let mut layers = Vec::new();
+        layers
+            .push(LayerBytes {
+                d_in: 5,
+                d_out: 10,
+                weights: &w,
+                bias: &b,
+            })
+            .unwrap();
+        let file = ModelFile {
+            activation: Activation::Relu,
+            normalization: Normalization {
+                mean: 0.0,
+                std: 1.0,
+            },
+            layers,
+        };
+        assert_eq!(
+            file.validate().unwrap_err(),
+            Error::LayerShape {
+                layer: 0,
+                expected: INPUT_SIZE as u32,
+                found: 5
+            }
+        );
+    }
+
+    #[test]
+    fn small_scratch_and_wrong_image_size_are_errors() {
+        let bytes = encoded(4);
+        let model = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            model
+                .forward_into(&image(), &mut Scratch::<100>::new())
+                .unwrap_err(),
+            Error::ScratchTooSmall {
+                needed: INPUT_SIZE,
+                capacity: 100
+            }
+        );
+        assert_eq!(
+            model
+                .forward_into(&[0; 10], &mut Scratch::<1024>::new())
+                .unwrap_err(),
+            Error::ImageSize { found: 10 }
+        );
+    }
+}

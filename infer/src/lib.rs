@@ -1,0 +1,24 @@
+//! `no_std`, heap-free inference for the fashion-mlp model file.
+//!
+//! The model file format is defined here, once ([`format`]); the trainer writes it with these same
+//! types. [`Model::from_bytes`] validates a file and borrows its f16 weights in place (from flash on
+//! a microcontroller, from a file buffer on a host), and [`Model::forward_into`] runs the MLP into
+//! caller-provided scratch memory.
+#![cfg_attr(not(test), no_std)]
+
+pub mod activation;
+pub mod error;
+pub mod format;
+pub mod model;
+
+pub use activation::Activation;
+pub use error::Error;
+pub use format::{FORMAT_VERSION, LayerBytes, MAGIC, ModelFile, Normalization};
+/// Re-exported so the trainer builds [`ModelFile::layers`] with the same `heapless` version.
+pub use heapless;
+pub use model::{Model, Scratch};
+
+/// Pixels per input image (28x28 greyscale), the model's input width.
+pub const INPUT_SIZE: usize = 28 * 28;
+/// Number of classes, the model's output width.
+pub const NUM_CLASSES: usize = 10;

@@ -1,0 +1,136 @@
+//! The forward pass over a validated model file.
+
+use crate::format::{ModelFile, f16_at};
+use crate::{Activation, Error, INPUT_SIZE, NUM_CLASSES, Normalization};
+
+/// A validated model, borrowing its weights from the file's bytes.
+#[derive(Debug, Clone)]
+pub struct Model<'a> {
+    file: ModelFile<'a>,
+}
+
+/// Two activation buffers of `WIDTH` values each, owned by the caller (a `static` on a board, a
+/// local on a host) so the forward pass needs no heap.
+#[derive(Debug, Clone)]
+pub struct Scratch<const WIDTH: usize> {
+    front: [f32; WIDTH],
+    back: [f32; WIDTH],
+}
+
+impl<const WIDTH: usize> Scratch<WIDTH> {
+    /// Zeroed buffers.
+    pub const fn new() -> Self {
+        Self {
+            front: [0.0; WIDTH],
+            back: [0.0; WIDTH],
+        }
+    }
+}
+
+impl<const WIDTH: usize> Default for Scratch<WIDTH> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> Model<'a> {
+    /// Validates `bytes` as a model file and borrows its weights in place.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, Error> {
+        ModelFile::decode(bytes).map(|file| Self { file })
+    }
+
+    /// The decoded file (sizes, activation, normalisation, raw weights).
+    pub fn file(&self) -> &ModelFile<'a> {
+        &self.file
+    }
+
+    /// The hidden-layer activation.
+    pub fn activation(&self) -> Activation {
+        self.file.activation
+    }
+
+    /// The input normalisation.
+    pub fn normalization(&self) -> Normalization {
+        self.file.normalization
+    }
+
+    /// The width a [`Scratch`] must have for this model.
+    pub fn scratch_width(&self) -> usize {
+        self.file.max_width()
+    }
+
+    /// Number of weights and biases.
+    pub fn parameter_count(&self) -> usize {
+        self.file
+            .layers
+            .iter()
+            .map(|l| (l.d_in as usize + 1) * l.d_out as usize)
+            .sum()
+    }
+
+    /// Runs the network on one image of [`INPUT_SIZE`] pixels (0..=255) and returns the logits.
+    pub fn forward_into<const WIDTH: usize>(
+        &self,
+        image: &[u8],
+        scratch: &mut Scratch<WIDTH>,
+    ) -> Result<[f32; NUM_CLASSES], Error> {
+        if image.len() != INPUT_SIZE {
+            return Err(Error::ImageSize { found: image.len() });
+        }
+        let needed = self.scratch_width();
+        if needed > WIDTH {
+            return Err(Error::ScratchTooSmall {
+                needed,
+                capacity: WIDTH,
+            });
+        }
+        let Normalization { mean, std } = self.file.normalization;
+        let inv_std = 1.0 / std;
+        for (value, &pixel) in scratch.front.iter_mut().zip(image) {
+            *value = (f32::from(pixel) / 255.0 - mean) * inv_std;
+        }
+        let (mut input, mut output) = (&mut scratch.front, &mut scratch.back);
+        let last = self.file.layers.len() - 1;
+        for (index, layer) in self.file.layers.iter().enumerate() {
+            let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+            let out = &mut output[..d_out];
+            for (j, value) in out.iter_mut().enumerate() {
+                *value = f16_at(layer.bias, j);
+            }
+            for (i, &x) in input[..d_in].iter().enumerate() {
+                let row = &layer.weights[2 * i * d_out..2 * (i + 1) * d_out];
+                for (j, value) in out.iter_mut().enumerate() {
+                    *value += x * f16_at(row, j);
+                }
+            }
+            if index != last {
+                self.file.activation.apply_slice(out);
+            }
+            core::mem::swap(&mut input, &mut output);
+        }
+        let mut logits = [0.0; NUM_CLASSES];
+        logits.copy_from_slice(&input[..NUM_CLASSES]);
+        Ok(logits)
+    }
+
+    /// The predicted class of one image: the index of the largest logit (the first on ties).
+    pub fn predict<const WIDTH: usize>(
+        &self,
+        image: &[u8],
+        scratch: &mut Scratch<WIDTH>,
+    ) -> Result<usize, Error> {
+        self.forward_into(image, scratch)
+            .map(|logits| argmax(&logits))
+    }
+}
+
+/// Index of the largest value, the first on ties; NaN never wins.
+pub fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (index, &value) in values.iter().enumerate() {
+        if value > values[best] || values[best].is_nan() {
+            best = index;
+        }
+    }
+    best
+}

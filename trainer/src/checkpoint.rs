@@ -1,0 +1,190 @@
+//! Per-epoch checkpoints: the run's settings, its history, every parameter and every velocity,
+//! so `--resume` continues exactly where the last complete epoch ended.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::Mlp;
+use crate::optim::MomentumSgd;
+use crate::train::{EpochRecord, TrainConfig};
+
+/// Bumped whenever the layout below changes.
+const CHECKPOINT_VERSION: u32 = 1;
+
+/// Everything needed to continue a run after its last complete epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    version: u32,
+    /// The run's settings.
+    pub config: TrainConfig,
+    /// Input normalisation (mean, std).
+    pub normalization: (f32, f32),
+    /// One record per completed epoch.
+    pub history: Vec<EpochRecord>,
+    /// Parameter values, in module order.
+    params: Vec<Vec<f32>>,
+    /// Velocities, in module order (`None` before a parameter's first step).
+    velocities: Vec<Option<Vec<f32>>>,
+}
+
+impl Checkpoint {
+    /// Captures `model` and `optim` after `history.len()` epochs.
+    pub fn capture(
+        config: &TrainConfig,
+        normalization: (f32, f32),
+        history: &[EpochRecord],
+        model: &Mlp,
+        optim: &MomentumSgd,
+    ) -> Self {
+        let mut collect = Collect {
+            optim,
+            params: Vec::new(),
+            velocities: Vec::new(),
+        };
+        model.visit(&mut collect);
+        Self {
+            version: CHECKPOINT_VERSION,
+            config: config.clone(),
+            normalization,
+            history: history.to_vec(),
+            params: collect.params,
+            velocities: collect.velocities,
+        }
+    }
+
+    /// Puts the captured parameters into `model` (built with the same settings) and the
+    /// velocities into `optim`.
+    pub fn restore(&self, path: &Path, model: Mlp, optim: &mut MomentumSgd) -> Result<Mlp> {
+        let mut restore = Restore {
+            checkpoint: self,
+            optim,
+            index: 0,
+            defect: None,
+        };
+        let model = model.map(&mut restore);
+        let defect = restore.defect.or_else(|| {
+            (restore.index != self.params.len()).then(|| {
+                format!(
+                    "holds {} parameters, the model {}",
+                    self.params.len(),
+                    restore.index
+                )
+            })
+        });
+        match defect {
+            Some(defect) => Err(Error::Checkpoint {
+                path: path.to_owned(),
+                defect,
+            }),
+            None => Ok(model),
+        }
+    }
+
+    /// Writes the checkpoint atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = postcard::to_allocvec(self).expect("checkpoint serializes");
+        data::atomic::write_atomically(path, &bytes).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Reads a checkpoint written by [`Self::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let defect = |defect: String| Error::Checkpoint {
+            path: path.to_owned(),
+            defect,
+        };
+        let checkpoint: Self = postcard::from_bytes(&bytes)
+            .map_err(|e| defect(format!("not a readable checkpoint ({e})")))?;
+        if checkpoint.version != CHECKPOINT_VERSION {
+            return Err(defect(format!(
+                "checkpoint version {}, this build reads {CHECKPOINT_VERSION}",
+                checkpoint.version
+            )));
+        }
+        Ok(checkpoint)
+    }
+
+    /// The checkpoint path that goes with a model path.
+    pub fn path_for(model_path: &Path) -> PathBuf {
+        model_path.with_extension("ckpt")
+    }
+}
+
+struct Collect<'a> {
+    optim: &'a MomentumSgd,
+    params: Vec<Vec<f32>>,
+    velocities: Vec<Option<Vec<f32>>>,
+}
+
+impl ModuleVisitor for Collect<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.params.push(
+            param
+                .val()
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32 parameters"),
+        );
+        let velocity = self
+            .optim
+            .velocity(param.id)
+            .map(|v| v.to_data().try_to_vec::<f32>());
+        self.velocities
+            .push(velocity.map(|v| v.expect("f32 velocity")));
+    }
+}
+
+struct Restore<'a> {
+    checkpoint: &'a Checkpoint,
+    optim: &'a mut MomentumSgd,
+    index: usize,
+    defect: Option<String>,
+}
+
+impl ModuleMapper for Restore<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let index = self.index;
+        self.index += 1;
+        let (id, tensor, mapper) = param.consume();
+        let shape = tensor.shape();
+        let (Some(values), Some(velocity)) = (
+            self.checkpoint.params.get(index),
+            self.checkpoint.velocities.get(index),
+        ) else {
+            self.defect
+                .get_or_insert(format!("has no parameter {index}"));
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let numel = shape.num_elements();
+        if values.len() != numel || velocity.as_ref().is_some_and(|v| v.len() != numel) {
+            self.defect.get_or_insert(format!(
+                "parameter {index} has {} values, the model needs {numel}",
+                values.len()
+            ));
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let device = tensor.device();
+        let require_grad = tensor.is_require_grad();
+        let mut restored = Tensor::from_data(TensorData::new(values.clone(), shape), &device);
+        if require_grad {
+            restored = restored.require_grad();
+        }
+        if let Some(velocity) = velocity {
+            let inner_device = device.clone().inner();
+            let velocity = TensorData::new(velocity.clone(), [numel]);
+            self.optim
+                .set_velocity(id, Tensor::from_data(velocity, &inner_device));
+        }
+        Param::from_mapped_value(id, restored, mapper)
+    }
+}

@@ -1,0 +1,55 @@
+//! The trainer's error type: each variant names the file or setting at fault.
+
+use std::path::PathBuf;
+
+/// What can stop a training run or an export.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Finding or reading the dataset failed.
+    #[error(transparent)]
+    Data(#[from] data::Error),
+    /// A file could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    Config(String),
+    /// A checkpoint is unreadable or belongs to another run.
+    #[error("{path}: {defect}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong.
+        defect: String,
+    },
+    /// The loss became NaN or infinite.
+    #[error(
+        "training diverged: loss is {loss} at epoch {epoch}, step {step}; {}",
+        match checkpoint {
+            Some(path) => format!("the last good checkpoint is {} (resume with --resume, \
+                                   perhaps with a lower --lr)", path.display()),
+            None => "no epoch completed, so there is no checkpoint (try a lower --lr)".to_owned(),
+        }
+    )]
+    Diverged {
+        /// The loss value.
+        loss: f32,
+        /// Epoch, from 1.
+        epoch: usize,
+        /// Step within the epoch, from 1.
+        step: usize,
+        /// The last checkpoint written, if any.
+        checkpoint: Option<PathBuf>,
+    },
+    /// The weights cannot be written as f16.
+    #[error("cannot export: {0}")]
+    Export(String),
+}
+
+/// Result of this crate.
+pub type Result<T> = std::result::Result<T, Error>;

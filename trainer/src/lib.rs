@@ -1,0 +1,17 @@
+//! Trains the fashion-mlp network and exports it as the f16 model file that `infer` reads.
+//!
+//! Everything that learns is ours, written with burn tensor ops: the activation
+//! ([`activation`]), the cross-entropy ([`loss`]) and the momentum SGD ([`optim`]). burn provides
+//! the `Linear` layers, autodiff and the CPU (or, with the `wgpu` feature, GPU) backend.
+
+pub mod activation;
+pub mod checkpoint;
+pub mod device;
+pub mod error;
+pub mod export;
+pub mod loss;
+pub mod model;
+pub mod optim;
+pub mod train;
+
+pub use error::{Error, Result};

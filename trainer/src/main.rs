@@ -1,0 +1,150 @@
+//! `trainer`: trains the MLP on Fashion-MNIST and writes the f16 model file, its checkpoint and
+//! its JSON run log. Usually run as `cargo xtask train`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use data::{DataArgs, Dataset};
+use trainer::checkpoint::Checkpoint;
+use trainer::device::{DeviceKind, device};
+use trainer::export::model_file_bytes;
+use trainer::train::{ModelSummary, RunLog, RunPaths, TrainConfig, normalize, predict, train};
+
+/// Train a Fashion-MNIST MLP (our activation, cross-entropy and momentum SGD on burn's Linear
+/// layers) and export it as an f16 model file for the no_std `infer` crate.
+///
+/// Writes OUT (the model), OUT with extension .ckpt (a checkpoint after every epoch, for
+/// --resume) and .log.json (settings, per-epoch loss/accuracy/time, final figures).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about, after_help = EXAMPLES)]
+struct Cli {
+    #[command(flatten)]
+    config: TrainConfig,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Model file to write.
+    #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
+    out: PathBuf,
+    /// Continue from OUT's checkpoint (its settings are used; the others given are ignored).
+    #[arg(long)]
+    resume: bool,
+    /// Where to train: cpu, or gpu (needs a build with `--features wgpu`).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceKind,
+    /// Only print the summary (no progress bars or per-epoch lines).
+    #[arg(long)]
+    quiet: bool,
+}
+
+const EXAMPLES: &str = "Examples:
+  cargo xtask train                                  # the default model (about 90% test accuracy)
+  cargo xtask train --hidden 128 --epochs 5 --out runs/small.fmlp
+  cargo xtask train --resume                         # continue runs/model.fmlp after a stop
+  cargo xtask train --data ~/mnist --out runs/mnist.fmlp   # any IDX set of 28x28 images";
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let paths = RunPaths::new(&cli.out);
+    let checkpoint = if cli.resume {
+        let checkpoint = Checkpoint::load(&paths.checkpoint)
+            .context("--resume needs the checkpoint of an earlier run with the same --out")?;
+        eprintln!(
+            "resuming {} after epoch {} of {}",
+            paths.checkpoint.display(),
+            checkpoint.history.len(),
+            checkpoint.config.epochs
+        );
+        Some(checkpoint)
+    } else {
+        None
+    };
+    let config = checkpoint
+        .as_ref()
+        .map_or(&cli.config, |c| &c.config)
+        .clone();
+    config.validate()?;
+    let device = device(cli.device)?.autodiff();
+
+    let dataset = Dataset::load(&cli.data)?;
+    eprintln!(
+        "data: {} ({} train, {} test images{})",
+        dataset.source,
+        dataset.train.len(),
+        dataset.test.len(),
+        if dataset.is_fashion_mnist {
+            ", Fashion-MNIST checksums verified"
+        } else {
+            ""
+        }
+    );
+    eprintln!("settings: {}", serde_json::to_string(&config)?);
+
+    let trained = train(
+        &config,
+        &dataset,
+        &paths,
+        &device,
+        checkpoint.as_ref(),
+        cli.quiet,
+    )?;
+    let (mean, std) = trained.normalization;
+    let bytes = model_file_bytes(&trained.model, infer::Normalization { mean, std })?;
+
+    let test_pixels = normalize(&dataset.test, trained.normalization);
+    let f32_predictions = predict(&trained.model, &test_pixels, &device);
+    let summary = summarize(&paths.model, &bytes, &f32_predictions, &dataset)?;
+    data::atomic::write_atomically(&paths.model, &bytes)
+        .with_context(|| format!("writing {}", paths.model.display()))?;
+    let log = RunLog {
+        config: config.clone(),
+        data: dataset.source.to_string(),
+        normalization: trained.normalization,
+        epochs: trained.history.clone(),
+        model: Some(summary.clone()),
+    };
+    trainer::train::write_log(&paths.log, &log)?;
+    let total_seconds: f64 = trained.history.iter().map(|e| e.seconds).sum();
+    println!(
+        "wrote {} ({} bytes, f16): test accuracy {:.2}% (f32 model {:.2}%, predictions agree on \
+         {:.2}%), {:.0}s of training; log {}",
+        paths.model.display(),
+        summary.bytes,
+        100.0 * summary.f16_test_accuracy,
+        100.0 * summary.f32_test_accuracy,
+        100.0 * summary.f16_agreement,
+        total_seconds,
+        paths.log.display()
+    );
+    Ok(())
+}
+
+/// Scores the f16 file through `infer` against the f32 model's predictions.
+fn summarize(
+    path: &std::path::Path,
+    bytes: &[u8],
+    f32_predictions: &[u8],
+    dataset: &Dataset,
+) -> anyhow::Result<ModelSummary> {
+    let model = infer::Model::from_bytes(bytes)
+        .map_err(|e| anyhow::anyhow!("exported model does not decode: {e}"))?;
+    let mut scratch = Box::new(infer::Scratch::<4096>::new());
+    let labels = &dataset.test.labels;
+    let (mut right_f16, mut right_f32, mut agree) = (0, 0, 0);
+    for (index, (&label, &f32_class)) in labels.iter().zip(f32_predictions).enumerate() {
+        let class = model
+            .predict(dataset.test.image(index), &mut scratch)
+            .map_err(|e| anyhow::anyhow!("{e}"))? as u8;
+        right_f16 += usize::from(class == label);
+        right_f32 += usize::from(f32_class == label);
+        agree += usize::from(class == f32_class);
+    }
+    let n = labels.len().max(1) as f64;
+    Ok(ModelSummary {
+        path: path.to_owned(),
+        bytes: bytes.len(),
+        f32_test_accuracy: right_f32 as f64 / n,
+        f16_test_accuracy: right_f16 as f64 / n,
+        f16_agreement: agree as f64 / n,
+    })
+}

@@ -1,0 +1,532 @@
+//! The training loop: seeded shuffling, mini-batches, our loss and optimizer, learning-rate
+//! schedules, per-epoch evaluation, checkpoints and the JSON run log.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use data::{Dataset, Split};
+use serde::{Deserialize, Serialize};
+
+use crate::activation::ActivationKind;
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::loss::CrossEntropy;
+use crate::model::{INPUT_SIZE, Mlp, NUM_CLASSES};
+use crate::optim::MomentumSgd;
+
+/// Learning-rate schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// η stays at --lr (after the warm-up).
+    Constant,
+    /// η follows a half cosine from --lr down to 0 over the run (after the warm-up).
+    Cosine,
+}
+
+/// The settings that define a run; printed at its start and stored in its checkpoint and log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct TrainConfig {
+    /// Hidden layer widths, comma-separated (e.g. 512,512; empty for none).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "512,256")]
+    pub hidden: Vec<usize>,
+    /// Activation of the hidden layers.
+    #[arg(long, value_enum, default_value = "relu")]
+    pub activation: ActivationKind,
+    /// Passes over the 60,000 training images.
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    /// Images per mini-batch.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Peak learning rate η.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    /// Momentum β.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Weight decay γ (decoupled: v ← βv − γηw − ηg).
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub schedule: Schedule,
+    /// Epochs of linear warm-up from 0 to --lr at the start (fractions allowed).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup_epochs: f64,
+    /// Label smoothing ε of the cross-entropy targets (0 = one-hot).
+    #[arg(long, default_value_t = 0.1)]
+    pub label_smoothing: f32,
+    /// Seed of the initial weights and of the shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// Rejects settings that cannot train, naming the argument.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |message: String| Err(Error::Config(message));
+        if let Some(width) = self.hidden.iter().find(|&&w| w == 0 || w > 65_536) {
+            return fail(format!(
+                "--hidden width {width} must be between 1 and 65536"
+            ));
+        }
+        if self.hidden.len() + 1 > infer::format::MAX_LAYERS {
+            return fail(format!(
+                "--hidden gives {} layers; the model file holds at most {}",
+                self.hidden.len() + 1,
+                infer::format::MAX_LAYERS
+            ));
+        }
+        if self.epochs == 0 {
+            return fail("--epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return fail("--batch-size must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return fail(format!("--lr {} must be a positive number", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return fail(format!("--momentum {} must be in [0, 1)", self.momentum));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return fail(format!("--weight-decay {} must be >= 0", self.weight_decay));
+        }
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            return fail(format!(
+                "--warmup-epochs {} must be >= 0",
+                self.warmup_epochs
+            ));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return fail(format!(
+                "--label-smoothing {} must be in [0, 1)",
+                self.label_smoothing
+            ));
+        }
+        Ok(())
+    }
+
+    /// η at optimisation step `step` (from 0) of a run with `steps_per_epoch` steps an epoch.
+    pub fn learning_rate(&self, step: usize, steps_per_epoch: usize) -> f64 {
+        let total = (self.epochs * steps_per_epoch) as f64;
+        let warmup = (self.warmup_epochs * steps_per_epoch as f64).min(total);
+        let step = step as f64;
+        if step < warmup {
+            return self.lr * (step + 1.0) / warmup;
+        }
+        match self.schedule {
+            Schedule::Constant => self.lr,
+            Schedule::Cosine => {
+                let progress = (step - warmup) / (total - warmup).max(1.0);
+                0.5 * self.lr * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
+    }
+}
+
+/// What one epoch did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's mini-batches.
+    pub train_loss: f64,
+    /// Fraction of the training images classified right during the epoch (before each step).
+    pub train_accuracy: f64,
+    /// Test accuracy of the f32 model at the epoch's end.
+    pub test_accuracy: f64,
+    /// Learning rate at the epoch's last step.
+    pub lr: f64,
+    /// Seconds of training (shuffling, forward, loss, backward, step; evaluation excluded).
+    pub seconds: f64,
+}
+
+/// Where a run writes: the model file, its checkpoint and its JSON log side by side.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    /// The f16 model file.
+    pub model: PathBuf,
+    /// The checkpoint, rewritten after every epoch.
+    pub checkpoint: PathBuf,
+    /// The JSON run log, rewritten after every epoch.
+    pub log: PathBuf,
+}
+
+impl RunPaths {
+    /// Paths derived from the model file's path.
+    pub fn new(model: &Path) -> Self {
+        Self {
+            model: model.to_owned(),
+            checkpoint: Checkpoint::path_for(model),
+            log: model.with_extension("log.json"),
+        }
+    }
+}
+
+/// The JSON run log.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunLog {
+    /// Settings of the run.
+    pub config: TrainConfig,
+    /// Where the data came from.
+    pub data: String,
+    /// Input normalisation (mean, std).
+    pub normalization: (f32, f32),
+    /// Per-epoch records.
+    pub epochs: Vec<EpochRecord>,
+    /// Set once the model file is written.
+    pub model: Option<ModelSummary>,
+}
+
+/// The exported model file.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSummary {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: usize,
+    /// Test accuracy of the f32 model.
+    pub f32_test_accuracy: f64,
+    /// Test accuracy of the f16 file through `infer`.
+    pub f16_test_accuracy: f64,
+    /// Fraction of test images on which the two predict the same class.
+    pub f16_agreement: f64,
+}
+
+/// Mean and standard deviation of the training pixels scaled to 0..1.
+pub fn pixel_statistics(split: &Split) -> (f32, f32) {
+    let n = split.images.len() as f64;
+    let sum: f64 = split.images.iter().map(|&p| f64::from(p)).sum();
+    let sum_sq: f64 = split
+        .images
+        .iter()
+        .map(|&p| f64::from(p) * f64::from(p))
+        .sum();
+    let mean = sum / n / 255.0;
+    let var = (sum_sq / n / (255.0 * 255.0) - mean * mean).max(1e-12);
+    (mean as f32, var.sqrt() as f32)
+}
+
+/// Normalised f32 pixels of a whole split.
+pub fn normalize(split: &Split, (mean, std): (f32, f32)) -> Vec<f32> {
+    split
+        .images
+        .iter()
+        .map(|&p| (f32::from(p) / 255.0 - mean) / std)
+        .collect()
+}
+
+/// A deterministic permutation of `0..n` for `(seed, epoch)` (SplitMix64 + Fisher-Yates), the
+/// same on every platform and version.
+pub fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut state = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// Predicted classes of the f32 model for normalised `pixels` (`n * 784`).
+pub fn predict(model: &Mlp, pixels: &[f32], device: &Device) -> Vec<u8> {
+    let model = model.valid();
+    let device = device.clone().inner();
+    let n = pixels.len() / INPUT_SIZE;
+    let mut predictions = Vec::with_capacity(n);
+    for start in (0..n).step_by(1000) {
+        let rows = (n - start).min(1000);
+        let chunk = pixels[start * INPUT_SIZE..(start + rows) * INPUT_SIZE].to_vec();
+        let input = Tensor::from_data(TensorData::new(chunk, [rows, INPUT_SIZE]), &device);
+        let classes = model.forward(input).argmax(1).into_data();
+        predictions.extend(classes.iter::<i64>().map(|c| c as u8));
+    }
+    predictions
+}
+
+fn accuracy(predictions: &[u8], labels: &[u8]) -> f64 {
+    let right = predictions
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    right as f64 / labels.len().max(1) as f64
+}
+
+/// A finished run: the trained model and what it learned.
+pub struct Trained {
+    /// The f32 model after the last epoch.
+    pub model: Mlp,
+    /// Input normalisation (mean, std).
+    pub normalization: (f32, f32),
+    /// Per-epoch records, resumed epochs included.
+    pub history: Vec<EpochRecord>,
+}
+
+/// Trains `config` on `dataset`, writing a checkpoint and the log after every epoch. With
+/// `resume`, continues from `paths.checkpoint` (whose settings must equal `config`).
+pub fn train(
+    config: &TrainConfig,
+    dataset: &Dataset,
+    paths: &RunPaths,
+    device: &Device,
+    resume: Option<&Checkpoint>,
+    quiet: bool,
+) -> Result<Trained> {
+    config.validate()?;
+    let normalization = match resume {
+        Some(checkpoint) => checkpoint.normalization,
+        None => pixel_statistics(&dataset.train),
+    };
+    let train_pixels = normalize(&dataset.train, normalization);
+    let test_pixels = normalize(&dataset.test, normalization);
+    let loss_fn = CrossEntropy {
+        label_smoothing: config.label_smoothing,
+    };
+
+    device.seed(config.seed);
+    let mut model = Mlp::new(&config.hidden, config.activation, device);
+    let mut optim = MomentumSgd::new(config.momentum, config.weight_decay);
+    let mut history = Vec::new();
+    if let Some(checkpoint) = resume {
+        if checkpoint.config != *config {
+            return Err(Error::Checkpoint {
+                path: paths.checkpoint.clone(),
+                defect: "was written by a run with other settings".into(),
+            });
+        }
+        model = checkpoint.restore(&paths.checkpoint, model, &mut optim)?;
+        history = checkpoint.history.clone();
+    }
+
+    let n = dataset.train.len();
+    let steps_per_epoch = n.div_ceil(config.batch_size);
+    let mut log = RunLog {
+        config: config.clone(),
+        data: dataset.source.to_string(),
+        normalization,
+        epochs: history.clone(),
+        model: None,
+    };
+    for epoch in history.len() + 1..=config.epochs {
+        let started = Instant::now();
+        let bar = progress_bar(steps_per_epoch, epoch, config.epochs, quiet);
+        let order = shuffled(n, config.seed, epoch);
+        let (mut loss_sum, mut right) = (0.0f64, 0usize);
+        let mut lr = config.lr;
+        let mut batch_pixels = Vec::with_capacity(config.batch_size * INPUT_SIZE);
+        let mut batch_labels = Vec::with_capacity(config.batch_size);
+        for (step, indices) in order.chunks(config.batch_size).enumerate() {
+            batch_pixels.clear();
+            batch_labels.clear();
+            for &i in indices {
+                batch_pixels.extend_from_slice(&train_pixels[i * INPUT_SIZE..(i + 1) * INPUT_SIZE]);
+                batch_labels.push(dataset.train.labels[i]);
+            }
+            let rows = indices.len();
+            let input = Tensor::from_data(
+                TensorData::new(batch_pixels.clone(), [rows, INPUT_SIZE]),
+                device,
+            );
+            let targets = loss_fn.targets(&batch_labels, NUM_CLASSES, device);
+            let logits = model.forward(input);
+            let predicted = logits.clone().detach().argmax(1).into_data();
+            right += predicted
+                .iter::<i64>()
+                .zip(&batch_labels)
+                .filter(|(p, l)| *p == i64::from(**l))
+                .count();
+            let loss = loss_fn.forward(logits, targets);
+            let value: f32 = loss.clone().into_scalar();
+            if !value.is_finite() {
+                bar.abandon();
+                return Err(Error::Diverged {
+                    loss: value,
+                    epoch,
+                    step: step + 1,
+                    checkpoint: (!history.is_empty()).then(|| paths.checkpoint.clone()),
+                });
+            }
+            loss_sum += f64::from(value);
+            let mut grads = loss.backward();
+            lr = config.learning_rate((epoch - 1) * steps_per_epoch + step, steps_per_epoch);
+            model = optim.step(model, &mut grads, lr);
+            bar.inc(1);
+            if step % 20 == 0 {
+                bar.set_message(format!("loss {:.4}", loss_sum / (step + 1) as f64));
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        let test_accuracy = accuracy(&predict(&model, &test_pixels, device), &dataset.test.labels);
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / steps_per_epoch as f64,
+            train_accuracy: right as f64 / n as f64,
+            test_accuracy,
+            lr,
+            seconds,
+        };
+        if !quiet {
+            eprintln!(
+                "epoch {epoch:>3}/{}  loss {:.4}  train acc {:.2}%  test acc {:.2}%  lr {:.5}  {:.1}s",
+                config.epochs,
+                record.train_loss,
+                100.0 * record.train_accuracy,
+                100.0 * record.test_accuracy,
+                record.lr,
+                record.seconds
+            );
+        }
+        history.push(record);
+        Checkpoint::capture(config, normalization, &history, &model, &optim)
+            .save(&paths.checkpoint)?;
+        log.epochs = history.clone();
+        write_log(&paths.log, &log)?;
+    }
+    Ok(Trained {
+        model,
+        normalization,
+        history,
+    })
+}
+
+/// Writes the run log atomically.
+pub fn write_log(path: &Path, log: &RunLog) -> Result<()> {
+    let json = serde_json::to_vec_pretty(log).expect("run log serializes");
+    data::atomic::write_atomically(path, &json).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn progress_bar(steps: usize, epoch: usize, epochs: usize, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(steps as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} batches {elapsed}<{eta} {msg}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{epoch}/{epochs}"));
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: TrainConfig,
+    }
+
+    fn defaults() -> TrainConfig {
+        Cli::parse_from(["t"]).config
+    }
+
+    #[test]
+    fn shuffle_is_a_seeded_permutation() {
+        let a = shuffled(1000, 7, 1);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+        assert_eq!(a, shuffled(1000, 7, 1));
+        assert_ne!(a, shuffled(1000, 7, 2));
+        assert_ne!(a, shuffled(1000, 8, 1));
+    }
+
+    #[test]
+    fn cosine_schedule_warms_up_then_decays_to_zero() {
+        let config = TrainConfig {
+            epochs: 10,
+            warmup_epochs: 1.0,
+            ..defaults()
+        };
+        let lr = |step| config.learning_rate(step, 100);
+        assert!((lr(0) - config.lr / 100.0).abs() < 1e-12);
+        assert!((lr(99) - config.lr).abs() < 1e-12);
+        assert!((lr(100) - config.lr).abs() < 1e-12);
+        assert!(lr(550) < config.lr * 0.51 && lr(550) > config.lr * 0.49);
+        assert!(lr(999) < config.lr * 1e-3);
+    }
+
+    #[test]
+    fn constant_schedule_stays_at_lr() {
+        let config = TrainConfig {
+            schedule: Schedule::Constant,
+            warmup_epochs: 0.0,
+            ..defaults()
+        };
+        assert_eq!(config.learning_rate(0, 10), config.lr);
+        assert_eq!(config.learning_rate(150, 10), config.lr);
+    }
+
+    #[test]
+    fn bad_settings_name_the_argument() {
+        for (config, argument) in [
+            (
+                TrainConfig {
+                    hidden: vec![0],
+                    ..defaults()
+                },
+                "--hidden",
+            ),
+            (
+                TrainConfig {
+                    epochs: 0,
+                    ..defaults()
+                },
+                "--epochs",
+            ),
+            (
+                TrainConfig {
+                    batch_size: 0,
+                    ..defaults()
+                },
+                "--batch-size",
+            ),
+            (
+                TrainConfig {
+                    lr: -1.0,
+                    ..defaults()
+                },
+                "--lr",
+            ),
+            (
+                TrainConfig {
+                    momentum: 1.5,
+                    ..defaults()
+                },
+                "--momentum",
+            ),
+            (
+                TrainConfig {
+                    hidden: vec![8; 9],
+                    ..defaults()
+                },
+                "--hidden",
+            ),
+        ] {
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains(argument), "{message}");
+        }
+        defaults().validate().unwrap();
+    }
+}

@@ -1,0 +1,227 @@
+//! `cargo xtask eval`: scores a model file through `infer` (the code a board runs).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use data::fetch::{Part, Source, load_part, locate};
+use data::{CLASS_NAMES, DataArgs, NUM_CLASSES, Split};
+
+/// Options of `eval`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  cargo xtask eval                                   # runs/model.fmlp on the Fashion-MNIST test set
+  cargo xtask eval --model runs/small.fmlp --json    # one JSON object on stdout
+  cargo xtask eval --images t10k-images-idx3-ubyte.gz --labels t10k-labels-idx1-ubyte.gz")]
+pub struct EvalArgs {
+    /// Model file to evaluate.
+    #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// IDX images file (plain or .gz) to evaluate on, instead of a dataset's test split.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "labels",
+        conflicts_with = "data"
+    )]
+    images: Option<PathBuf>,
+    /// IDX labels file matching --images.
+    #[arg(long, value_name = "FILE", requires = "images")]
+    labels: Option<PathBuf>,
+    /// Predictions CSV to write (`id,label`, id from 0 in file order).
+    /// Default: the model path with extension .predictions.csv.
+    #[arg(long, value_name = "PATH")]
+    csv: Option<PathBuf>,
+    /// Print one JSON object on stdout (accuracy, correct, total, model_bytes, per_class,
+    /// confusion) instead of the report.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Counts of one evaluation.
+struct Scores {
+    predictions: Vec<u8>,
+    /// `confusion[true][predicted]`.
+    confusion: [[usize; NUM_CLASSES]; NUM_CLASSES],
+}
+
+impl Scores {
+    fn correct(&self) -> usize {
+        (0..NUM_CLASSES).map(|c| self.confusion[c][c]).sum()
+    }
+
+    fn total(&self) -> usize {
+        self.predictions.len()
+    }
+
+    fn class_total(&self, class: usize) -> usize {
+        self.confusion[class].iter().sum()
+    }
+}
+
+/// Runs `eval`.
+pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let model =
+        infer::Model::from_bytes(&bytes).map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
+    let (split, source) = load_split(args)?;
+    let scores = score(&model, &split).map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
+    let csv = args
+        .csv
+        .clone()
+        .unwrap_or_else(|| args.model.with_extension("predictions.csv"));
+    let mut text = String::from("id,label\n");
+    for (id, label) in scores.predictions.iter().enumerate() {
+        writeln!(text, "{id},{label}").expect("write to String");
+    }
+    data::atomic::write_atomically(&csv, text.as_bytes())
+        .with_context(|| format!("writing {}", csv.display()))?;
+    if args.json {
+        println!("{}", json_report(&args.model, bytes.len(), &scores, &csv));
+    } else {
+        print!(
+            "{}",
+            text_report(&args.model, &model, bytes.len(), &source, &scores, &csv)
+        );
+    }
+    Ok(())
+}
+
+fn load_split(args: &EvalArgs) -> anyhow::Result<(Split, String)> {
+    if let (Some(images), Some(labels)) = (&args.images, &args.labels) {
+        let split = Split::load(images, labels)?;
+        return Ok((
+            split,
+            format!("{} + {}", images.display(), labels.display()),
+        ));
+    }
+    if args.data.data.is_none() {
+        crate::ensure_fashion_mnist()?;
+    }
+    let source: Source = locate(args.data.data.as_deref())?;
+    let (split, _) = load_part(&source, Part::Test)?;
+    Ok((split, format!("{source}, test split")))
+}
+
+fn score(model: &infer::Model<'_>, split: &Split) -> Result<Scores, infer::Error> {
+    let mut scratch = Box::new(infer::Scratch::<8192>::new());
+    let mut confusion = [[0; NUM_CLASSES]; NUM_CLASSES];
+    let mut predictions = Vec::with_capacity(split.len());
+    let bar = indicatif::ProgressBar::new(split.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} images")
+            .expect("static template"),
+    );
+    for index in 0..split.len() {
+        let predicted = model.predict(split.image(index), &mut scratch)?;
+        confusion[usize::from(split.labels[index])][predicted] += 1;
+        predictions.push(predicted as u8);
+        if index % 256 == 0 {
+            bar.set_position(index as u64);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(Scores {
+        predictions,
+        confusion,
+    })
+}
+
+fn percent(part: usize, whole: usize) -> f64 {
+    100.0 * part as f64 / whole.max(1) as f64
+}
+
+fn architecture(model: &infer::Model<'_>) -> String {
+    let layers = &model.file().layers;
+    let widths: Vec<String> = std::iter::once(infer::INPUT_SIZE as u32)
+        .chain(layers.iter().map(|l| l.d_out))
+        .map(|w| w.to_string())
+        .collect();
+    format!("{} {}", widths.join("-"), model.activation().name())
+}
+
+fn text_report(
+    path: &Path,
+    model: &infer::Model<'_>,
+    bytes: usize,
+    source: &str,
+    scores: &Scores,
+    csv: &Path,
+) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(
+        w,
+        "model {}: {bytes} bytes, {}, {} parameters (f16), format v{}",
+        path.display(),
+        architecture(model),
+        model.parameter_count(),
+        infer::FORMAT_VERSION
+    );
+    let _ = writeln!(w, "data  {source}: {} images", scores.total());
+    let _ = writeln!(
+        w,
+        "\naccuracy {:.2}% ({}/{})\n\nper class:",
+        percent(scores.correct(), scores.total()),
+        scores.correct(),
+        scores.total()
+    );
+    for (class, name) in CLASS_NAMES.iter().enumerate() {
+        let total = scores.class_total(class);
+        let right = scores.confusion[class][class];
+        let _ = writeln!(
+            w,
+            "  {class} {name:<12} {:6.2}%  ({right}/{total})",
+            percent(right, total)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nconfusion matrix (rows: true class, columns: predicted class):"
+    );
+    let _ = write!(w, "{:>16}", "");
+    for class in 0..NUM_CLASSES {
+        let _ = write!(w, "{class:>6}");
+    }
+    let _ = writeln!(w);
+    for (class, row) in scores.confusion.iter().enumerate() {
+        let _ = write!(w, "  {class} {:<12} ", CLASS_NAMES[class]);
+        for count in row {
+            let _ = write!(w, "{count:>6}");
+        }
+        let _ = writeln!(w);
+    }
+    let _ = writeln!(w, "\npredictions written to {}", csv.display());
+    out
+}
+
+fn json_report(path: &Path, bytes: usize, scores: &Scores, csv: &Path) -> serde_json::Value {
+    let per_class: Vec<_> = CLASS_NAMES
+        .iter()
+        .enumerate()
+        .map(|(class, name)| {
+            let total = scores.class_total(class);
+            let correct = scores.confusion[class][class];
+            serde_json::json!({
+                "class": class,
+                "name": name,
+                "correct": correct,
+                "total": total,
+                "accuracy": correct as f64 / total.max(1) as f64,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "model": path,
+        "model_bytes": bytes,
+        "accuracy": scores.correct() as f64 / scores.total().max(1) as f64,
+        "correct": scores.correct(),
+        "total": scores.total(),
+        "per_class": per_class,
+        "confusion": scores.confusion,
+        "csv": csv,
+    })
+}

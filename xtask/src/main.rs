@@ -1,0 +1,117 @@
+//! `cargo xtask`: the project's commands. Run it without arguments for the list.
+
+mod eval;
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+/// fashion-mlp's tasks: train a Fashion-MNIST MLP, then evaluate its f16 model file.
+#[derive(Parser)]
+#[command(
+    arg_required_else_help = true,
+    after_help = "Run `cargo xtask TASK --help` for a task's options."
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Train a model and write its f16 file (default runs/model.fmlp). Fetches Fashion-MNIST
+    /// first if needed (cache, Debian package, mirror, then `apt-get install
+    /// dataset-fashion-mnist`). All options go to the trainer: see `cargo xtask train --help`;
+    /// `--features wgpu` builds the GPU backend.
+    #[command(disable_help_flag = true)]
+    Train {
+        /// Options for the trainer.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Evaluate a model file through the no_std `infer` crate: accuracy, per-class accuracy,
+    /// confusion matrix, predictions CSV.
+    Eval(eval::EvalArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Train { args } => train(args),
+        Task::Eval(args) => eval::run(&args),
+    }
+}
+
+/// Runs the trainer's binary with `args`, after making sure the data is there.
+fn train(mut args: Vec<String>) -> anyhow::Result<()> {
+    let mut cargo_args = vec![
+        "run".to_owned(),
+        "--quiet".into(),
+        "--package".into(),
+        "trainer".into(),
+    ];
+    if let Some(at) = args.iter().position(|a| a == "--features") {
+        let features = args
+            .get(at + 1)
+            .context("--features needs a value, e.g. wgpu")?
+            .clone();
+        args.drain(at..at + 2);
+        cargo_args.extend(["--features".into(), features]);
+    }
+    let asks_help = args.iter().any(|a| a == "--help" || a == "-h");
+    let data_given = args
+        .iter()
+        .any(|a| a == "--data" || a.starts_with("--data="))
+        || std::env::var_os(data::fetch::DIR_ENV).is_some();
+    if !asks_help && !data_given {
+        ensure_fashion_mnist()?;
+    }
+    cargo_args.push("--".into());
+    cargo_args.extend(args);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(&cargo_args)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
+}
+
+/// Finds Fashion-MNIST, downloading it, or as a last resort installing Debian's package (these
+/// machines often reach package registries but not the dataset's mirror).
+pub fn ensure_fashion_mnist() -> anyhow::Result<()> {
+    let error = match data::fetch::locate(None) {
+        Ok(_) => return Ok(()),
+        Err(error) => error,
+    };
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        bail!(error);
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    eprintln!(
+        "The mirror is unreachable; installing Debian's dataset-fashion-mnist package instead \
+         (apt-get update, then apt-get install -y dataset-fashion-mnist{})",
+        if root { "" } else { ", with sudo" }
+    );
+    for apt_args in [
+        &["update"][..],
+        &["install", "-y", "dataset-fashion-mnist"][..],
+    ] {
+        let mut argv: Vec<&str> = if root { vec![] } else { vec!["sudo", "-n"] };
+        argv.push("apt-get");
+        argv.extend(apt_args);
+        let status = Command::new(argv[0])
+            .args(&argv[1..])
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("{error}\n({} failed: {status})", argv.join(" "));
+        }
+    }
+    data::fetch::locate(None).map(drop).map_err(Into::into)
+}
