@@ -94,7 +94,7 @@ pub fn ensure_fashion_mnist() -> anyhow::Result<()> {
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     eprintln!(
-        "The mirror is unreachable; installing Debian's dataset-fashion-mnist package instead \
+        "The download failed; installing Debian's dataset-fashion-mnist package instead \
          (apt-get update, then apt-get install -y dataset-fashion-mnist{})",
         if root { "" } else { ", with sudo" }
     );
