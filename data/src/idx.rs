@@ -88,9 +88,9 @@ impl Split {
 
 /// Reads a file, decompressing it when it starts with the gzip magic.
 pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|source| Error::Io {
+    let raw = std::fs::read(path).map_err(|cause| Error::Io {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     if !raw.starts_with(&GZIP_MAGIC) {
         return Ok(raw);

@@ -37,12 +37,12 @@ pub const CLASS_NAMES: [&str; NUM_CLASSES] = [
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file's bytes are not a valid IDX file of the expected kind.
     #[error("{path}: {defect}")]

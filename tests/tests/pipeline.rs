@@ -129,3 +129,32 @@ fn resumed_run_ends_with_the_same_model_as_an_uninterrupted_one() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn divergence_stops_the_run_naming_epoch_and_step() {
+    let mut dataset = dataset();
+    dataset.train.images.truncate(2000 * data::IMAGE_PIXELS);
+    dataset.train.labels.truncate(2000);
+    let device = trainer::device::cpu().autodiff();
+    let paths = RunPaths::new(&run_dir("diverge").join("model.fmlp"));
+    let config = TrainConfig {
+        lr: 1e6,
+        ..config(&[16], 2)
+    };
+    let error = train(&config, &dataset, &paths, &device, None, true)
+        .err()
+        .expect("must diverge");
+    let message = error.to_string();
+    match error {
+        trainer::Error::Diverged { epoch, step, .. } => {
+            assert_eq!(epoch, 1);
+            assert!(
+                step >= 2 && message.contains(&format!("step {step}")),
+                "{message}"
+            );
+        }
+        other => panic!("expected divergence, got {other}"),
+    }
+    assert!(!paths.model.exists());
+    let _ = std::fs::remove_dir_all(paths.model.parent().unwrap());
+}

@@ -87,17 +87,17 @@ impl Checkpoint {
     /// Writes the checkpoint atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = postcard::to_allocvec(self).expect("checkpoint serializes");
-        data::atomic::write_atomically(path, &bytes).map_err(|source| Error::Io {
+        data::atomic::write_atomically(path, &bytes).map_err(|cause| Error::Io {
             path: path.to_owned(),
-            source,
+            cause,
         })
     }
 
     /// Reads a checkpoint written by [`Self::save`].
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let bytes = std::fs::read(path).map_err(|cause| Error::Io {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         let defect = |defect: String| Error::Checkpoint {
             path: path.to_owned(),

@@ -9,12 +9,12 @@ pub enum Error {
     #[error(transparent)]
     Data(#[from] data::Error),
     /// A file could not be written or read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A setting is out of range.
     #[error("invalid setting: {0}")]

@@ -17,7 +17,7 @@ use trainer::train::{ModelSummary, RunLog, RunPaths, TrainConfig, normalize, pre
 /// Writes OUT (the model), OUT with extension .ckpt (a checkpoint after every epoch, for
 /// --resume) and .log.json (settings, per-epoch loss/accuracy/time, final figures).
 #[derive(Parser, Debug)]
-#[command(version, about, long_about, after_help = EXAMPLES)]
+#[command(version, about, long_about, after_help = EXAMPLES, bin_name = "cargo xtask train")]
 struct Cli {
     #[command(flatten)]
     config: TrainConfig,
@@ -43,7 +43,15 @@ const EXAMPLES: &str = "Examples:
   cargo xtask train --resume                         # continue runs/model.fmlp after a stop
   cargo xtask train --data ~/mnist --out runs/mnist.fmlp   # any IDX set of 28x28 images";
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    // One line per error (the whole chain), never a backtrace: these are users' mistakes.
+    if let Err(error) = run() {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let paths = RunPaths::new(&cli.out);
     let checkpoint = if cli.resume {

@@ -405,9 +405,9 @@ pub fn train(
 /// Writes the run log atomically.
 pub fn write_log(path: &Path, log: &RunLog) -> Result<()> {
     let json = serde_json::to_vec_pretty(log).expect("run log serializes");
-    data::atomic::write_atomically(path, &json).map_err(|source| Error::Io {
+    data::atomic::write_atomically(path, &json).map_err(|cause| Error::Io {
         path: path.to_owned(),
-        source,
+        cause,
     })
 }
 

@@ -35,7 +35,15 @@ enum Task {
     Eval(eval::EvalArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    // One line per error (the whole chain), never a backtrace: these are users' mistakes.
+    if let Err(error) = run() {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Train { args } => train(args),
         Task::Eval(args) => eval::run(&args),
