@@ -267,7 +267,8 @@ mod tests {
                 }
             }
             if index == 0 {
-                y.iter_mut().for_each(|v| *v = v.max(0.0));
+                y.iter_mut()
+                    .for_each(|v| *v = Activation::Relu.apply(0, *v));
             }
             x = y;
         }

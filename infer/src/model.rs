@@ -104,7 +104,7 @@ impl<'a> Model<'a> {
                 }
             }
             if index != last {
-                self.file.activation.apply_slice(out);
+                self.file.activation.apply_slice(index, out);
             }
             core::mem::swap(&mut input, &mut output);
         }

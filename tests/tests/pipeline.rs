@@ -18,6 +18,7 @@ fn config(hidden: &[usize], epochs: usize) -> TrainConfig {
     TrainConfig {
         hidden: hidden.to_vec(),
         activation: trainer::activation::ActivationKind::Relu,
+        alpha: None,
         epochs,
         batch_size: 128,
         lr: 0.05,

@@ -32,7 +32,7 @@ pub fn model_file_bytes(model: &Mlp, normalization: Normalization) -> Result<Vec
             })?;
     }
     let file = ModelFile {
-        activation: model.activation.to_file(),
+        activation: model.file_activation(),
         normalization,
         layers,
     };

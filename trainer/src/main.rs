@@ -43,6 +43,11 @@ const EXAMPLES: &str = "Examples:
   cargo xtask train --resume                         # continue runs/model.fmlp after a stop
   cargo xtask train --data ~/mnist --out runs/mnist.fmlp   # any IDX set of 28x28 images";
 
+const STEP_WARNING: &str = "warning: --activation step has derivative 0 everywhere (and none at \
+0), so gradient descent cannot train the hidden layers: they keep their random initial weights \
+and only the output layer learns, on fixed random binary features. Expect far lower accuracy \
+than with any other activation.";
+
 fn main() {
     // One line per error (the whole chain), never a backtrace: these are users' mistakes.
     if let Err(error) = run() {
@@ -72,6 +77,9 @@ fn run() -> anyhow::Result<()> {
         .map_or(&cli.config, |c| &c.config)
         .clone();
     config.validate()?;
+    if config.activation == trainer::activation::ActivationKind::Step {
+        eprintln!("{STEP_WARNING}");
+    }
     let device = device(cli.device)?.autodiff();
 
     let dataset = Dataset::load(&cli.data)?;
@@ -113,6 +121,9 @@ fn run() -> anyhow::Result<()> {
     };
     trainer::train::write_log(&paths.log, &log)?;
     let total_seconds: f64 = trained.history.iter().map(|e| e.seconds).sum();
+    if config.activation == trainer::activation::ActivationKind::Step {
+        println!("note: step trained only the output layer; the hidden layers are random");
+    }
     println!(
         "wrote {} ({} bytes, f16): test accuracy {:.2}% (f32 model {:.2}%, predictions agree on \
          {:.2}%), {:.0}s of training; log {}",

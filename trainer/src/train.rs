@@ -35,6 +35,9 @@ pub struct TrainConfig {
     /// Activation of the hidden layers.
     #[arg(long, value_enum, default_value = "relu")]
     pub activation: ActivationKind,
+    /// α of --activation elu (default 1.0) or the initial α of prelu (default 0.25; then learned).
+    #[arg(long)]
+    pub alpha: Option<f32>,
     /// Passes over the 60,000 training images.
     #[arg(long, default_value_t = 20)]
     pub epochs: usize,
@@ -80,6 +83,18 @@ impl TrainConfig {
                 infer::format::MAX_LAYERS
             ));
         }
+        match (self.alpha, self.activation.default_alpha()) {
+            (Some(alpha), Some(_)) if !alpha.is_finite() => {
+                return fail(format!("--alpha {alpha} must be a finite number"));
+            }
+            (Some(_), None) => {
+                return fail(format!(
+                    "--alpha applies to --activation elu or prelu, not {:?}",
+                    self.activation
+                ));
+            }
+            _ => {}
+        }
         if self.epochs == 0 {
             return fail("--epochs must be at least 1".into());
         }
@@ -108,6 +123,13 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+
+    /// α as used: --alpha, else the activation's default, else 0 (unused).
+    pub fn alpha(&self) -> f32 {
+        self.alpha
+            .or(self.activation.default_alpha())
+            .unwrap_or(0.0)
     }
 
     /// η at optimisation step `step` (from 0) of a run with `steps_per_epoch` steps an epoch.
@@ -296,7 +318,7 @@ pub fn train(
     };
 
     device.seed(config.seed);
-    let mut model = Mlp::new(&config.hidden, config.activation, device);
+    let mut model = Mlp::new(&config.hidden, config.activation, config.alpha(), device);
     let mut optim = MomentumSgd::new(config.momentum, config.weight_decay);
     let mut history = Vec::new();
     if let Some(checkpoint) = resume {

@@ -41,18 +41,20 @@ pub struct EvalArgs {
 }
 
 /// Counts of one evaluation.
-struct Scores {
+pub struct Scores {
     predictions: Vec<u8>,
     /// `confusion[true][predicted]`.
     confusion: [[usize; NUM_CLASSES]; NUM_CLASSES],
 }
 
 impl Scores {
-    fn correct(&self) -> usize {
+    /// Images classified right.
+    pub fn correct(&self) -> usize {
         (0..NUM_CLASSES).map(|c| self.confusion[c][c]).sum()
     }
 
-    fn total(&self) -> usize {
+    /// Images scored.
+    pub fn total(&self) -> usize {
         self.predictions.len()
     }
 
@@ -106,7 +108,8 @@ fn load_split(args: &EvalArgs) -> anyhow::Result<(Split, String)> {
     Ok((split, format!("{source}, test split")))
 }
 
-fn score(model: &infer::Model<'_>, split: &Split) -> Result<Scores, infer::Error> {
+/// Runs `model` on every image of `split`.
+pub fn score(model: &infer::Model<'_>, split: &Split) -> Result<Scores, infer::Error> {
     let mut scratch = Box::new(infer::Scratch::<8192>::new());
     let mut confusion = [[0; NUM_CLASSES]; NUM_CLASSES];
     let mut predictions = Vec::with_capacity(split.len());
@@ -140,7 +143,20 @@ fn architecture(model: &infer::Model<'_>) -> String {
         .chain(layers.iter().map(|l| l.d_out))
         .map(|w| w.to_string())
         .collect();
-    format!("{} {}", widths.join("-"), model.activation().name())
+    let parameters = match model.activation() {
+        infer::Activation::Prelu { alphas } => {
+            let hidden = &alphas[..layers.len() - 1];
+            let alphas: Vec<String> = hidden.iter().map(|a| format!("{a:.4}")).collect();
+            format!(" (learned α per layer: {})", alphas.join(", "))
+        }
+        infer::Activation::Elu { alpha } => format!(" (α {alpha})"),
+        _ => String::new(),
+    };
+    format!(
+        "{} {}{parameters}",
+        widths.join("-"),
+        model.activation().name()
+    )
 }
 
 fn text_report(

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's commands. Run it without arguments for the list.
 
 mod eval;
+mod sweep;
 
 use std::process::Command;
 
@@ -33,6 +34,9 @@ enum Task {
     /// Evaluate a model file through the no_std `infer` crate: accuracy, per-class accuracy,
     /// confusion matrix, predictions CSV.
     Eval(eval::EvalArgs),
+    /// Train the same net once per activation and print a Markdown table of test accuracy (of
+    /// the f16 file, as `eval` measures it) and epoch time.
+    Sweep(sweep::SweepArgs),
 }
 
 fn main() {
@@ -47,24 +51,20 @@ fn run() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Train { args } => train(args),
         Task::Eval(args) => eval::run(&args),
+        Task::Sweep(args) => sweep::run(&args),
     }
 }
 
 /// Runs the trainer's binary with `args`, after making sure the data is there.
 fn train(mut args: Vec<String>) -> anyhow::Result<()> {
-    let mut cargo_args = vec![
-        "run".to_owned(),
-        "--quiet".into(),
-        "--package".into(),
-        "trainer".into(),
-    ];
+    let mut features = None;
     if let Some(at) = args.iter().position(|a| a == "--features") {
-        let features = args
-            .get(at + 1)
-            .context("--features needs a value, e.g. wgpu")?
-            .clone();
+        features = Some(
+            args.get(at + 1)
+                .context("--features needs a value, e.g. wgpu")?
+                .clone(),
+        );
         args.drain(at..at + 2);
-        cargo_args.extend(["--features".into(), features]);
     }
     let asks_help = args.iter().any(|a| a == "--help" || a == "-h");
     let data_given = args
@@ -74,17 +74,29 @@ fn train(mut args: Vec<String>) -> anyhow::Result<()> {
     if !asks_help && !data_given {
         ensure_fashion_mnist()?;
     }
-    cargo_args.push("--".into());
-    cargo_args.extend(args);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(&cargo_args)
-        .status()
-        .context("running cargo")?;
+    let status = run_trainer(&args, features.as_deref())?;
     if !status.success() {
         std::process::exit(status.code().unwrap_or(1));
     }
     Ok(())
+}
+
+/// Runs the trainer's binary (built in the same profile as the tests) with `args`.
+pub fn run_trainer(
+    args: &[String],
+    features: Option<&str>,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.args(["run", "--quiet", "--package", "trainer"]);
+    if let Some(features) = features {
+        command.args(["--features", features]);
+    }
+    command
+        .arg("--")
+        .args(args)
+        .status()
+        .context("running cargo")
 }
 
 /// Finds Fashion-MNIST, downloading it, or as a last resort installing Debian's package (these

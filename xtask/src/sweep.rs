@@ -1,0 +1,113 @@
+//! `cargo xtask sweep`: one training run per activation, same net, schedule and seed; each file
+//! scored as `eval` scores it.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
+use data::fetch::{Part, load_part, locate};
+
+/// The nine activations, in the course's order.
+const ALL: [&str; 9] = [
+    "identity", "step", "logistic", "tanh", "arctan", "relu", "prelu", "elu", "softplus",
+];
+
+/// Options of `sweep`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Example (the README's table):
+  cargo xtask sweep --activations all --hidden 256 --epochs 5")]
+pub struct SweepArgs {
+    /// Activations to compare, comma-separated, or `all`.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    activations: Vec<String>,
+    /// Hidden layer widths of the net, comma-separated.
+    #[arg(long, default_value = "256")]
+    hidden: String,
+    /// Epochs per run.
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Seed of every run.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Directory for the model files and logs.
+    #[arg(long, value_name = "DIR", default_value = "runs/sweep")]
+    out_dir: PathBuf,
+}
+
+/// Runs `sweep`.
+pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
+    let names: Vec<&str> = if args.activations.iter().any(|a| a == "all") {
+        ALL.to_vec()
+    } else {
+        args.activations.iter().map(String::as_str).collect()
+    };
+    if let Some(unknown) = names.iter().find(|n| !ALL.contains(n)) {
+        bail!(
+            "--activations: unknown activation {unknown:?}; choose from {}",
+            ALL.join(", ")
+        );
+    }
+    crate::ensure_fashion_mnist()?;
+    let (test, _) = load_part(&locate(None)?, Part::Test)?;
+    let mut table = format!(
+        "Command: `cargo xtask sweep --activations {} --hidden {} --epochs {} --seed {}` \
+         (default schedule and settings otherwise)\n\n\
+         | activation | test accuracy (f16 file, `eval`) | mean epoch time (s) | model bytes |\n\
+         |---|---|---|---|\n",
+        args.activations.join(","),
+        args.hidden,
+        args.epochs,
+        args.seed
+    );
+    for name in names {
+        let model_path = args.out_dir.join(format!("{name}.fmlp"));
+        eprintln!("== {name}");
+        let train_args: Vec<String> = [
+            "--activation",
+            name,
+            "--hidden",
+            &args.hidden,
+            "--epochs",
+            &args.epochs.to_string(),
+            "--seed",
+            &args.seed.to_string(),
+            "--quiet",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([model_path.display().to_string()])
+        .collect();
+        let status = crate::run_trainer(&train_args, None)?;
+        if !status.success() {
+            bail!("training with --activation {name} failed ({status})");
+        }
+        let bytes = std::fs::read(&model_path)
+            .with_context(|| format!("reading {}", model_path.display()))?;
+        let model = infer::Model::from_bytes(&bytes)
+            .map_err(|e| anyhow!("{}: {e}", model_path.display()))?;
+        let scores = crate::eval::score(&model, &test).map_err(|e| anyhow!("{e}"))?;
+        let log_path = model_path.with_extension("log.json");
+        let log: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&log_path).with_context(|| format!("reading {}", log_path.display()))?,
+        )?;
+        let seconds: Vec<f64> = log["epochs"]
+            .as_array()
+            .map(|epochs| {
+                epochs
+                    .iter()
+                    .filter_map(|e| e["seconds"].as_f64())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mean_seconds = seconds.iter().sum::<f64>() / seconds.len().max(1) as f64;
+        writeln!(
+            table,
+            "| {name} | {:.2} % | {mean_seconds:.2} | {} |",
+            100.0 * scores.correct() as f64 / scores.total().max(1) as f64,
+            bytes.len()
+        )?;
+    }
+    print!("{table}");
+    Ok(())
+}
