@@ -9,6 +9,7 @@
 pub mod activation;
 pub mod error;
 pub mod format;
+pub mod kernel;
 pub mod model;
 
 pub use activation::Activation;

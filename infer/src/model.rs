@@ -97,12 +97,7 @@ impl<'a> Model<'a> {
             for (j, value) in out.iter_mut().enumerate() {
                 *value = f16_at(layer.bias, j);
             }
-            for (i, &x) in input[..d_in].iter().enumerate() {
-                let row = &layer.weights[2 * i * d_out..2 * (i + 1) * d_out];
-                for (j, value) in out.iter_mut().enumerate() {
-                    *value += x * f16_at(row, j);
-                }
-            }
+            crate::kernel::accumulate(&input[..d_in], layer.weights, out);
             if index != last {
                 self.file.activation.apply_slice(index, out);
             }

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's commands. Run it without arguments for the list.
 
+mod board;
 mod eval;
 mod sweep;
 
@@ -37,6 +38,10 @@ enum Task {
     /// Train the same net once per activation and print a Markdown table of test accuracy (of
     /// the f16 file, as `eval` measures it) and epoch time.
     Sweep(sweep::SweepArgs),
+    /// Run `infer` on an emulated Cortex-M4F board (QEMU mps2-an386, nRF52840 memory map) with
+    /// the model in flash; check it against the host and report flash, RAM, stack and
+    /// instructions per inference.
+    Board(board::BoardArgs),
 }
 
 fn main() {
@@ -52,6 +57,7 @@ fn run() -> anyhow::Result<()> {
         Task::Train { args } => train(args),
         Task::Eval(args) => eval::run(&args),
         Task::Sweep(args) => sweep::run(&args),
+        Task::Board(args) => board::run(&args),
     }
 }
 

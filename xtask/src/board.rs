@@ -1,0 +1,346 @@
+//! `cargo xtask board`: builds the firmware with a model in flash, runs it on QEMU's
+//! mps2-an386 (a Cortex-M4F) under a timeout, and checks it against the host `infer`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, anyhow, bail};
+use data::fetch::{Part, load_part, locate};
+
+/// The part whose memory map `board/memory.x` models.
+pub const PART: &str = "nRF52840 (1 MB flash, 256 KB RAM)";
+const TARGET: &str = "thumbv7em-none-eabihf";
+const RECORD: usize = 1 + 4 * infer::NUM_CLASSES;
+
+/// Options of `board`.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Needs qemu-system-arm (apt-get install -y --no-install-recommends \
+qemu-system-arm) and the target (rustup target add thumbv7em-none-eabihf).
+
+Example:
+  cargo xtask train --hidden 128 --out runs/small.fmlp
+  cargo xtask board --model runs/small.fmlp --count 500 --json"
+)]
+pub struct BoardArgs {
+    /// Model file to embed in the firmware's flash.
+    #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
+    model: PathBuf,
+    /// Test images to run through the board (from the start of the test split).
+    #[arg(long, default_value_t = 500)]
+    count: usize,
+    /// Print one JSON object on stdout instead of the report.
+    #[arg(long)]
+    json: bool,
+    /// Seconds QEMU may run before it is stopped.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+}
+
+/// What the emulated board reported.
+#[derive(Debug, Default)]
+struct BoardReport {
+    count: usize,
+    inference_ticks: u64,
+    calibration_ticks: u64,
+    calibration_instructions: u64,
+    flash_bytes: u64,
+    ram_bytes: u64,
+    stack_bytes: u64,
+}
+
+/// Runs `board`.
+pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
+    check_tools()?;
+    let model_bytes =
+        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let model = infer::Model::from_bytes(&model_bytes)
+        .map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
+    let elf = build(&args.model)?;
+
+    crate::ensure_fashion_mnist()?;
+    let (test, _) = load_part(&locate(None)?, Part::Test)?;
+    let count = args.count.min(test.len());
+    if count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let dir = std::env::temp_dir().join(format!("fashion-mlp-board-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("images.bin"),
+        &test.images[..count * infer::INPUT_SIZE],
+    )?;
+    let report = emulate(&elf, &dir, args.timeout)?;
+    let results = std::fs::read(dir.join("results.bin")).context("reading the board's results")?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if report.count != count || results.len() != count * RECORD {
+        bail!(
+            "the board returned {} results for {count} images",
+            results.len() / RECORD
+        );
+    }
+
+    let mut scratch = Box::new(infer::Scratch::<8192>::new());
+    let (mut identical, mut board_right, mut host_right) = (true, 0usize, 0usize);
+    for (index, record) in results.chunks_exact(RECORD).enumerate() {
+        let logits = model
+            .forward_into(test.image(index), &mut scratch)
+            .map_err(|e| anyhow!("host infer: {e}"))?;
+        let host_class = infer::model::argmax(&logits) as u8;
+        let board_bits = record[1..]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()));
+        identical &= record[0] == host_class && board_bits.eq(logits.iter().map(|l| l.to_bits()));
+        board_right += usize::from(record[0] == test.labels[index]);
+        host_right += usize::from(host_class == test.labels[index]);
+    }
+    let macs: u64 = model
+        .file()
+        .layers
+        .iter()
+        .map(|l| u64::from(l.d_in) * u64::from(l.d_out))
+        .sum();
+    let instructions = report.inference_ticks as f64 * report.calibration_instructions as f64
+        / report.calibration_ticks.max(1) as f64;
+    let per_inference = instructions / count as f64;
+    let summary = serde_json::json!({
+        "part": PART,
+        "model": args.model,
+        "count": count,
+        "identical": identical,
+        "accuracy": board_right as f64 / count as f64,
+        "host_accuracy": host_right as f64 / count as f64,
+        "flash_bytes": report.flash_bytes,
+        "model_bytes": model_bytes.len(),
+        "ram_bytes": report.ram_bytes,
+        "stack_bytes": report.stack_bytes,
+        "instructions_per_inference": per_inference.round(),
+        "instructions_per_mac": per_inference / macs as f64,
+        "macs_per_inference": macs,
+        "ticks_per_instruction": report.calibration_ticks as f64 / report.calibration_instructions as f64,
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "board: Cortex-M4F on QEMU mps2-an386, memory map of the {PART}"
+        );
+        let _ = writeln!(
+            out,
+            "model {}: {} bytes in flash, read in place",
+            args.model.display(),
+            model_bytes.len()
+        );
+        let _ = writeln!(
+            out,
+            "{count} test images: board accuracy {:.2}%, host accuracy {:.2}%, predictions and logits {}",
+            100.0 * board_right as f64 / count as f64,
+            100.0 * host_right as f64 / count as f64,
+            if identical {
+                "bit-identical to the host"
+            } else {
+                "DIFFER from the host"
+            }
+        );
+        let _ = writeln!(
+            out,
+            "flash used {} bytes (code + model), static RAM {} bytes, peak stack {} bytes",
+            report.flash_bytes, report.ram_bytes, report.stack_bytes
+        );
+        let _ = writeln!(
+            out,
+            "{per_inference:.0} instructions per inference, {:.2} per multiply-accumulate \
+             ({macs} MACs; SysTick under -icount shift=0, calibrated on a loop of known length)",
+            per_inference / macs as f64
+        );
+        print!("{out}");
+    }
+    if !identical {
+        bail!("the board's predictions or logits differ from the host's");
+    }
+    Ok(())
+}
+
+fn check_tools() -> anyhow::Result<()> {
+    if Command::new("qemu-system-arm")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        bail!(
+            "qemu-system-arm not found; install it with: sudo apt-get install -y \
+             --no-install-recommends qemu-system-arm"
+        );
+    }
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    if let Ok(output) = installed
+        && !String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .any(|l| l.trim() == TARGET)
+    {
+        bail!("the {TARGET} target is not installed; install it with: rustup target add {TARGET}");
+    }
+    Ok(())
+}
+
+/// Builds the firmware with `model` embedded and returns the ELF's path.
+pub fn build(model: &Path) -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace");
+    let board = root.join("board");
+    let target_dir = root.join("target").join("board");
+    let model = std::fs::canonicalize(model).with_context(|| format!("{}", model.display()))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(&board)
+        .args(["build", "--release", "--quiet", "--target-dir"])
+        .arg(&target_dir)
+        .env("FMLP_MODEL", &model)
+        .output()
+        .context("running cargo build for the board")?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if let Some(line) = stderr
+            .lines()
+            .find(|l| l.contains("will not fit in region") || l.contains("overflowed by"))
+        {
+            let size = std::fs::metadata(&model).map(|m| m.len()).unwrap_or(0);
+            bail!(
+                "{}: the model ({size} bytes) and the firmware do not fit the {PART}'s flash.\n\
+                 linker: {}\n\
+                 Train a smaller model (e.g. cargo xtask train --hidden 128 --out runs/small.fmlp) \
+                 or, for a bigger part, change board/memory.x.",
+                model.display(),
+                line.trim().trim_start_matches("= note:").trim()
+            );
+        }
+        bail!("building the board firmware failed:\n{stderr}");
+    }
+    Ok(target_dir.join(TARGET).join("release").join("board"))
+}
+
+fn emulate(elf: &Path, dir: &Path, timeout: u64) -> anyhow::Result<BoardReport> {
+    let output = Command::new("timeout")
+        .arg(timeout.to_string())
+        .args([
+            "qemu-system-arm",
+            "-M",
+            "mps2-an386",
+            "-cpu",
+            "cortex-m4",
+            "-nographic",
+        ])
+        .args([
+            "-icount",
+            "shift=0",
+            "-semihosting-config",
+            "enable=on,target=native",
+            "-kernel",
+        ])
+        .arg(elf)
+        .current_dir(dir)
+        .output()
+        .context("running qemu-system-arm")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let why = if output.status.code() == Some(124) {
+            format!("QEMU ran past the {timeout} s timeout")
+        } else {
+            format!("the board exited with {}", output.status)
+        };
+        bail!(
+            "{why}:\n{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("FMLP-BOARD "))
+        .ok_or_else(|| anyhow!("the board printed no report:\n{stdout}"))?;
+    let mut report = BoardReport::default();
+    for field in line.split_whitespace().skip(1) {
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| anyhow!("bad report field {field}"))?;
+        let value: u64 = value
+            .parse()
+            .with_context(|| format!("bad report field {field}"))?;
+        match key {
+            "count" => report.count = value as usize,
+            "inference_ticks" => report.inference_ticks = value,
+            "calibration_ticks" => report.calibration_ticks = value,
+            "calibration_instructions" => report.calibration_instructions = value,
+            "flash_bytes" => report.flash_bytes = value,
+            "ram_bytes" => report.ram_bytes = value,
+            "stack_bytes" => report.stack_bytes = value,
+            _ => {}
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid 784-`hidden`-10 model file with zero weights.
+    fn zero_model(hidden: u32) -> Vec<u8> {
+        let w1 = vec![0u8; 2 * infer::INPUT_SIZE * hidden as usize];
+        let b1 = vec![0u8; 2 * hidden as usize];
+        let w2 = vec![0u8; 2 * hidden as usize * infer::NUM_CLASSES];
+        let b2 = vec![0u8; 2 * infer::NUM_CLASSES];
+        let mut layers = infer::heapless::Vec::new();
+        let first = infer::LayerBytes {
+            d_in: 784,
+            d_out: hidden,
+            weights: &w1,
+            bias: &b1,
+        };
+        let last = infer::LayerBytes {
+            d_in: hidden,
+            d_out: 10,
+            weights: &w2,
+            bias: &b2,
+        };
+        layers.push(first).unwrap();
+        layers.push(last).unwrap();
+        let file = infer::ModelFile {
+            activation: infer::Activation::Relu,
+            normalization: infer::Normalization {
+                mean: 0.3,
+                std: 0.35,
+            },
+            layers,
+        };
+        let mut bytes = vec![0; file.encoded_len_bound()];
+        let len = file.encode(&mut bytes).unwrap();
+        bytes.truncate(len);
+        bytes
+    }
+
+    #[test]
+    fn too_large_model_fails_the_build_with_a_clear_message() {
+        let dir = std::env::temp_dir().join(format!("board-too-large-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("big.fmlp");
+        // 784 × 680 f16 weights: 1,066,240 bytes, more than the nRF52840's 1 MB of flash.
+        std::fs::write(&path, zero_model(680)).unwrap();
+        let message = build(&path).unwrap_err().to_string();
+        assert!(
+            message.contains("do not fit") && message.contains("1 MB flash"),
+            "{message}"
+        );
+        assert!(
+            message.contains("will not fit in region 'FLASH'"),
+            "{message}"
+        );
+        assert!(message.contains("--hidden 128"), "{message}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
