@@ -42,4 +42,32 @@ mod tests {
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn failed_write_leaves_the_previous_artifact_intact() {
+        let dir = std::env::temp_dir().join(format!("atomic-fail-{}", std::process::id()));
+        // The target is a non-empty directory: the final rename fails, as a full or read-only
+        // disk would make some step fail.
+        let target = dir.join("model.fmlp");
+        std::fs::create_dir_all(target.join("keep")).unwrap();
+        assert!(write_atomically(&target, b"new").is_err());
+        assert!(
+            target.join("keep").is_dir(),
+            "the previous artifact must survive"
+        );
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("model.fmlp")],
+            "temp file left behind"
+        );
+        // A parent that is a file: the error says so.
+        let blocked = dir.join("model.fmlp/keep/file");
+        std::fs::write(&blocked, b"x").unwrap();
+        assert!(write_atomically(&blocked.join("out.fmlp"), b"new").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

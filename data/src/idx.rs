@@ -92,6 +92,12 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
         path: path.to_owned(),
         cause,
     })?;
+    decompress_maybe_gzip(path, raw)
+}
+
+/// `raw` itself, or its decompression when it starts with the gzip magic (at most 1 GiB); `path`
+/// only names the file in errors.
+pub fn decompress_maybe_gzip(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     if !raw.starts_with(&GZIP_MAGIC) {
         return Ok(raw);
     }

@@ -14,6 +14,14 @@ pub enum Error {
         /// Version this build reads.
         expected: u16,
     },
+    /// The payload's CRC-32 does not match the one stored in the file: the bytes were corrupted
+    /// (in flash, or on the way there).
+    Checksum {
+        /// CRC-32 stored in the file.
+        stored: u32,
+        /// CRC-32 of the payload as found.
+        computed: u32,
+    },
     /// The bytes do not decode as a model (truncated, or a field is corrupt).
     Malformed,
     /// Bytes follow the end of the model.
@@ -71,6 +79,11 @@ impl fmt::Display for Error {
             Error::UnsupportedVersion { found, expected } => write!(
                 f,
                 "model format version {found} is not supported (this build reads version {expected})"
+            ),
+            Error::Checksum { stored, computed } => write!(
+                f,
+                "model file is corrupt: its payload's CRC-32 is {computed:08x}, the file says \
+                 {stored:08x} (truncated, or damaged in storage or transfer)"
             ),
             Error::Malformed => write!(f, "model file is truncated or corrupt (does not decode)"),
             Error::TrailingBytes { count } => {

@@ -1,8 +1,10 @@
 //! The model file: the one definition of its bytes.
 //!
-//! A file is two postcard values back to back: a [`Header`] (magic and format version, so a file
-//! of another version is recognised as such before anything else is decoded), then a
-//! [`ModelFile`]. Weights and biases are little-endian f16 bytes borrowed in place; postcard puts
+//! A file is a postcard [`Header`] (magic and format version, so a file of another version is
+//! recognised as such before anything else is decoded), the CRC-32 of the payload as 4
+//! little-endian bytes, then the payload: a postcard [`ModelFile`]. The checksum is verified
+//! before any decoded value is used, so a flash or copy corruption is an error, not silent wrong
+//! predictions. Weights and biases are little-endian f16 bytes borrowed in place; postcard puts
 //! them at arbitrary (odd) offsets, so they are read two bytes at a time, never cast to `&[f16]`.
 
 use heapless::Vec;
@@ -12,8 +14,8 @@ use crate::{Activation, Error, INPUT_SIZE, NUM_CLASSES};
 
 /// First bytes of every model file.
 pub const MAGIC: [u8; 4] = *b"FMLP";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes and reads (2: the payload's CRC-32 follows the header).
+pub const FORMAT_VERSION: u16 = 2;
 /// Most layers a model file may hold.
 pub const MAX_LAYERS: usize = 8;
 
@@ -76,8 +78,18 @@ impl<'a> ModelFile<'a> {
                 expected: FORMAT_VERSION,
             });
         }
-        let (file, rest) =
-            postcard::take_from_bytes::<ModelFile<'a>>(rest).map_err(|_| Error::Malformed)?;
+        let (stored, payload) = rest.split_first_chunk::<4>().ok_or(Error::Malformed)?;
+        let stored = u32::from_le_bytes(*stored);
+        let checksum = |bytes: &[u8]| match crate::crc32::crc32(bytes) {
+            computed if computed == stored => Ok(()),
+            computed => Err(Error::Checksum { stored, computed }),
+        };
+        let (file, rest) = match postcard::take_from_bytes::<ModelFile<'a>>(payload) {
+            Ok(decoded) => decoded,
+            // Undecodable: a corruption if the checksum says so, else a malformed writer.
+            Err(_) => return checksum(payload).and(Err(Error::Malformed)),
+        };
+        checksum(&payload[..payload.len() - rest.len()])?;
         if !rest.is_empty() {
             return Err(Error::TrailingBytes { count: rest.len() });
         }
@@ -149,7 +161,8 @@ impl<'a> ModelFile<'a> {
             .sum::<usize>()
     }
 
-    /// Writes the header and the model into `out`, returning how many bytes were written.
+    /// Writes the header, the checksum and the model into `out`, returning how many bytes were
+    /// written.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, Error> {
         let header = Header {
             magic: MAGIC,
@@ -158,11 +171,14 @@ impl<'a> ModelFile<'a> {
         let header_len = postcard::to_slice(&header, out)
             .map_err(|_| Error::BufferTooSmall)?
             .len();
-        let body = out.get_mut(header_len..).ok_or(Error::BufferTooSmall)?;
-        let body_len = postcard::to_slice(self, body)
+        let payload_at = header_len + 4;
+        let payload = out.get_mut(payload_at..).ok_or(Error::BufferTooSmall)?;
+        let payload_len = postcard::to_slice(self, payload)
             .map_err(|_| Error::BufferTooSmall)?
             .len();
-        Ok(header_len + body_len)
+        let crc = crate::crc32::crc32(&out[payload_at..payload_at + payload_len]);
+        out[header_len..payload_at].copy_from_slice(&crc.to_le_bytes());
+        Ok(payload_at + payload_len)
     }
 
     /// The widest activation vector a forward pass holds (the input included).
@@ -281,27 +297,29 @@ mod tests {
     }
 
     #[test]
-    fn every_single_byte_flip_is_an_error_or_a_valid_model() {
+    fn every_single_byte_flip_is_an_error() {
         let bytes = encoded(4);
-        let (mut errors, mut valid) = (0, 0);
         for at in 0..bytes.len() {
-            let mut flipped = bytes.clone();
-            flipped[at] ^= 0xff;
-            match Model::from_bytes(&flipped) {
-                Ok(model) => {
-                    model
-                        .forward_into(&image(), &mut Scratch::<1024>::new())
-                        .unwrap();
-                    valid += 1;
-                }
-                Err(_) => errors += 1,
+            for mask in [0x01, 0x80, 0xff] {
+                let mut flipped = bytes.clone();
+                flipped[at] ^= mask;
+                // The header catches flips in itself; the CRC-32 catches every other single flip.
+                assert!(
+                    Model::from_bytes(&flipped).is_err(),
+                    "flip {mask:#x} at {at} decoded"
+                );
             }
         }
-        // Flips inside the weights stay valid models; flips in the structure are errors.
-        assert!(
-            errors > 10 && valid > bytes.len() / 2,
-            "errors {errors}, valid {valid}"
-        );
+    }
+
+    #[test]
+    fn corrupted_payload_names_both_checksums() {
+        let mut bytes = encoded(4);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let error = Model::from_bytes(&bytes).unwrap_err();
+        assert!(matches!(error, Error::Checksum { .. }), "{error:?}");
+        assert!(std::format!("{error}").contains("CRC-32"));
     }
 
     #[test]
@@ -339,7 +357,7 @@ mod tests {
                 expected: FORMAT_VERSION
             }
         );
-        assert!(std::format!("{error}").contains("version 2"));
+        assert!(std::format!("{error}").contains("version 3"));
     }
 
     #[test]

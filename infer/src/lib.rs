@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod activation;
+pub mod crc32;
 pub mod error;
 pub mod format;
 pub mod kernel;

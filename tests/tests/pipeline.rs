@@ -1,6 +1,9 @@
 //! The whole chain on the real Fashion-MNIST: train → f16 file → `infer`.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+static NO_STOP: AtomicBool = AtomicBool::new(false);
 
 use data::{DataArgs, Dataset};
 use trainer::checkpoint::Checkpoint;
@@ -27,6 +30,7 @@ fn config(hidden: &[usize], epochs: usize) -> TrainConfig {
         schedule: trainer::train::Schedule::Constant,
         warmup_epochs: 0.0,
         label_smoothing: 0.0,
+        train_images: None,
         seed: 7,
     }
 }
@@ -59,7 +63,16 @@ fn one_epoch_small_net_reaches_80_percent_through_infer() {
     let dataset = dataset();
     let device = trainer::device::cpu().autodiff();
     let paths = RunPaths::new(&run_dir("one-epoch").join("model.fmlp"));
-    let trained = train(&config(&[64], 1), &dataset, &paths, &device, None, true).unwrap();
+    let trained = train(
+        &config(&[64], 1),
+        &dataset,
+        &paths,
+        &device,
+        None,
+        true,
+        &NO_STOP,
+    )
+    .unwrap();
     let (mean, std) = trained.normalization;
     let bytes = model_file_bytes(&trained.model, infer::Normalization { mean, std }).unwrap();
 
@@ -94,7 +107,7 @@ fn resumed_run_ends_with_the_same_model_as_an_uninterrupted_one() {
     let dir = run_dir("resume");
 
     let straight = RunPaths::new(&dir.join("straight.fmlp"));
-    let whole = train(&config, &dataset, &straight, &device, None, true).unwrap();
+    let whole = train(&config, &dataset, &straight, &device, None, true, &NO_STOP).unwrap();
 
     let interrupted = RunPaths::new(&dir.join("interrupted.fmlp"));
     train(
@@ -107,6 +120,7 @@ fn resumed_run_ends_with_the_same_model_as_an_uninterrupted_one() {
         &device,
         None,
         true,
+        &NO_STOP,
     )
     .unwrap();
     // Pretend the run was started for 3 epochs and killed after the first.
@@ -119,6 +133,7 @@ fn resumed_run_ends_with_the_same_model_as_an_uninterrupted_one() {
         &device,
         Some(&checkpoint),
         true,
+        &NO_STOP,
     )
     .unwrap();
 
@@ -142,7 +157,7 @@ fn divergence_stops_the_run_naming_epoch_and_step() {
         lr: 1e6,
         ..config(&[16], 2)
     };
-    let error = train(&config, &dataset, &paths, &device, None, true)
+    let error = train(&config, &dataset, &paths, &device, None, true, &NO_STOP)
         .err()
         .expect("must diverge");
     let message = error.to_string();
@@ -158,4 +173,35 @@ fn divergence_stops_the_run_naming_epoch_and_step() {
     }
     assert!(!paths.model.exists());
     let _ = std::fs::remove_dir_all(paths.model.parent().unwrap());
+}
+
+#[test]
+fn same_seed_gives_byte_identical_model_files() {
+    let dataset = dataset();
+    let device = trainer::device::cpu().autodiff();
+    let config = TrainConfig {
+        train_images: Some(6000),
+        ..config(&[32, 16], 2)
+    };
+    let dir = run_dir("determinism");
+    let bytes = |name: &str| {
+        let paths = RunPaths::new(&dir.join(name));
+        let trained = train(&config, &dataset, &paths, &device, None, true, &NO_STOP).unwrap();
+        let (mean, std) = trained.normalization;
+        model_file_bytes(&trained.model, infer::Normalization { mean, std }).unwrap()
+    };
+    let (first, second) = (bytes("first.fmlp"), bytes("second.fmlp"));
+    assert_eq!(first, second);
+    let other_seed = {
+        let paths = RunPaths::new(&dir.join("other.fmlp"));
+        let config = TrainConfig {
+            seed: 8,
+            ..config.clone()
+        };
+        let trained = train(&config, &dataset, &paths, &device, None, true, &NO_STOP).unwrap();
+        let (mean, std) = trained.normalization;
+        model_file_bytes(&trained.model, infer::Normalization { mean, std }).unwrap()
+    };
+    assert_ne!(first, other_seed, "the seed must matter");
+    let _ = std::fs::remove_dir_all(&dir);
 }

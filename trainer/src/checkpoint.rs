@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::Mlp;
 use crate::optim::MomentumSgd;
-use crate::train::{EpochRecord, TrainConfig};
+use crate::train::{EpochProgress, EpochRecord, TrainConfig};
 
 /// Bumped whenever the layout below changes.
 const CHECKPOINT_VERSION: u32 = 1;
@@ -25,6 +25,8 @@ pub struct Checkpoint {
     pub normalization: (f32, f32),
     /// One record per completed epoch.
     pub history: Vec<EpochRecord>,
+    /// Set when the run stopped inside an epoch.
+    pub progress: Option<EpochProgress>,
     /// Parameter values, in module order.
     params: Vec<Vec<f32>>,
     /// Velocities, in module order (`None` before a parameter's first step).
@@ -51,6 +53,7 @@ impl Checkpoint {
             config: config.clone(),
             normalization,
             history: history.to_vec(),
+            progress: None,
             params: collect.params,
             velocities: collect.velocities,
         }

@@ -46,6 +46,21 @@ pub enum Error {
         /// The last checkpoint written, if any.
         checkpoint: Option<PathBuf>,
     },
+    /// Ctrl-C: the run stopped after a complete step and wrote a checkpoint.
+    #[error(
+        "interrupted before step {} of epoch {epoch}; checkpoint written to {}. Continue with the \
+         same command plus --resume",
+        step + 1,
+        checkpoint.display()
+    )]
+    Interrupted {
+        /// Epoch in progress, from 1.
+        epoch: usize,
+        /// Steps of it done.
+        step: usize,
+        /// The checkpoint written.
+        checkpoint: PathBuf,
+    },
     /// The weights cannot be written as f16.
     #[error("cannot export: {0}")]
     Export(String),

@@ -2,6 +2,8 @@
 //! its JSON run log. Usually run as `cargo xtask train`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
@@ -59,11 +61,19 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let paths = RunPaths::new(&cli.out);
-    let checkpoint = if cli.resume {
-        let checkpoint = Checkpoint::load(&paths.checkpoint)
-            .context("--resume needs the checkpoint of an earlier run with the same --out")?;
+    let checkpoint = if cli.resume && !paths.checkpoint.exists() {
         eprintln!(
-            "resuming {} after epoch {} of {}",
+            "--resume: no checkpoint at {} yet, so training starts from the beginning",
+            paths.checkpoint.display()
+        );
+        None
+    } else if cli.resume {
+        let checkpoint = Checkpoint::load(&paths.checkpoint)?;
+        let within = checkpoint.progress.as_ref().map_or(String::new(), |p| {
+            format!(" and {} steps of epoch {}", p.steps_done, p.epoch)
+        });
+        eprintln!(
+            "resuming {} after epoch {} of {}{within}",
             paths.checkpoint.display(),
             checkpoint.history.len(),
             checkpoint.config.epochs
@@ -96,6 +106,16 @@ fn run() -> anyhow::Result<()> {
     );
     eprintln!("settings: {}", serde_json::to_string(&config)?);
 
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = Arc::clone(&stop);
+    ctrlc::set_handler(move || {
+        if handler_stop.swap(true, Ordering::Relaxed) {
+            eprintln!("\nsecond Ctrl-C: quitting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: finishing this step, then writing a checkpoint (Ctrl-C again quits)");
+    })
+    .context("installing the Ctrl-C handler")?;
     let trained = train(
         &config,
         &dataset,
@@ -103,7 +123,15 @@ fn run() -> anyhow::Result<()> {
         &device,
         checkpoint.as_ref(),
         cli.quiet,
-    )?;
+        &stop,
+    );
+    let trained = match trained {
+        Err(error @ trainer::Error::Interrupted { .. }) => {
+            eprintln!("{error}");
+            std::process::exit(130);
+        }
+        other => other?,
+    };
     let (mean, std) = trained.normalization;
     let bytes = model_file_bytes(&trained.model, infer::Normalization { mean, std })?;
 

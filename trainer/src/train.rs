@@ -2,6 +2,7 @@
 //! schedules, per-epoch evaluation, checkpoints and the JSON run log.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
@@ -62,6 +63,9 @@ pub struct TrainConfig {
     /// Label smoothing ε of the cross-entropy targets (0 = one-hot).
     #[arg(long, default_value_t = 0.1)]
     pub label_smoothing: f32,
+    /// Train on only the first N training images (quick experiments); default: all.
+    #[arg(long, value_name = "N")]
+    pub train_images: Option<usize>,
     /// Seed of the initial weights and of the shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -97,6 +101,9 @@ impl TrainConfig {
         }
         if self.epochs == 0 {
             return fail("--epochs must be at least 1".into());
+        }
+        if self.train_images == Some(0) {
+            return fail("--train-images must be at least 1".into());
         }
         if self.batch_size == 0 {
             return fail("--batch-size must be at least 1".into());
@@ -296,8 +303,25 @@ pub struct Trained {
     pub history: Vec<EpochRecord>,
 }
 
+/// Where a run stopped inside an epoch (Ctrl-C), so `--resume` continues with the next step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochProgress {
+    /// The epoch in progress, from 1.
+    pub epoch: usize,
+    /// Steps of it already applied.
+    pub steps_done: usize,
+    /// Sum of their losses.
+    pub loss_sum: f64,
+    /// Training images they classified right.
+    pub right: usize,
+    /// Seconds spent on them.
+    pub seconds: f64,
+}
+
 /// Trains `config` on `dataset`, writing a checkpoint and the log after every epoch. With
-/// `resume`, continues from `paths.checkpoint` (whose settings must equal `config`).
+/// `resume`, continues from that checkpoint (whose settings must equal `config`). When `stop`
+/// becomes true (Ctrl-C), finishes the current step, writes a checkpoint that records the
+/// position inside the epoch, and returns [`Error::Interrupted`].
 pub fn train(
     config: &TrainConfig,
     dataset: &Dataset,
@@ -305,13 +329,21 @@ pub fn train(
     device: &Device,
     resume: Option<&Checkpoint>,
     quiet: bool,
+    stop: &AtomicBool,
 ) -> Result<Trained> {
     config.validate()?;
+    let train_split = config.train_images.map_or(dataset.train.clone(), |n| {
+        let n = n.min(dataset.train.len());
+        Split {
+            images: dataset.train.images[..n * INPUT_SIZE].to_vec(),
+            labels: dataset.train.labels[..n].to_vec(),
+        }
+    });
     let normalization = match resume {
         Some(checkpoint) => checkpoint.normalization,
-        None => pixel_statistics(&dataset.train),
+        None => pixel_statistics(&train_split),
     };
-    let train_pixels = normalize(&dataset.train, normalization);
+    let train_pixels = normalize(&train_split, normalization);
     let test_pixels = normalize(&dataset.test, normalization);
     let loss_fn = CrossEntropy {
         label_smoothing: config.label_smoothing,
@@ -320,7 +352,7 @@ pub fn train(
     device.seed(config.seed);
     let mut model = Mlp::new(&config.hidden, config.activation, config.alpha(), device);
     let mut optim = MomentumSgd::new(config.momentum, config.weight_decay);
-    let mut history = Vec::new();
+    let (mut history, mut progress) = (Vec::new(), None);
     if let Some(checkpoint) = resume {
         if checkpoint.config != *config {
             return Err(Error::Checkpoint {
@@ -330,9 +362,10 @@ pub fn train(
         }
         model = checkpoint.restore(&paths.checkpoint, model, &mut optim)?;
         history = checkpoint.history.clone();
+        progress = checkpoint.progress.clone();
     }
 
-    let n = dataset.train.len();
+    let n = train_split.len();
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let mut log = RunLog {
         config: config.clone(),
@@ -341,30 +374,41 @@ pub fn train(
         epochs: history.clone(),
         model: None,
     };
+    let mut batch_pixels = Vec::with_capacity(config.batch_size * INPUT_SIZE);
+    let mut batch_labels = Vec::with_capacity(config.batch_size);
     for epoch in history.len() + 1..=config.epochs {
+        let resumed = progress.take().filter(|p: &EpochProgress| p.epoch == epoch);
+        let mut state = resumed.unwrap_or(EpochProgress {
+            epoch,
+            steps_done: 0,
+            loss_sum: 0.0,
+            right: 0,
+            seconds: 0.0,
+        });
         let started = Instant::now();
         let bar = progress_bar(steps_per_epoch, epoch, config.epochs, quiet);
+        bar.set_position(state.steps_done as u64);
         let order = shuffled(n, config.seed, epoch);
-        let (mut loss_sum, mut right) = (0.0f64, 0usize);
         let mut lr = config.lr;
-        let mut batch_pixels = Vec::with_capacity(config.batch_size * INPUT_SIZE);
-        let mut batch_labels = Vec::with_capacity(config.batch_size);
-        for (step, indices) in order.chunks(config.batch_size).enumerate() {
+        for (step, indices) in order
+            .chunks(config.batch_size)
+            .enumerate()
+            .skip(state.steps_done)
+        {
             batch_pixels.clear();
             batch_labels.clear();
             for &i in indices {
                 batch_pixels.extend_from_slice(&train_pixels[i * INPUT_SIZE..(i + 1) * INPUT_SIZE]);
-                batch_labels.push(dataset.train.labels[i]);
+                batch_labels.push(train_split.labels[i]);
             }
-            let rows = indices.len();
             let input = Tensor::from_data(
-                TensorData::new(batch_pixels.clone(), [rows, INPUT_SIZE]),
+                TensorData::new(batch_pixels.clone(), [indices.len(), INPUT_SIZE]),
                 device,
             );
             let targets = loss_fn.targets(&batch_labels, NUM_CLASSES, device);
             let logits = model.forward(input);
             let predicted = logits.clone().detach().argmax(1).into_data();
-            right += predicted
+            state.right += predicted
                 .iter::<i64>()
                 .zip(&batch_labels)
                 .filter(|(p, l)| *p == i64::from(**l))
@@ -377,25 +421,39 @@ pub fn train(
                     loss: value,
                     epoch,
                     step: step + 1,
-                    checkpoint: (!history.is_empty()).then(|| paths.checkpoint.clone()),
+                    checkpoint: paths.checkpoint.exists().then(|| paths.checkpoint.clone()),
                 });
             }
-            loss_sum += f64::from(value);
+            state.loss_sum += f64::from(value);
             let mut grads = loss.backward();
             lr = config.learning_rate((epoch - 1) * steps_per_epoch + step, steps_per_epoch);
             model = optim.step(model, &mut grads, lr);
+            state.steps_done = step + 1;
             bar.inc(1);
             if step % 20 == 0 {
-                bar.set_message(format!("loss {:.4}", loss_sum / (step + 1) as f64));
+                bar.set_message(format!("loss {:.4}", state.loss_sum / (step + 1) as f64));
+            }
+            if stop.load(Ordering::Relaxed) && state.steps_done < steps_per_epoch {
+                bar.abandon();
+                state.seconds += started.elapsed().as_secs_f64();
+                let mut checkpoint =
+                    Checkpoint::capture(config, normalization, &history, &model, &optim);
+                checkpoint.progress = Some(state.clone());
+                checkpoint.save(&paths.checkpoint)?;
+                return Err(Error::Interrupted {
+                    epoch,
+                    step: state.steps_done,
+                    checkpoint: paths.checkpoint.clone(),
+                });
             }
         }
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = state.seconds + started.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let test_accuracy = accuracy(&predict(&model, &test_pixels, device), &dataset.test.labels);
         let record = EpochRecord {
             epoch,
-            train_loss: loss_sum / steps_per_epoch as f64,
-            train_accuracy: right as f64 / n as f64,
+            train_loss: state.loss_sum / steps_per_epoch as f64,
+            train_accuracy: state.right as f64 / n as f64,
             test_accuracy,
             lr,
             seconds,
@@ -416,6 +474,13 @@ pub fn train(
             .save(&paths.checkpoint)?;
         log.epochs = history.clone();
         write_log(&paths.log, &log)?;
+        if stop.load(Ordering::Relaxed) && epoch < config.epochs {
+            return Err(Error::Interrupted {
+                epoch: epoch + 1,
+                step: 0,
+                checkpoint: paths.checkpoint.clone(),
+            });
+        }
     }
     Ok(Trained {
         model,
