@@ -137,7 +137,8 @@ fn percent(part: usize, whole: usize) -> f64 {
     100.0 * part as f64 / whole.max(1) as f64
 }
 
-fn architecture(model: &infer::Model<'_>) -> String {
+/// `784-512-256-10 relu`, with the activation's parameters.
+pub fn architecture(model: &infer::Model<'_>) -> String {
     let layers = &model.file().layers;
     let widths: Vec<String> = std::iter::once(infer::INPUT_SIZE as u32)
         .chain(layers.iter().map(|l| l.d_out))

@@ -2,6 +2,7 @@
 
 mod board;
 mod eval;
+mod interop;
 mod sweep;
 
 use std::process::Command;
@@ -42,6 +43,15 @@ enum Task {
     /// the model in flash; check it against the host and report flash, RAM, stack and
     /// instructions per inference.
     Board(board::BoardArgs),
+    /// Print a model file's architecture, parameter count, bytes per layer, activation and its
+    /// parameters, normalisation and format version.
+    Show(interop::ShowArgs),
+    /// Export a model file as a PyTorch state dict in safetensors (mlp.0.weight, mlp.0.bias,
+    /// mlp.2.weight, ...: the course's nn.Sequential template), normalisation and activation in
+    /// the metadata.
+    Export(interop::ExportArgs),
+    /// Build a model file from such a safetensors state dict (e.g. trained in PyTorch).
+    Import(interop::ImportArgs),
 }
 
 fn main() {
@@ -58,6 +68,9 @@ fn run() -> anyhow::Result<()> {
         Task::Eval(args) => eval::run(&args),
         Task::Sweep(args) => sweep::run(&args),
         Task::Board(args) => board::run(&args),
+        Task::Show(args) => interop::show(&args),
+        Task::Export(args) => interop::export(&args),
+        Task::Import(args) => interop::import(&args),
     }
 }
 
