@@ -8,7 +8,7 @@ static NO_STOP: AtomicBool = AtomicBool::new(false);
 use data::{DataArgs, Dataset};
 use trainer::checkpoint::Checkpoint;
 use trainer::export::model_file_bytes;
-use trainer::train::{RunPaths, TrainConfig, normalize, predict, train};
+use trainer::train::{RunPaths, TrainConfig, evaluate, normalize, train};
 
 fn dataset() -> Dataset {
     Dataset::load(&DataArgs::default()).expect(
@@ -77,11 +77,17 @@ fn one_epoch_small_net_reaches_80_percent_through_infer() {
     let bytes = model_file_bytes(&trained.model, infer::Normalization { mean, std }).unwrap();
 
     let f16 = infer_predictions(&bytes, &dataset.test);
-    let f32 = predict(
+    let loss_fn = trainer::loss::CrossEntropy {
+        label_smoothing: 0.0,
+    };
+    let f32 = evaluate(
         &trained.model,
         &normalize(&dataset.test, trained.normalization),
+        &dataset.test.labels,
+        &loss_fn,
         &device,
-    );
+    )
+    .predictions;
     let (f16_accuracy, f32_accuracy) = (
         accuracy(&f16, &dataset.test.labels),
         accuracy(&f32, &dataset.test.labels),
@@ -94,6 +100,13 @@ fn one_epoch_small_net_reaches_80_percent_through_infer() {
         "{f16_accuracy} vs {f32_accuracy}"
     );
     assert!(bytes.len() < 2_000_000);
+    for picture in &paths.curves {
+        assert!(
+            std::fs::metadata(picture).unwrap().len() > 1000,
+            "{}",
+            picture.display()
+        );
+    }
     let _ = std::fs::remove_dir_all(paths.model.parent().unwrap());
 }
 

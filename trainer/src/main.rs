@@ -11,7 +11,7 @@ use data::{DataArgs, Dataset};
 use trainer::checkpoint::Checkpoint;
 use trainer::device::{DeviceKind, device};
 use trainer::export::model_file_bytes;
-use trainer::train::{ModelSummary, RunLog, RunPaths, TrainConfig, normalize, predict, train};
+use trainer::train::{ModelSummary, RunLog, RunPaths, TrainConfig, evaluate, normalize, train};
 
 /// Train a Fashion-MNIST MLP (our activation, cross-entropy and momentum SGD on burn's Linear
 /// layers) and export it as an f16 model file for the no_std `infer` crate.
@@ -136,7 +136,17 @@ fn run() -> anyhow::Result<()> {
     let bytes = model_file_bytes(&trained.model, infer::Normalization { mean, std })?;
 
     let test_pixels = normalize(&dataset.test, trained.normalization);
-    let f32_predictions = predict(&trained.model, &test_pixels, &device);
+    let loss_fn = trainer::loss::CrossEntropy {
+        label_smoothing: config.label_smoothing,
+    };
+    let f32_predictions = evaluate(
+        &trained.model,
+        &test_pixels,
+        &dataset.test.labels,
+        &loss_fn,
+        &device,
+    )
+    .predictions;
     let summary = summarize(&paths.model, &bytes, &f32_predictions, &dataset)?;
     data::atomic::write_atomically(&paths.model, &bytes)
         .with_context(|| format!("writing {}", paths.model.display()))?;

@@ -166,6 +166,8 @@ pub struct EpochRecord {
     pub train_loss: f64,
     /// Fraction of the training images classified right during the epoch (before each step).
     pub train_accuracy: f64,
+    /// Test loss of the f32 model at the epoch's end.
+    pub test_loss: f64,
     /// Test accuracy of the f32 model at the epoch's end.
     pub test_accuracy: f64,
     /// Learning rate at the epoch's last step.
@@ -183,6 +185,8 @@ pub struct RunPaths {
     pub checkpoint: PathBuf,
     /// The JSON run log, rewritten after every epoch.
     pub log: PathBuf,
+    /// Loss and accuracy curves, PNG and SVG, rewritten after every epoch.
+    pub curves: [PathBuf; 2],
 }
 
 impl RunPaths {
@@ -192,6 +196,10 @@ impl RunPaths {
             model: model.to_owned(),
             checkpoint: Checkpoint::path_for(model),
             log: model.with_extension("log.json"),
+            curves: [
+                model.with_extension("curves.png"),
+                model.with_extension("curves.svg"),
+            ],
         }
     }
 }
@@ -268,20 +276,41 @@ pub fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// Predicted classes of the f32 model for normalised `pixels` (`n * 784`).
-pub fn predict(model: &Mlp, pixels: &[f32], device: &Device) -> Vec<u8> {
+/// What the f32 model does on a labelled set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Predicted class of each image.
+    pub predictions: Vec<u8>,
+    /// Mean loss (of the run's cross-entropy, label smoothing included).
+    pub loss: f64,
+}
+
+/// Runs the f32 model (no autodiff) on normalised `pixels` (`n * 784`) with their `labels`.
+pub fn evaluate(
+    model: &Mlp,
+    pixels: &[f32],
+    labels: &[u8],
+    loss_fn: &CrossEntropy,
+    device: &Device,
+) -> Evaluation {
     let model = model.valid();
     let device = device.clone().inner();
-    let n = pixels.len() / INPUT_SIZE;
-    let mut predictions = Vec::with_capacity(n);
+    let n = labels.len();
+    let (mut predictions, mut loss_sum) = (Vec::with_capacity(n), 0.0);
     for start in (0..n).step_by(1000) {
         let rows = (n - start).min(1000);
         let chunk = pixels[start * INPUT_SIZE..(start + rows) * INPUT_SIZE].to_vec();
         let input = Tensor::from_data(TensorData::new(chunk, [rows, INPUT_SIZE]), &device);
-        let classes = model.forward(input).argmax(1).into_data();
-        predictions.extend(classes.iter::<i64>().map(|c| c as u8));
+        let logits = model.forward(input);
+        let targets = loss_fn.targets(&labels[start..start + rows], NUM_CLASSES, &device);
+        let loss: f32 = loss_fn.forward(logits.clone(), targets).into_scalar();
+        loss_sum += f64::from(loss) * rows as f64;
+        predictions.extend(logits.argmax(1).into_data().iter::<i64>().map(|c| c as u8));
     }
-    predictions
+    Evaluation {
+        predictions,
+        loss: loss_sum / n.max(1) as f64,
+    }
 }
 
 fn accuracy(predictions: &[u8], labels: &[u8]) -> f64 {
@@ -449,11 +478,13 @@ pub fn train(
         }
         let seconds = state.seconds + started.elapsed().as_secs_f64();
         bar.finish_and_clear();
-        let test_accuracy = accuracy(&predict(&model, &test_pixels, device), &dataset.test.labels);
+        let test = evaluate(&model, &test_pixels, &dataset.test.labels, &loss_fn, device);
+        let test_accuracy = accuracy(&test.predictions, &dataset.test.labels);
         let record = EpochRecord {
             epoch,
             train_loss: state.loss_sum / steps_per_epoch as f64,
             train_accuracy: state.right as f64 / n as f64,
+            test_loss: test.loss,
             test_accuracy,
             lr,
             seconds,
@@ -474,6 +505,11 @@ pub fn train(
             .save(&paths.checkpoint)?;
         log.epochs = history.clone();
         write_log(&paths.log, &log)?;
+        if let Err(error) = write_curves(&paths.curves, &history)
+            && (epoch == 1 || !quiet)
+        {
+            eprintln!("warning: no training-curve picture: {error}");
+        }
         if stop.load(Ordering::Relaxed) && epoch < config.epochs {
             return Err(Error::Interrupted {
                 epoch: epoch + 1,
@@ -487,6 +523,31 @@ pub fn train(
         normalization,
         history,
     })
+}
+
+/// Draws the loss and accuracy curves so far as PNG and SVG. A failure (no font, say) is the
+/// caller's to report: pictures never stop a run.
+pub fn write_curves(
+    paths: &[PathBuf; 2],
+    history: &[EpochRecord],
+) -> std::result::Result<(), String> {
+    let points: Vec<plot::curves::EpochPoint> = history
+        .iter()
+        .map(|e| plot::curves::EpochPoint {
+            epoch: e.epoch,
+            train_loss: e.train_loss,
+            test_loss: e.test_loss,
+            train_accuracy: e.train_accuracy,
+            test_accuracy: e.test_accuracy,
+        })
+        .collect();
+    let png = plot::curves::png_bytes(&points).map_err(|e| e.to_string())?;
+    let svg = plot::curves::svg(&points).map_err(|e| e.to_string())?;
+    for (path, bytes) in paths.iter().zip([png, svg.into_bytes()]) {
+        data::atomic::write_atomically(path, &bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Writes the run log atomically.

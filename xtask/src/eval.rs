@@ -40,6 +40,26 @@ pub struct EvalArgs {
     json: bool,
 }
 
+/// The confusion heatmap and a grid of the first misclassified images (at most 24).
+fn draw(scores: &Scores, split: &Split, [confusion, grid]: &[PathBuf; 2]) -> anyhow::Result<()> {
+    let matrix: Vec<Vec<usize>> = scores.confusion.iter().map(|row| row.to_vec()).collect();
+    let heatmap = plot::confusion::png_bytes(&matrix, &CLASS_NAMES)?;
+    data::atomic::write_atomically(confusion, &heatmap)
+        .with_context(|| format!("writing {}", confusion.display()))?;
+    let mistakes: Vec<plot::misclassified::Mistake<'_>> = (0..split.len())
+        .filter(|&i| scores.predictions[i] != split.labels[i])
+        .take(24)
+        .map(|i| plot::misclassified::Mistake {
+            pixels: split.image(i),
+            truth: CLASS_NAMES[usize::from(split.labels[i])],
+            predicted: CLASS_NAMES[usize::from(scores.predictions[i])],
+        })
+        .collect();
+    let picture = plot::misclassified::png_bytes(&mistakes)?;
+    data::atomic::write_atomically(grid, &picture)
+        .with_context(|| format!("writing {}", grid.display()))
+}
+
 /// Counts of one evaluation.
 pub struct Scores {
     predictions: Vec<u8>,
@@ -81,6 +101,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     }
     data::atomic::write_atomically(&csv, text.as_bytes())
         .with_context(|| format!("writing {}", csv.display()))?;
+    let pictures = [
+        args.model.with_extension("confusion.png"),
+        args.model.with_extension("misclassified.png"),
+    ];
+    if let Err(error) = draw(&scores, &split, &pictures) {
+        eprintln!("warning: no pictures: {error}");
+    }
     if args.json {
         println!("{}", json_report(&args.model, bytes.len(), &scores, &csv));
     } else {
@@ -212,6 +239,12 @@ fn text_report(
         let _ = writeln!(w);
     }
     let _ = writeln!(w, "\npredictions written to {}", csv.display());
+    let _ = writeln!(
+        w,
+        "pictures: {} (confusion heatmap), {} (misclassified images)",
+        path.with_extension("confusion.png").display(),
+        path.with_extension("misclassified.png").display()
+    );
     out
 }
 

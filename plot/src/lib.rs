@@ -1,0 +1,78 @@
+//! Pictures of fashion-mlp runs, drawn with plotters into memory and returned as PNG or SVG bytes
+//! (callers write them atomically, like every other artifact): the training curves
+//! ([`curves`]), the confusion-matrix heatmap ([`confusion`]) and a grid of misclassified images
+//! ([`misclassified`]).
+//!
+//! Labels are drawn with a system TrueType font through ab_glyph (no C font libraries): DejaVu
+//! Sans from Debian's `fonts-dejavu-core`, or the file named by `FASHION_MLP_FONT`.
+
+pub mod confusion;
+pub mod curves;
+pub mod misclassified;
+
+use std::sync::OnceLock;
+
+use plotters::style::FontStyle;
+
+/// Where a sans-serif TrueType font is looked for, in order (after `FASHION_MLP_FONT`).
+pub const FONT_CANDIDATES: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+];
+
+/// What can go wrong drawing a picture.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// No usable font for the labels.
+    #[error(
+        "no font for the labels: set FASHION_MLP_FONT to a .ttf file, or install one of {} \
+         (Debian: apt-get install fonts-dejavu-core)",
+        FONT_CANDIDATES.join(", ")
+    )]
+    NoFont,
+    /// plotters or the PNG encoder failed.
+    #[error("drawing failed: {0}")]
+    Draw(String),
+}
+
+/// Result of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Registers the label font once per process.
+fn ensure_font() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let registered = *REGISTERED.get_or_init(|| {
+        let from_env = std::env::var("FASHION_MLP_FONT").ok();
+        from_env
+            .iter()
+            .map(String::as_str)
+            .chain(FONT_CANDIDATES)
+            .any(|path| {
+                std::fs::read(path).is_ok_and(|bytes| {
+                    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
+                })
+            })
+    });
+    if registered {
+        Ok(())
+    } else {
+        Err(Error::NoFont)
+    }
+}
+
+fn draw_error(error: impl std::fmt::Display) -> Error {
+    Error::Draw(error.to_string())
+}
+
+/// Encodes an RGB buffer of `width × height` as PNG.
+fn png(rgb: Vec<u8>, width: u32, height: u32) -> Result<Vec<u8>> {
+    let image = image::RgbImage::from_raw(width, height, rgb)
+        .ok_or_else(|| Error::Draw("buffer size".into()))?;
+    let mut out = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut out, image::ImageFormat::Png)
+        .map_err(draw_error)?;
+    Ok(out.into_inner())
+}
