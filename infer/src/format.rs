@@ -181,6 +181,15 @@ impl<'a> ModelFile<'a> {
         Ok(payload_at + payload_len)
     }
 
+    /// The encoded file as a vector (for writers with a heap).
+    #[cfg(feature = "alloc")]
+    pub fn to_vec(&self) -> Result<alloc::vec::Vec<u8>, Error> {
+        let mut bytes = alloc::vec![0; self.encoded_len_bound()];
+        let len = self.encode(&mut bytes)?;
+        bytes.truncate(len);
+        Ok(bytes)
+    }
+
     /// The widest activation vector a forward pass holds (the input included).
     pub fn max_width(&self) -> usize {
         self.layers
@@ -243,10 +252,7 @@ mod tests {
             },
             layers,
         };
-        let mut out = std::vec![0; file.encoded_len_bound()];
-        let len = file.encode(&mut out).unwrap();
-        out.truncate(len);
-        out
+        file.to_vec().unwrap()
     }
 
     fn image() -> std::vec::Vec<u8> {

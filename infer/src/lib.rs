@@ -6,6 +6,9 @@
 //! caller-provided scratch memory.
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
 pub mod activation;
 pub mod crc32;
 pub mod error;

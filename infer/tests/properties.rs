@@ -40,9 +40,7 @@ fn valid_file(hidden: u32) -> (Vec<u8>, usize) {
         },
         layers,
     };
-    let mut bytes = vec![0; file.encoded_len_bound()];
-    let len = file.encode(&mut bytes).unwrap();
-    bytes.truncate(len);
+    let bytes = file.to_vec().unwrap();
     (bytes, 4 + 1 + 4) // magic, version varint, CRC
 }
 
@@ -98,8 +96,6 @@ proptest! {
             normalization: Normalization { mean: 0.0, std: 1.0 },
             layers,
         };
-        let mut bytes = vec![0; file.encoded_len_bound()];
-        let len = file.encode(&mut bytes).unwrap();
-        prop_assert!(Model::from_bytes(&bytes[..len]).is_err());
+        prop_assert!(Model::from_bytes(&file.to_vec().unwrap()).is_err());
     }
 }

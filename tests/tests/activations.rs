@@ -12,22 +12,6 @@ fn inputs() -> Vec<f32> {
     xs
 }
 
-fn file_activation(kind: ActivationKind, alpha: f32) -> infer::Activation {
-    match kind {
-        ActivationKind::Identity => infer::Activation::Identity,
-        ActivationKind::Step => infer::Activation::Step,
-        ActivationKind::Logistic => infer::Activation::Logistic,
-        ActivationKind::Tanh => infer::Activation::Tanh,
-        ActivationKind::Arctan => infer::Activation::Arctan,
-        ActivationKind::Relu => infer::Activation::Relu,
-        ActivationKind::Prelu => infer::Activation::Prelu {
-            alphas: [alpha; infer::format::MAX_LAYERS],
-        },
-        ActivationKind::Elu => infer::Activation::Elu { alpha },
-        ActivationKind::Softplus => infer::Activation::Softplus,
-    }
-}
-
 #[test]
 fn trainer_and_infer_activations_agree_within_1e5_relative() {
     let device = trainer::device::cpu();
@@ -37,7 +21,7 @@ fn trainer_and_infer_activations_agree_within_1e5_relative() {
         for alpha in kind.default_alpha().map_or(vec![0.0], |a| vec![a, 0.7]) {
             let trained = Activation::new(kind, alpha, &device).forward(tensor.clone());
             let trained = trained.into_data().try_to_vec::<f32>().unwrap();
-            let inferred = file_activation(kind, alpha);
+            let inferred = trainer::activation::file_activation(kind, &[alpha; 8]);
             for (&x, &a) in xs.iter().zip(&trained) {
                 let b = inferred.apply(0, x);
                 assert!(a.is_finite() && b.is_finite(), "{kind:?}({x}): {a} vs {b}");

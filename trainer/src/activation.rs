@@ -58,6 +58,30 @@ impl ActivationKind {
     }
 }
 
+/// How the model file records `kind`: `alphas` holds ELU's α (one value) or PReLU's learned α of
+/// each hidden layer; the other activations ignore it.
+pub fn file_activation(kind: ActivationKind, alphas: &[f32]) -> infer::Activation {
+    match kind {
+        ActivationKind::Identity => infer::Activation::Identity,
+        ActivationKind::Step => infer::Activation::Step,
+        ActivationKind::Logistic => infer::Activation::Logistic,
+        ActivationKind::Tanh => infer::Activation::Tanh,
+        ActivationKind::Arctan => infer::Activation::Arctan,
+        ActivationKind::Relu => infer::Activation::Relu,
+        ActivationKind::Prelu => {
+            let mut per_layer = [0.0; infer::format::MAX_LAYERS];
+            for (slot, &alpha) in per_layer.iter_mut().zip(alphas) {
+                *slot = alpha;
+            }
+            infer::Activation::Prelu { alphas: per_layer }
+        }
+        ActivationKind::Elu => infer::Activation::Elu {
+            alpha: alphas.first().copied().unwrap_or(1.0),
+        },
+        ActivationKind::Softplus => infer::Activation::Softplus,
+    }
+}
+
 /// The activation module placed after one hidden `Linear` layer.
 #[derive(Module, Debug)]
 pub struct Activation {

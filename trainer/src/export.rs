@@ -36,13 +36,9 @@ pub fn model_file_bytes(model: &Mlp, normalization: Normalization) -> Result<Vec
         normalization,
         layers,
     };
-    file.validate().map_err(|e| Error::Export(e.to_string()))?;
-    let mut bytes = vec![0; file.encoded_len_bound()];
-    let len = file
-        .encode(&mut bytes)
-        .map_err(|e| Error::Export(e.to_string()))?;
-    bytes.truncate(len);
-    Ok(bytes)
+    file.validate()
+        .and_then(|()| file.to_vec())
+        .map_err(|e| Error::Export(e.to_string()))
 }
 
 fn tensor_values<const D: usize>(tensor: burn::tensor::Tensor<D>) -> Vec<f32> {

@@ -58,23 +58,11 @@ impl Mlp {
 
     /// The hidden-layer activation as the model file records it.
     pub fn file_activation(&self) -> infer::Activation {
-        match self.kind {
-            ActivationKind::Identity => infer::Activation::Identity,
-            ActivationKind::Step => infer::Activation::Step,
-            ActivationKind::Logistic => infer::Activation::Logistic,
-            ActivationKind::Tanh => infer::Activation::Tanh,
-            ActivationKind::Arctan => infer::Activation::Arctan,
-            ActivationKind::Relu => infer::Activation::Relu,
-            ActivationKind::Prelu => {
-                let mut alphas = [0.0; infer::format::MAX_LAYERS];
-                for (alpha, activation) in alphas.iter_mut().zip(&self.activations) {
-                    *alpha = activation.alpha();
-                }
-                infer::Activation::Prelu { alphas }
-            }
-            ActivationKind::Elu => infer::Activation::Elu { alpha: self.alpha },
-            ActivationKind::Softplus => infer::Activation::Softplus,
-        }
+        let alphas: Vec<f32> = match self.kind {
+            ActivationKind::Prelu => self.activations.iter().map(|a| a.alpha()).collect(),
+            _ => vec![self.alpha],
+        };
+        crate::activation::file_activation(self.kind, &alphas)
     }
 
     /// Logits for a `[batch, 784]` input of normalised pixels.

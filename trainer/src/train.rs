@@ -276,6 +276,57 @@ pub fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// What one optimisation step did.
+pub struct StepOutcome {
+    /// The model after the step (unchanged if the loss was not finite).
+    pub model: Mlp,
+    /// The batch's loss before the step.
+    pub loss: f32,
+    /// Images of the batch classified right before the step.
+    pub right: usize,
+}
+
+/// One step of mini-batch SGD on normalised `pixels` (`labels.len() * 784`): forward, our loss,
+/// backward, our optimizer with learning rate `lr`. A NaN or infinite loss leaves the model as it
+/// was, for the caller to report.
+pub fn train_step(
+    model: Mlp,
+    optim: &mut MomentumSgd,
+    loss_fn: &CrossEntropy,
+    pixels: &[f32],
+    labels: &[u8],
+    lr: f64,
+    device: &Device,
+) -> StepOutcome {
+    let input = Tensor::from_data(
+        TensorData::new(pixels.to_vec(), [labels.len(), INPUT_SIZE]),
+        device,
+    );
+    let targets = loss_fn.targets(labels, NUM_CLASSES, device);
+    let logits = model.forward(input);
+    let predicted = logits.clone().detach().argmax(1).into_data();
+    let right = predicted
+        .iter::<i64>()
+        .zip(labels)
+        .filter(|(p, l)| *p == i64::from(**l))
+        .count();
+    let loss = loss_fn.forward(logits, targets);
+    let value: f32 = loss.clone().into_scalar();
+    if !value.is_finite() {
+        return StepOutcome {
+            model,
+            loss: value,
+            right,
+        };
+    }
+    let mut grads = loss.backward();
+    StepOutcome {
+        model: optim.step(model, &mut grads, lr),
+        loss: value,
+        right,
+    }
+}
+
 /// What the f32 model does on a labelled set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
@@ -430,33 +481,28 @@ pub fn train(
                 batch_pixels.extend_from_slice(&train_pixels[i * INPUT_SIZE..(i + 1) * INPUT_SIZE]);
                 batch_labels.push(train_split.labels[i]);
             }
-            let input = Tensor::from_data(
-                TensorData::new(batch_pixels.clone(), [indices.len(), INPUT_SIZE]),
+            lr = config.learning_rate((epoch - 1) * steps_per_epoch + step, steps_per_epoch);
+            let outcome = train_step(
+                model,
+                &mut optim,
+                &loss_fn,
+                &batch_pixels,
+                &batch_labels,
+                lr,
                 device,
             );
-            let targets = loss_fn.targets(&batch_labels, NUM_CLASSES, device);
-            let logits = model.forward(input);
-            let predicted = logits.clone().detach().argmax(1).into_data();
-            state.right += predicted
-                .iter::<i64>()
-                .zip(&batch_labels)
-                .filter(|(p, l)| *p == i64::from(**l))
-                .count();
-            let loss = loss_fn.forward(logits, targets);
-            let value: f32 = loss.clone().into_scalar();
-            if !value.is_finite() {
+            model = outcome.model;
+            if !outcome.loss.is_finite() {
                 bar.abandon();
                 return Err(Error::Diverged {
-                    loss: value,
+                    loss: outcome.loss,
                     epoch,
                     step: step + 1,
                     checkpoint: paths.checkpoint.exists().then(|| paths.checkpoint.clone()),
                 });
             }
-            state.loss_sum += f64::from(value);
-            let mut grads = loss.backward();
-            lr = config.learning_rate((epoch - 1) * steps_per_epoch + step, steps_per_epoch);
-            model = optim.step(model, &mut grads, lr);
+            state.right += outcome.right;
+            state.loss_sum += f64::from(outcome.loss);
             state.steps_done = step + 1;
             bar.inc(1);
             if step % 20 == 0 {

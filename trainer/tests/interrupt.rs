@@ -25,6 +25,16 @@ fn command(settings: &[&str], out: &Path, resume: bool) -> Command {
     command
 }
 
+/// Reads the child's stderr up to the settings line, printed just before training starts.
+fn wait_until_training(child: &mut std::process::Child) -> BufReader<std::process::ChildStderr> {
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("settings:") {
+        line.clear();
+    }
+    stderr
+}
+
 fn uninterrupted(settings: &[&str], out: &Path) -> Vec<u8> {
     let status = command(settings, out, false)
         .stderr(Stdio::null())
@@ -64,11 +74,7 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_model() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("settings:") {
-            line.clear();
-        }
+        let _stderr = wait_until_training(&mut child);
         // Training starts now: kill within the next 1.5 epochs (a step, an evaluation or a
         // checkpoint write).
         state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
@@ -109,11 +115,7 @@ fn ctrl_c_writes_a_checkpoint_inside_the_epoch_and_resume_matches() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("settings:") {
-        line.clear();
-    }
+    let mut stderr = wait_until_training(&mut child);
     std::thread::sleep(Duration::from_millis(300));
     let pid = child.id().to_string();
     assert!(

@@ -318,10 +318,7 @@ mod tests {
             },
             layers,
         };
-        let mut bytes = vec![0; file.encoded_len_bound()];
-        let len = file.encode(&mut bytes).unwrap();
-        bytes.truncate(len);
-        bytes
+        file.to_vec().unwrap()
     }
 
     #[test]

@@ -330,9 +330,7 @@ pub fn from_safetensors(raw: &[u8]) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
         layers,
     };
     file.validate().map_err(|e| anyhow!("{e}"))?;
-    let mut bytes = vec![0; file.encoded_len_bound()];
-    let len = file.encode(&mut bytes).map_err(|e| anyhow!("{e}"))?;
-    bytes.truncate(len);
+    let bytes = file.to_vec().map_err(|e| anyhow!("{e}"))?;
     Ok((bytes, notes))
 }
 
@@ -454,10 +452,7 @@ mod tests {
             },
             layers,
         };
-        let mut bytes = vec![0; file.encoded_len_bound()];
-        let len = file.encode(&mut bytes).unwrap();
-        bytes.truncate(len);
-        bytes
+        file.to_vec().unwrap()
     }
 
     #[test]
