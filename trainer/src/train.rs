@@ -1,6 +1,7 @@
 //! The training loop: seeded shuffling, mini-batches, our loss and optimizer, learning-rate
 //! schedules, per-epoch evaluation, checkpoints and the JSON run log.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -412,13 +413,14 @@ pub fn train(
     stop: &AtomicBool,
 ) -> Result<Trained> {
     config.validate()?;
-    let train_split = config.train_images.map_or(dataset.train.clone(), |n| {
-        let n = n.min(dataset.train.len());
-        Split {
+    // Borrowed unless --train-images asks for a prefix: no 47 MB copy of the training set.
+    let train_split = match config.train_images {
+        Some(n) if n < dataset.train.len() => Cow::Owned(Split {
             images: dataset.train.images[..n * INPUT_SIZE].to_vec(),
             labels: dataset.train.labels[..n].to_vec(),
-        }
-    });
+        }),
+        _ => Cow::Borrowed(&dataset.train),
+    };
     let normalization = match resume {
         Some(checkpoint) => checkpoint.normalization,
         None => pixel_statistics(&train_split),

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, anyhow, bail};
-use data::fetch::{Part, load_part, locate};
 
 /// The part whose memory map `board/memory.x` models.
 pub const PART: &str = "nRF52840 (1 MB flash, 256 KB RAM)";
@@ -59,8 +58,7 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
     let elf = build(&args.model)?;
 
-    crate::ensure_fashion_mnist()?;
-    let (test, _) = load_part(&locate(None)?, Part::Test)?;
+    let (test, _) = crate::fashion_mnist_test()?;
     let count = args.count.min(test.len());
     if count == 0 {
         bail!("--count must be at least 1");

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
-use data::fetch::{Part, Source, load_part, locate};
+use data::fetch::{Part, load_part, locate};
 use data::{CLASS_NAMES, DataArgs, NUM_CLASSES, Split};
 
 /// Options of `eval`.
@@ -127,11 +127,13 @@ fn load_split(args: &EvalArgs) -> anyhow::Result<(Split, String)> {
             format!("{} + {}", images.display(), labels.display()),
         ));
     }
-    if args.data.data.is_none() {
-        crate::ensure_fashion_mnist()?;
-    }
-    let source: Source = locate(args.data.data.as_deref())?;
-    let (split, _) = load_part(&source, Part::Test)?;
+    let (split, source) = match args.data.data.as_deref() {
+        Some(dir) => {
+            let source = locate(Some(dir))?;
+            (load_part(&source, Part::Test)?.0, source)
+        }
+        None => crate::fashion_mnist_test()?,
+    };
     Ok((split, format!("{source}, test split")))
 }
 

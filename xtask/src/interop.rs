@@ -341,10 +341,7 @@ fn values(name: &str, view: &TensorView<'_>) -> anyhow::Result<Vec<f32>> {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
+        Dtype::F16 => (0..data.len() / 2).map(|i| f16_at(data, i)).collect(),
         other => bail!("{name} is {other:?}; only F32 and F16 are read"),
     })
 }

@@ -118,11 +118,18 @@ pub fn run_trainer(
         .context("running cargo")
 }
 
+/// The Fashion-MNIST test split, from wherever [`ensure_fashion_mnist`] finds it.
+pub fn fashion_mnist_test() -> anyhow::Result<(data::Split, data::Source)> {
+    let source = ensure_fashion_mnist()?;
+    let (split, _) = data::fetch::load_part(&source, data::fetch::Part::Test)?;
+    Ok((split, source))
+}
+
 /// Finds Fashion-MNIST, downloading it, or as a last resort installing Debian's package (these
 /// machines often reach package registries but not the dataset's mirror).
-pub fn ensure_fashion_mnist() -> anyhow::Result<()> {
+pub fn ensure_fashion_mnist() -> anyhow::Result<data::Source> {
     let error = match data::fetch::locate(None) {
-        Ok(_) => return Ok(()),
+        Ok(source) => return Ok(source),
         Err(error) => error,
     };
     if Command::new("apt-get").arg("--version").output().is_err() {
@@ -152,5 +159,5 @@ pub fn ensure_fashion_mnist() -> anyhow::Result<()> {
             bail!("{error}\n({} failed: {status})", argv.join(" "));
         }
     }
-    data::fetch::locate(None).map(drop).map_err(Into::into)
+    data::fetch::locate(None).map_err(Into::into)
 }

@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, bail};
-use data::fetch::{Part, load_part, locate};
 
 /// The nine activations, in the course's order.
 const ALL: [&str; 9] = [
@@ -47,8 +46,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
             ALL.join(", ")
         );
     }
-    crate::ensure_fashion_mnist()?;
-    let (test, _) = load_part(&locate(None)?, Part::Test)?;
+    let (test, _) = crate::fashion_mnist_test()?;
     let mut table = format!(
         "Command: `cargo xtask sweep --activations {} --hidden {} --epochs {} --seed {}` \
          (default schedule and settings otherwise)\n\n\
