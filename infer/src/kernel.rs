@@ -1,9 +1,10 @@
 //! The layer kernel: `out[j] += Σ_i input[i] · w[i][j]` over f16 weights stored `[d_in, d_out]`.
 //!
-//! Every target accumulates each output in input order with a rounded product and a rounded sum
-//! (no fused multiply-add), so a board's logits are bit-identical to a host's. On a Cortex-M4F
-//! the f16 weights are converted by the FPU (VCVTB/VCVTT) with eight outputs held in registers;
-//! elsewhere the portable loop below runs.
+//! Every path accumulates each output in input order with one fused multiply-add per weight, so
+//! logits are bit-identical on every target: x86-64 with AVX2, F16C and FMA (detected at run
+//! time: F16C converts eight weights per instruction, eight outputs per register), a Cortex-M4F
+//! (VCVTB/VCVTT and VFMA, eight outputs held in registers), and the portable loop elsewhere
+//! (`libm::fmaf`, one instruction on aarch64).
 
 use crate::format::f16_at;
 
@@ -18,21 +19,77 @@ pub fn accumulate(input: &[f32], weights: &[u8], out: &mut [f32]) {
     {
         cortex_m4f::accumulate(input, weights, out);
     }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x86::available() {
+            // SAFETY: the CPU has AVX2, F16C and FMA (just checked); sizes checked above.
+            unsafe { x86::accumulate(input, weights, out) };
+            return;
+        }
+    }
     #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
     {
         portable(input, weights, out);
     }
 }
 
-/// Any target: one row of weights at a time.
-#[cfg_attr(all(target_arch = "arm", target_abi = "eabihf"), allow(dead_code))]
-fn portable(input: &[f32], weights: &[u8], out: &mut [f32]) {
+/// Which path [`accumulate`] takes on this machine, for reports.
+pub fn path() -> &'static str {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    {
+        "Cortex-M4F VCVT + VFMA"
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x86::available() {
+            return "x86-64 AVX2 + F16C + FMA";
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+    {
+        "portable (libm fmaf)"
+    }
+}
+
+/// The portable loop, on any target: one row of weights at a time. Public so tests and
+/// benchmarks can hold the fast paths against it.
+pub fn portable(input: &[f32], weights: &[u8], out: &mut [f32]) {
     let d_out = out.len();
     for (i, &x) in input.iter().enumerate() {
         let row = &weights[2 * i * d_out..2 * (i + 1) * d_out];
         for (j, value) in out.iter_mut().enumerate() {
-            *value += x * f16_at(row, j);
+            *value = fma(x, f16_at(row, j), *value);
         }
+    }
+}
+
+/// `x · w + acc` rounded once.
+#[inline]
+fn fma(x: f32, w: f32, acc: f32) -> f32 {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    {
+        let mut acc = acc.to_bits();
+        // SAFETY: VFMA is part of the M4F's FPv4-SP; it only touches these registers. Values
+        // travel through core registers because the `sreg` class is not available to asm here.
+        unsafe {
+            core::arch::asm!(
+                "vmov s0, {acc}",
+                "vmov s1, {x}",
+                "vmov s2, {w}",
+                "vfma.f32 s0, s1, s2",
+                "vmov {acc}, s0",
+                acc = inout(reg) acc,
+                x = in(reg) x.to_bits(),
+                w = in(reg) w.to_bits(),
+                out("s0") _, out("s1") _, out("s2") _,
+                options(pure, nomem, nostack),
+            );
+        }
+        f32::from_bits(acc)
+    }
+    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+    {
+        libm::fmaf(x, w, acc)
     }
 }
 
@@ -40,7 +97,132 @@ fn portable(input: &[f32], weights: &[u8], out: &mut [f32]) {
 #[cfg_attr(not(all(target_arch = "arm", target_abi = "eabihf")), allow(dead_code))]
 fn column(input: &[f32], weights: &[u8], d_out: usize, j: usize, value: &mut f32) {
     for (i, &x) in input.iter().enumerate() {
-        *value += x * f16_at(weights, i * d_out + j);
+        *value = fma(x, f16_at(weights, i * d_out + j), *value);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use core::arch::x86_64::*;
+    use core::sync::atomic::{AtomicU8, Ordering};
+
+    const UNKNOWN: u8 = 0;
+    const YES: u8 = 1;
+    const NO: u8 = 2;
+    static DETECTED: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+    /// AVX2, F16C and FMA, with the OS saving the AVX registers (CPUID and XGETBV: no `std`).
+    pub fn available() -> bool {
+        match DETECTED.load(Ordering::Relaxed) {
+            YES => true,
+            NO => false,
+            _ => {
+                let found = detect();
+                DETECTED.store(if found { YES } else { NO }, Ordering::Relaxed);
+                found
+            }
+        }
+    }
+
+    fn detect() -> bool {
+        let leaf1 = __cpuid(1);
+        let (fma, osxsave, avx, f16c) = (
+            leaf1.ecx & (1 << 12) != 0,
+            leaf1.ecx & (1 << 27) != 0,
+            leaf1.ecx & (1 << 28) != 0,
+            leaf1.ecx & (1 << 29) != 0,
+        );
+        if !(fma && osxsave && avx && f16c) {
+            return false;
+        }
+        // SAFETY: OSXSAVE is set, so XGETBV is enabled.
+        let xcr0 = unsafe { xgetbv0() };
+        if xcr0 & 0b110 != 0b110 {
+            return false; // the OS does not save SSE and AVX state
+        }
+        // Leaf 7 (AVX2 in EBX bit 5) exists when leaf 0 says so.
+        __cpuid(0).eax >= 7 && __cpuid_count(7, 0).ebx & (1 << 5) != 0
+    }
+
+    #[target_feature(enable = "xsave")]
+    unsafe fn xgetbv0() -> u64 {
+        // SAFETY: the caller checked OSXSAVE.
+        unsafe { _xgetbv(0) }
+    }
+
+    /// Blocks of 64, then 8 outputs in registers, the rest through [`super::column`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, F16C and FMA, and `weights.len() == 2 * input.len() * out.len()`.
+    #[target_feature(enable = "avx2,f16c,fma")]
+    pub unsafe fn accumulate(input: &[f32], weights: &[u8], out: &mut [f32]) {
+        let d_out = out.len();
+        let mut j = 0;
+        while j + 64 <= d_out {
+            // SAFETY: columns j..j+64 lie inside every row of `weights` and inside `out`.
+            unsafe { block::<8>(input, weights, d_out, j, out) };
+            j += 64;
+        }
+        while j + 8 <= d_out {
+            // SAFETY: as above, for columns j..j+8.
+            unsafe { block::<1>(input, weights, d_out, j, out) };
+            j += 8;
+        }
+        for (column, value) in out.iter_mut().enumerate().skip(j) {
+            // SAFETY: as above; `column` is inside every row.
+            unsafe { single(input, weights, d_out, column, value) };
+        }
+    }
+
+    /// Output `j` alone with scalar F16C and FMA: [`super::column`] without libm's call.
+    ///
+    /// # Safety
+    /// AVX2, F16C and FMA; `j < d_out`; `weights` holds `input.len()` rows of `d_out` f16.
+    #[target_feature(enable = "avx2,f16c,fma")]
+    unsafe fn single(input: &[f32], weights: &[u8], d_out: usize, j: usize, value: &mut f32) {
+        let mut acc = _mm_set_ss(*value);
+        for (i, &x) in input.iter().enumerate() {
+            let at = 2 * (i * d_out + j);
+            let bits = u16::from_le_bytes([weights[at], weights[at + 1]]);
+            let w = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)));
+            acc = _mm_fmadd_ss(_mm_set_ss(x), w, acc);
+        }
+        *value = _mm_cvtss_f32(acc);
+    }
+
+    /// `out[j0 .. j0 + 8·R] += Σ_i input[i] · w[i][j0 .. j0 + 8·R]`, `R` registers of eight.
+    ///
+    /// # Safety
+    /// AVX2, F16C and FMA; `j0 + 8·R <= d_out`; `weights` holds `input.len()` rows of `d_out` f16.
+    #[target_feature(enable = "avx2,f16c,fma")]
+    #[inline]
+    unsafe fn block<const R: usize>(
+        input: &[f32],
+        weights: &[u8],
+        d_out: usize,
+        j0: usize,
+        out: &mut [f32],
+    ) {
+        let mut acc = [_mm256_setzero_ps(); R];
+        // SAFETY (all pointer reads below): in bounds by the function's contract; unaligned
+        // loads, since postcard places the weights at any offset.
+        unsafe {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_loadu_ps(out.as_ptr().add(j0 + 8 * r));
+            }
+            let mut row = weights.as_ptr().add(2 * j0);
+            for &x in input {
+                let x = _mm256_set1_ps(x);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let half = _mm_loadu_si128(row.add(16 * r).cast());
+                    *acc = _mm256_fmadd_ps(x, _mm256_cvtph_ps(half), *acc);
+                }
+                row = row.add(2 * d_out);
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.as_mut_ptr().add(j0 + 8 * r), *acc);
+            }
+        }
     }
 }
 
@@ -70,8 +252,8 @@ mod cortex_m4f {
     }
 
     /// For i in 0..n: acc[0..8] += x[i] · f16 w[i·stride .. +16 bytes]. Unaligned word loads
-    /// (allowed on the M4) because postcard places the weights at any offset; VMLA rounds the
-    /// product like the portable loop does.
+    /// (allowed on the M4) because postcard places the weights at any offset; VFMA rounds once,
+    /// like the other paths.
     unsafe fn block8(x: *const f32, n: usize, w: *const u8, stride: usize, acc: *mut f32) {
         unsafe {
             core::arch::asm!(
@@ -93,14 +275,14 @@ mod cortex_m4f {
                 "vcvtt.f32.f16 s13, s3",
                 "vcvtb.f32.f16 s14, s4",
                 "vcvtt.f32.f16 s15, s4",
-                "vmla.f32 s16, s0, s8",
-                "vmla.f32 s17, s0, s9",
-                "vmla.f32 s18, s0, s10",
-                "vmla.f32 s19, s0, s11",
-                "vmla.f32 s20, s0, s12",
-                "vmla.f32 s21, s0, s13",
-                "vmla.f32 s22, s0, s14",
-                "vmla.f32 s23, s0, s15",
+                "vfma.f32 s16, s0, s8",
+                "vfma.f32 s17, s0, s9",
+                "vfma.f32 s18, s0, s10",
+                "vfma.f32 s19, s0, s11",
+                "vfma.f32 s20, s0, s12",
+                "vfma.f32 s21, s0, s13",
+                "vfma.f32 s22, s0, s14",
+                "vfma.f32 s23, s0, s15",
                 "subs {n}, {n}, #1",
                 "bne 2b",
                 "vstmia {acc}, {{s16-s23}}",
@@ -121,5 +303,58 @@ mod cortex_m4f {
                 options(nostack),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic f16 weights spanning several magnitudes (and some subnormals).
+    fn weights(count: usize, seed: u32) -> std::vec::Vec<u8> {
+        let mut state = seed;
+        (0..count)
+            .flat_map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let scale = [1e-6f32, 1e-2, 0.3, 4.0][(state >> 30) as usize];
+                let value = ((state >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale;
+                half::f16::from_f32(value).to_le_bytes()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dispatched_kernel_is_bit_identical_to_the_portable_loop() {
+        // Widths that hit every block size and remainder, on an odd byte offset like postcard's.
+        for (d_in, d_out) in [(784, 512), (33, 10), (7, 71), (1, 64), (0, 9), (130, 137)] {
+            let mut stored = std::vec![0u8];
+            stored.extend(weights(d_in * d_out, (d_in * 31 + d_out) as u32));
+            let w = &stored[1..];
+            let input: std::vec::Vec<f32> = (0..d_in)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let bias: std::vec::Vec<f32> = (0..d_out).map(|j| j as f32 * 0.01 - 0.3).collect();
+            let (mut fast, mut reference) = (bias.clone(), bias);
+            accumulate(&input, w, &mut fast);
+            portable(&input, w, &mut reference);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
+            assert_eq!(
+                bits(&fast),
+                bits(&reference),
+                "{d_in}x{d_out} via {}",
+                path()
+            );
+        }
+    }
+
+    #[test]
+    fn portable_loop_rounds_once_per_weight() {
+        // (1 + 2^-15)(1 + 2^-10) = 1 + 2^-10 + 2^-15 + 2^-25: the last bit only survives when
+        // the product is not rounded before the add.
+        let x = 1.0 + 2f32.powi(-15);
+        let w = half::f16::from_f32(1.0 + 2f32.powi(-10));
+        let mut out = [-(1.0 + 2f32.powi(-10) + 2f32.powi(-15))];
+        portable(&[x], &w.to_le_bytes(), &mut out);
+        assert_eq!(out[0], 2f32.powi(-25));
     }
 }

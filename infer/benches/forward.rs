@@ -1,0 +1,77 @@
+//! Forward-pass benchmarks: one 784-512-512-10 image through `Model::predict`, and the first
+//! layer's kernel alone, dispatched (SIMD where the CPU has it) against the portable loop.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use infer::format::{LayerBytes, ModelFile};
+use infer::{Activation, Model, Normalization, Scratch};
+use std::hint::black_box;
+
+/// f16 bytes of `count` small pseudo-random weights (timing does not depend on the values).
+fn weights(count: usize) -> Vec<u8> {
+    let mut state = 7u32;
+    (0..count)
+        .flat_map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            half::f16::from_f32(((state >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.1)
+                .to_le_bytes()
+        })
+        .collect()
+}
+
+fn benchmark_model() -> Vec<u8> {
+    let widths = [784usize, 512, 512, 10];
+    let stored: Vec<(Vec<u8>, Vec<u8>)> = widths
+        .windows(2)
+        .map(|w| (weights(w[0] * w[1]), weights(w[1])))
+        .collect();
+    let mut layers = infer::heapless::Vec::new();
+    for (w, (weights, bias)) in widths.windows(2).zip(&stored) {
+        layers
+            .push(LayerBytes {
+                d_in: w[0] as u32,
+                d_out: w[1] as u32,
+                weights,
+                bias,
+            })
+            .expect("3 layers fit");
+    }
+    let file = ModelFile {
+        activation: Activation::Relu,
+        normalization: Normalization {
+            mean: 0.286,
+            std: 0.353,
+        },
+        layers,
+    };
+    file.to_vec().expect("encodes")
+}
+
+fn forward(c: &mut Criterion) {
+    let bytes = benchmark_model();
+    let model = Model::from_bytes(&bytes).expect("valid");
+    let image: Vec<u8> = (0..784).map(|i| (i * 13 % 256) as u8).collect();
+    let mut scratch = Box::new(Scratch::<784>::new());
+    c.bench_function(
+        &format!("predict 784-512-512-10 ({})", infer::kernel::path()),
+        |b| {
+            b.iter(|| {
+                model
+                    .predict(black_box(&image), &mut scratch)
+                    .expect("runs")
+            })
+        },
+    );
+
+    let w = weights(784 * 512);
+    let input: Vec<f32> = (0..784).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+    let mut out = vec![0.0f32; 512];
+    c.bench_function("layer 784x512, dispatched kernel", |b| {
+        b.iter(|| infer::kernel::accumulate(black_box(&input), black_box(&w), &mut out))
+    });
+    c.bench_function("layer 784x512, portable loop", |b| {
+        b.iter(|| infer::kernel::portable(black_box(&input), black_box(&w), &mut out))
+    });
+}
+
+criterion_group!(benches, forward);
+criterion_main!(benches);
