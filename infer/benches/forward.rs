@@ -1,10 +1,11 @@
 //! Forward-pass benchmarks: one 784-512-512-10 image through `Model::predict`, and the first
 //! layer's kernel alone, dispatched (SIMD where the CPU has it) against the portable loop.
+//! `cargo bench -p infer` (release profile) or `cargo bench -p infer --profile dev`.
 
-use criterion::{Criterion, criterion_group, criterion_main};
 use infer::format::{LayerBytes, ModelFile};
 use infer::{Activation, Model, Normalization, Scratch};
 use std::hint::black_box;
+use std::time::Instant;
 
 /// f16 bytes of `count` small pseudo-random weights (timing does not depend on the values).
 fn weights(count: usize) -> Vec<u8> {
@@ -46,32 +47,53 @@ fn benchmark_model() -> Vec<u8> {
     file.to_vec().expect("encodes")
 }
 
-fn forward(c: &mut Criterion) {
+fn main() {
     let bytes = benchmark_model();
     let model = Model::from_bytes(&bytes).expect("valid");
     let image: Vec<u8> = (0..784).map(|i| (i * 13 % 256) as u8).collect();
     let mut scratch = Box::new(Scratch::<784>::new());
-    c.bench_function(
+    bench(
         &format!("predict 784-512-512-10 ({})", infer::kernel::path()),
-        |b| {
-            b.iter(|| {
-                model
-                    .predict(black_box(&image), &mut scratch)
-                    .expect("runs")
-            })
+        3.0,
+        || {
+            model
+                .predict(black_box(&image), &mut scratch)
+                .expect("runs")
         },
     );
 
     let w = weights(784 * 512);
     let input: Vec<f32> = (0..784).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
     let mut out = vec![0.0f32; 512];
-    c.bench_function("layer 784x512, dispatched kernel", |b| {
-        b.iter(|| infer::kernel::accumulate(black_box(&input), black_box(&w), &mut out))
+    bench("layer 784x512, dispatched kernel", 2.0, || {
+        infer::kernel::accumulate(black_box(&input), black_box(&w), &mut out)
     });
-    c.bench_function("layer 784x512, portable loop", |b| {
-        b.iter(|| infer::kernel::portable(black_box(&input), black_box(&w), &mut out))
+    bench("layer 784x512, portable loop", 2.0, || {
+        infer::kernel::portable(black_box(&input), black_box(&w), &mut out)
     });
 }
 
-criterion_group!(benches, forward);
-criterion_main!(benches);
+/// Runs `f` for about `seconds` after a warm-up and prints the median and fastest time per call.
+/// (A plain harness rather than criterion: criterion's dependencies change the features of
+/// crates burn shares, which made `cargo test` and `cargo run` build burn twice.)
+fn bench<T>(name: &str, seconds: f64, mut f: impl FnMut() -> T) {
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < seconds / 4.0 {
+        black_box(f());
+    }
+    let mut times = Vec::new();
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < seconds || times.len() < 5 {
+        let call = Instant::now();
+        black_box(f());
+        times.push(call.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let us = |s: f64| s * 1e6;
+    println!(
+        "{name}: median {:.2} us, fastest {:.2} us ({} calls)",
+        us(times[times.len() / 2]),
+        us(times[0]),
+        times.len()
+    );
+}

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's commands. Run it without arguments for the list.
 
+mod bench;
 mod board;
 mod eval;
 mod interop;
@@ -43,6 +44,9 @@ enum Task {
     /// the model in flash; check it against the host and report flash, RAM, stack and
     /// instructions per inference.
     Board(board::BoardArgs),
+    /// Time a training epoch and host inference on 784-512-512-10, optionally against the
+    /// PyTorch reference (`--compare-pytorch PYTHON`), and print the ratios.
+    Bench(bench::BenchArgs),
     /// Print a model file's architecture, parameter count, bytes per layer, activation and its
     /// parameters, normalisation and format version.
     Show(interop::ShowArgs),
@@ -68,6 +72,7 @@ fn run() -> anyhow::Result<()> {
         Task::Eval(args) => eval::run(&args),
         Task::Sweep(args) => sweep::run(&args),
         Task::Board(args) => board::run(&args),
+        Task::Bench(args) => bench::run(&args),
         Task::Show(args) => interop::show(&args),
         Task::Export(args) => interop::export(&args),
         Task::Import(args) => interop::import(&args),
@@ -105,17 +110,24 @@ pub fn run_trainer(
     args: &[String],
     features: Option<&str>,
 ) -> anyhow::Result<std::process::ExitStatus> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
-    command.args(["run", "--quiet", "--package", "trainer"]);
-    if let Some(features) = features {
-        command.args(["--features", features]);
-    }
-    command
-        .arg("--")
+    trainer_command("trainer", features)?
         .args(args)
         .status()
         .context("running cargo")
+}
+
+/// `cargo run` of one of the trainer crate's binaries, ready for its arguments (after OpenBLAS
+/// is made available to link against).
+pub fn trainer_command(binary: &str, features: Option<&str>) -> anyhow::Result<Command> {
+    ensure_openblas()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.args(["run", "--quiet", "--package", "trainer", "--bin", binary]);
+    if let Some(features) = features {
+        command.args(["--features", features]);
+    }
+    command.arg("--");
+    Ok(command)
 }
 
 /// The Fashion-MNIST test split, from wherever [`ensure_fashion_mnist`] finds it.
@@ -132,22 +144,57 @@ pub fn ensure_fashion_mnist() -> anyhow::Result<data::Source> {
         Ok(source) => return Ok(source),
         Err(error) => error,
     };
+    apt_install(
+        "dataset-fashion-mnist",
+        "The download failed; installing Debian's dataset-fashion-mnist package instead",
+    )
+    .map_err(|apt| anyhow::anyhow!("{error}\n({apt})"))?;
+    data::fetch::locate(None).map_err(Into::into)
+}
+
+/// On Linux the trainer links the system OpenBLAS: installs Debian's libopenblas-dev when the
+/// linker would not find it, so a fresh machine builds the trainer.
+fn ensure_openblas() -> anyhow::Result<()> {
+    if !cfg!(target_os = "linux") {
+        return Ok(());
+    }
+    let found = Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libopenblas.so "));
+    let dev_link = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+    ]
+    .iter()
+    .any(|dir| std::path::Path::new(dir).join("libopenblas.so").exists());
+    if found || dev_link {
+        return Ok(());
+    }
+    apt_install(
+        "libopenblas-dev",
+        "The trainer links OpenBLAS, which is not installed; installing Debian's libopenblas-dev",
+    )
+    .context("install OpenBLAS's development files (Debian/Ubuntu: libopenblas-dev)")
+}
+
+/// `apt-get update` then `apt-get install -y PACKAGE` (through `sudo -n` unless root), after
+/// saying why.
+fn apt_install(package: &str, why: &str) -> anyhow::Result<()> {
     if Command::new("apt-get").arg("--version").output().is_err() {
-        bail!(error);
+        bail!("no apt-get on this machine to install {package}");
     }
     let root = Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     eprintln!(
-        "The download failed; installing Debian's dataset-fashion-mnist package instead \
-         (apt-get update, then apt-get install -y dataset-fashion-mnist{})",
+        "{why} (apt-get update, then apt-get install -y {package}{})",
         if root { "" } else { ", with sudo" }
     );
-    for apt_args in [
-        &["update"][..],
-        &["install", "-y", "dataset-fashion-mnist"][..],
-    ] {
+    for apt_args in [&["update"][..], &["install", "-y", package][..]] {
         let mut argv: Vec<&str> = if root { vec![] } else { vec!["sudo", "-n"] };
         argv.push("apt-get");
         argv.extend(apt_args);
@@ -156,8 +203,8 @@ pub fn ensure_fashion_mnist() -> anyhow::Result<data::Source> {
             .status()
             .context("running apt-get")?;
         if !status.success() {
-            bail!("{error}\n({} failed: {status})", argv.join(" "));
+            bail!("{} failed: {status}", argv.join(" "));
         }
     }
-    data::fetch::locate(None).map_err(Into::into)
+    Ok(())
 }

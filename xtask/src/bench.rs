@@ -1,0 +1,336 @@
+//! `cargo xtask bench`: training-epoch time and host inference speed on the benchmark network
+//! (784-512-512-10, ReLU, batch 128), optionally side by side with the PyTorch reference.
+//!
+//! Both sides get the same data, the same thread count (set through the environment before each
+//! process starts) and exclude a warm-up; ours runs first, then PyTorch's, one after the other.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// Options of `bench`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  cargo xtask bench                                            # ours only, all cores
+  cargo xtask bench --threads 1 --compare-pytorch ~/torch-venv/bin/python
+  cargo xtask bench --json --compare-pytorch ~/torch-venv/bin/python
+
+Run on a quiet machine: every figure is a median of several runs, but another busy process
+still skews both sides.")]
+pub struct BenchArgs {
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Threads for both sides (training and throughput; batch-1 latency always uses one).
+    #[arg(long, default_value_t = default_threads())]
+    threads: usize,
+    /// Timed training epochs on each side (after one warm-up epoch); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// A Python with torch installed: also time the PyTorch reference and print ours / theirs.
+    #[arg(long, value_name = "PYTHON")]
+    compare_pytorch: Option<PathBuf>,
+    /// Directory of the PyTorch reference (`bench_pytorch.py`).
+    #[arg(long, value_name = "DIR", default_value = "../shared/reference")]
+    reference: PathBuf,
+    /// Where to write the benchmark network's model file.
+    #[arg(long, value_name = "PATH", default_value = "runs/bench.fmlp")]
+    model: PathBuf,
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Runs `bench`.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.threads == 0 || args.epochs == 0 {
+        bail!("--threads and --epochs must be at least 1");
+    }
+    if let Some(python) = &args.compare_pytorch {
+        check_torch(python)?;
+    }
+    let (test, source) = crate::fashion_mnist_test()?;
+    let data_dir = source.dir().to_owned();
+
+    eprintln!(
+        "training {} epochs (+1 warm-up) of 784-512-512-10 on {} thread(s)...",
+        args.epochs, args.threads
+    );
+    let ours = train_epochs(args, &data_dir)?;
+    let train_epoch_s = number(&ours, "train_epoch_s")?;
+    eprintln!("inference on the {} test images...", test.len());
+    let bytes =
+        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let infer = time_inference(&bytes, &test, args.threads)?;
+
+    let mut report = json!({
+        "threads": args.threads,
+        "network": "784-512-512-10 relu",
+        "batch_size": 128,
+        "cpu": cpu_name(),
+        "train_epoch_s": train_epoch_s,
+        "train_epoch_s_all": ours["train_epoch_s_all"],
+        "infer_kernel": infer::kernel::path(),
+        "infer_batch1_us_per_image": infer.batch1_us,
+        "infer_throughput_images_per_s": infer.throughput,
+        "infer_batch1_gflops": infer.gflops,
+        "one_core_peak_gflops": peak_gflops(),
+    });
+    if let Some(python) = &args.compare_pytorch {
+        eprintln!("the same on PyTorch ({})...", python.display());
+        let theirs = pytorch(python, args, &data_dir)?;
+        let pt_epoch = number(&theirs, "train_epoch_s_median")?;
+        let pt_batch1_us =
+            1000.0 * number(&theirs["infer_ms_per_image"]["1"], "ms_per_image_median")?;
+        let pt_batch1000_us =
+            1000.0 * number(&theirs["infer_ms_per_image"]["1000"], "ms_per_image_median")?;
+        let extra = json!({
+            "pytorch_torch_version": theirs["torch"],
+            "pytorch_threads": theirs["threads"],
+            "pytorch_train_epoch_s": pt_epoch,
+            "pytorch_train_epoch_s_all": theirs["train_epoch_s_all"],
+            "pytorch_infer_batch1_us_per_image": pt_batch1_us,
+            "pytorch_infer_throughput_images_per_s": 1e6 / pt_batch1000_us,
+            "train_ratio": train_epoch_s / pt_epoch,
+            "infer_batch1_ratio": infer.batch1_us / pt_batch1_us,
+            "infer_throughput_ratio": infer.throughput * pt_batch1000_us / 1e6,
+        });
+        report
+            .as_object_mut()
+            .expect("an object")
+            .extend(extra.as_object().expect("an object").clone());
+    }
+    if args.json {
+        println!("{report}");
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(())
+}
+
+/// Our side of the training benchmark, through the trainer's `trainer-bench` binary.
+fn train_epochs(args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
+    let mut command = crate::trainer_command("trainer-bench", None)?;
+    command
+        .args(["--epochs", &args.epochs.to_string(), "--out"])
+        .arg(&args.model)
+        .arg("--data")
+        .arg(data_dir);
+    with_threads(&mut command, args.threads);
+    let output = command
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo")?;
+    if !output.status.success() {
+        bail!("trainer-bench failed ({})", output.status);
+    }
+    last_json_line(&output.stdout, "trainer-bench")
+}
+
+/// Pins every thread pool the trainer (rayon, OpenBLAS) or PyTorch (OpenMP, MKL) may use.
+fn with_threads(command: &mut Command, threads: usize) {
+    for name in [
+        "RAYON_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MATMUL_NUM_THREADS",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+    ] {
+        command.env(name, threads.to_string());
+    }
+}
+
+fn check_torch(python: &Path) -> anyhow::Result<()> {
+    let output = Command::new(python)
+        .args(["-c", "import torch"])
+        .output()
+        .with_context(|| format!("--compare-pytorch: running {}", python.display()))?;
+    if !output.status.success() {
+        bail!(
+            "--compare-pytorch: {} cannot import torch (see ../shared/reference/README.md for \
+             a CPU install): {}",
+            python.display(),
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+fn pytorch(python: &Path, args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
+    let script = args.reference.join("bench_pytorch.py");
+    if !script.exists() {
+        bail!(
+            "--reference: no {} (point --reference at the PyTorch reference)",
+            script.display()
+        );
+    }
+    let mut command = Command::new(python);
+    command
+        .arg(&script)
+        .args(["--hidden", "512,512", "--batch-size", "128"])
+        .args(["--threads", &args.threads.to_string()])
+        .args([
+            "--train-epochs",
+            &args.epochs.to_string(),
+            "--reps",
+            "3",
+            "--data-dir",
+        ])
+        .arg(data_dir);
+    with_threads(&mut command, args.threads);
+    let output = command
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !output.status.success() {
+        bail!("{} failed ({})", script.display(), output.status);
+    }
+    last_json_line(&output.stdout, "bench_pytorch.py")
+}
+
+fn last_json_line(stdout: &[u8], what: &str) -> anyhow::Result<Value> {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("{what} printed no JSON line"))?;
+    serde_json::from_str(line).with_context(|| format!("{what} printed bad JSON: {line}"))
+}
+
+fn number(value: &Value, key: &str) -> anyhow::Result<f64> {
+    value[key]
+        .as_f64()
+        .with_context(|| format!("no number {key:?} in {value}"))
+}
+
+/// Host inference figures.
+struct Inference {
+    batch1_us: f64,
+    throughput: f64,
+    gflops: f64,
+}
+
+/// Batch-1 latency: one image at a time on one thread, median of 3 passes over the test set
+/// after a warm-up pass. Throughput: the test set split over `threads`, best of 3.
+fn time_inference(bytes: &[u8], test: &data::Split, threads: usize) -> anyhow::Result<Inference> {
+    let model = infer::Model::from_bytes(bytes).map_err(|e| anyhow::anyhow!("model file: {e}"))?;
+    let macs: usize = model
+        .file()
+        .layers
+        .iter()
+        .map(|l| l.d_in as usize * l.d_out as usize)
+        .sum();
+    let images: Vec<&[u8]> = (0..test.len()).map(|i| test.image(i)).collect();
+    let pass = |images: &[&[u8]]| -> anyhow::Result<f64> {
+        let mut scratch = Box::new(infer::Scratch::<4096>::new());
+        let started = Instant::now();
+        let mut checksum = 0usize;
+        for image in images {
+            let class = model
+                .predict(std::hint::black_box(image), &mut scratch)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            checksum = checksum.wrapping_add(class);
+        }
+        std::hint::black_box(checksum);
+        Ok(started.elapsed().as_secs_f64())
+    };
+    pass(&images)?;
+    let mut runs = (0..3)
+        .map(|_| pass(&images))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    runs.sort_by(f64::total_cmp);
+    let per_image = runs[1] / images.len() as f64;
+
+    let chunk = images.len().div_ceil(threads);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = images
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || pass(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("inference thread panicked"))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })?;
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    Ok(Inference {
+        batch1_us: 1e6 * per_image,
+        throughput: images.len() as f64 / best,
+        gflops: 2.0 * macs as f64 / per_image / 1e9,
+    })
+}
+
+fn cpu_name() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map_or("unknown".into(), |l| {
+            l.trim_start_matches([' ', '\t', ':']).to_owned()
+        })
+}
+
+/// One core's f32 peak with AVX2 FMA: 2 FMA units × 8 lanes × 2 flops per cycle, at the clock
+/// /proc/cpuinfo reports (often the base clock; turbo runs higher). `None` off Linux/x86.
+fn peak_gflops() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu MHz"))?
+        .trim_start_matches([' ', '\t', ':'])
+        .parse()
+        .ok()?;
+    let fma = info
+        .lines()
+        .any(|l| l.starts_with("flags") && l.contains(" fma"));
+    fma.then_some(32.0 * mhz / 1000.0)
+}
+
+fn table(report: &Value) -> String {
+    let f = |key: &str| report[key].as_f64();
+    let cell =
+        |value: Option<f64>, digits: usize| value.map_or("-".into(), |v| format!("{v:.digits$}"));
+    let mut out = format!(
+        "784-512-512-10 ReLU, batch 128, {} thread(s), {}\n\n\
+         | workload | ours | PyTorch | ours / PyTorch |\n|---|---|---|---|\n",
+        report["threads"],
+        report["cpu"].as_str().unwrap_or("unknown CPU")
+    );
+    out += &format!(
+        "| training epoch (s, median) | {} | {} | {} |\n",
+        cell(f("train_epoch_s"), 2),
+        cell(f("pytorch_train_epoch_s"), 2),
+        cell(f("train_ratio"), 2)
+    );
+    out += &format!(
+        "| inference, batch 1 (µs per image) | {} | {} | {} |\n",
+        cell(f("infer_batch1_us_per_image"), 1),
+        cell(f("pytorch_infer_batch1_us_per_image"), 1),
+        cell(f("infer_batch1_ratio"), 3)
+    );
+    out += &format!(
+        "| inference throughput (images/s; PyTorch at batch 1000) | {} | {} | {} |\n",
+        cell(f("infer_throughput_images_per_s"), 0),
+        cell(f("pytorch_infer_throughput_images_per_s"), 0),
+        cell(f("infer_throughput_ratio"), 2)
+    );
+    out += &format!(
+        "\nInference kernel: {}; batch 1 runs at {} GFLOP/s on one core (peak {} GFLOP/s: \
+         2 FMA units x 8 lanes x 2 flops at the clock /proc/cpuinfo reports).\n",
+        report["infer_kernel"].as_str().unwrap_or("?"),
+        cell(f("infer_batch1_gflops"), 1),
+        cell(f("one_core_peak_gflops"), 0)
+    );
+    out
+}
