@@ -112,9 +112,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Our side of the training benchmark, through the trainer's `trainer-bench` binary.
+/// Our side of the training benchmark, through the trainer's `trainer-bench` binary: built
+/// first, then run directly, because cargo would rebuild OpenBLAS's bindings (and burn) for a
+/// changed `OPENBLAS_NUM_THREADS`.
 fn train_epochs(args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
-    let mut command = crate::trainer_command("trainer-bench", None)?;
+    let mut build = crate::trainer_command("trainer-bench", None)?;
+    let binary = build_binary(&mut build)?;
+    let mut command = Command::new(binary);
     command
         .args(["--epochs", &args.epochs.to_string(), "--out"])
         .arg(&args.model)
@@ -124,11 +128,33 @@ fn train_epochs(args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
     let output = command
         .stderr(std::process::Stdio::inherit())
         .output()
-        .context("running cargo")?;
+        .context("running trainer-bench")?;
     if !output.status.success() {
         bail!("trainer-bench failed ({})", output.status);
     }
     last_json_line(&output.stdout, "trainer-bench")
+}
+
+/// Turns a `cargo run ... --` command into `cargo build` and returns the executable it made.
+fn build_binary(run: &mut Command) -> anyhow::Result<PathBuf> {
+    let mut args: Vec<_> = run.get_args().map(ToOwned::to_owned).collect();
+    args.pop(); // the trailing "--"
+    args[0] = "build".into();
+    let output = crate::cargo()
+        .args(args)
+        .arg("--message-format=json-render-diagnostics")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo build")?;
+    if !output.status.success() {
+        bail!("building trainer-bench failed ({})", output.status);
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .next_back()
+        .context("cargo build named no executable")
 }
 
 /// Pins every thread pool the trainer (rayon, OpenBLAS) or PyTorch (OpenMP, MKL) may use.

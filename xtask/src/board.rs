@@ -194,8 +194,7 @@ pub fn build(model: &Path) -> anyhow::Result<PathBuf> {
     let board = root.join("board");
     let target_dir = root.join("target").join("board");
     let model = std::fs::canonicalize(model).with_context(|| format!("{}", model.display()))?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(cargo)
+    let output = crate::cargo()
         .current_dir(&board)
         .args(["build", "--release", "--quiet", "--target-dir"])
         .arg(&target_dir)

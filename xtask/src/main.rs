@@ -105,6 +105,28 @@ fn train(mut args: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cargo that runs xtask, without the package variables cargo set for xtask itself: some
+/// build scripts in burn's tree watch `CARGO_PKG_NAME` or `CARGO_MANIFEST_DIR`, so passing
+/// xtask's values on rebuilt burn's stack after every `cargo test` (15 minutes on 2 cores).
+pub fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&&*name)
+        {
+            command.env_remove(&*name);
+        }
+    }
+    command
+}
+
 /// Runs the trainer's binary (built in the same profile as the tests) with `args`.
 pub fn run_trainer(
     args: &[String],
@@ -117,11 +139,11 @@ pub fn run_trainer(
 }
 
 /// `cargo run` of one of the trainer crate's binaries, ready for its arguments (after OpenBLAS
-/// is made available to link against).
+/// is made available to link against). Keep `OPENBLAS_*` variables out of its environment:
+/// openblas-src rebuilds (and burn after it) when they change.
 pub fn trainer_command(binary: &str, features: Option<&str>) -> anyhow::Result<Command> {
     ensure_openblas()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
+    let mut command = cargo();
     command.args(["run", "--quiet", "--package", "trainer", "--bin", binary]);
     if let Some(features) = features {
         command.args(["--features", features]);
