@@ -1,7 +1,7 @@
 //! Pictures of fashion-mlp runs, drawn with plotters into memory and returned as PNG or SVG bytes
 //! (callers write them atomically, like every other artifact): the training curves
 //! ([`curves`]), the confusion-matrix heatmap ([`confusion`]) and a grid of misclassified images
-//! ([`misclassified`]).
+//! ([`misclassified`]), and accuracy against size of the shipped models ([`pareto`]).
 //!
 //! Labels are drawn with a system TrueType font through ab_glyph (no C font libraries): DejaVu
 //! Sans from Debian's `fonts-dejavu-core`, or the file named by `FASHION_MLP_FONT`.
@@ -9,6 +9,7 @@
 pub mod confusion;
 pub mod curves;
 pub mod misclassified;
+pub mod pareto;
 
 use std::sync::OnceLock;
 

@@ -31,6 +31,8 @@ fn config(hidden: &[usize], epochs: usize) -> TrainConfig {
         warmup_epochs: 0.0,
         label_smoothing: 0.0,
         train_images: None,
+        validation: 0,
+        augment: Default::default(),
         seed: 7,
     }
 }

@@ -35,6 +35,7 @@ fn main() {
             &pixels,
             &labels,
             0.01,
+            trainer::model::Dropout::NONE,
             &device,
         );
         model = Some(outcome.model);

@@ -13,7 +13,7 @@ use crate::optim::MomentumSgd;
 use crate::train::{EpochProgress, EpochRecord, TrainConfig};
 
 /// Bumped whenever the layout below changes.
-const CHECKPOINT_VERSION: u32 = 1;
+const CHECKPOINT_VERSION: u32 = 2;
 
 /// Everything needed to continue a run after its last complete epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

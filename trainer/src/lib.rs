@@ -5,6 +5,7 @@
 //! the `Linear` layers, autodiff and the CPU (or, with the `wgpu` feature, GPU) backend.
 
 pub mod activation;
+pub mod augment;
 pub mod checkpoint;
 pub mod device;
 pub mod error;

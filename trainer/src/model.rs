@@ -2,7 +2,8 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
+use data::transform::SplitMix64;
 
 use crate::activation::{Activation, ActivationKind};
 
@@ -67,15 +68,53 @@ impl Mlp {
 
     /// Logits for a `[batch, 784]` input of normalised pixels.
     pub fn forward(&self, input: Tensor<2>) -> Tensor<2> {
+        self.forward_with_dropout(input, Dropout::NONE)
+    }
+
+    /// Logits with `dropout` on every hidden layer's output (training only): each value is
+    /// kept with probability 1 − rate and then scaled by 1 / (1 − rate), zeroed otherwise. The
+    /// mask comes from `dropout.seed`, so a resumed run draws the same masks.
+    pub fn forward_with_dropout(&self, input: Tensor<2>, dropout: Dropout) -> Tensor<2> {
+        let mut rng = SplitMix64::new(dropout.seed);
+        let keep = 1.0 - dropout.rate;
         let mut x = input;
         for (index, layer) in self.layers.iter().enumerate() {
             x = layer.forward(x);
             if let Some(activation) = self.activations.get(index) {
                 x = activation.forward(x);
+                if dropout.rate > 0.0 {
+                    let [rows, columns] = x.dims();
+                    let mask: Vec<f32> = (0..rows * columns)
+                        .map(|_| {
+                            if rng.uniform() < keep {
+                                1.0 / keep
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    let mask =
+                        Tensor::from_data(TensorData::new(mask, [rows, columns]), &x.device());
+                    x = x * mask;
+                }
             }
         }
         x
     }
+}
+
+/// Dropout of one training step: the rate and the seed of its masks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropout {
+    /// Fraction of hidden outputs zeroed, 0 for none.
+    pub rate: f32,
+    /// Seed of the masks.
+    pub seed: u64,
+}
+
+impl Dropout {
+    /// No dropout.
+    pub const NONE: Self = Self { rate: 0.0, seed: 0 };
 }
 
 #[cfg(test)]
@@ -94,5 +133,39 @@ mod tests {
         assert_eq!(tracked, vec![false, false, true]);
         let relu = Mlp::new(&[8, 8], ActivationKind::Relu, 0.0, &device);
         assert!(relu.layers.iter().all(|l| l.weight.val().is_require_grad()));
+    }
+
+    #[test]
+    fn dropout_zeroes_about_the_rate_and_keeps_the_mean() {
+        let device = crate::device::cpu();
+        let model = Mlp::new(&[2000], ActivationKind::Identity, 0.0, &device);
+        let input = Tensor::<2>::ones([1, INPUT_SIZE], &device);
+        let hidden = |dropout| {
+            let mut net = Mlp::new(&[2000], ActivationKind::Identity, 0.0, &device);
+            net.layers.truncate(1); // the hidden layer's output, dropout applied, is the output
+            net.layers[0] = model.layers[0].clone();
+            net.activations = model.activations.clone();
+            net.forward_with_dropout(input.clone(), dropout)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let plain = hidden(Dropout::NONE);
+        let dropped = hidden(Dropout {
+            rate: 0.25,
+            seed: 3,
+        });
+        let zeroed = dropped.iter().filter(|&&v| v == 0.0).count();
+        assert!((400..600).contains(&zeroed), "{zeroed} of 2000 zeroed");
+        for (p, d) in plain.iter().zip(&dropped) {
+            assert!(*d == 0.0 || (d - p / 0.75).abs() <= 1e-5 * p.abs().max(1.0));
+        }
+        assert_eq!(
+            dropped,
+            hidden(Dropout {
+                rate: 0.25,
+                seed: 3
+            })
+        );
     }
 }

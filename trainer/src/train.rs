@@ -12,11 +12,13 @@ use data::{Dataset, Split};
 use serde::{Deserialize, Serialize};
 
 use crate::activation::ActivationKind;
+use crate::augment::Augmentation;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::loss::CrossEntropy;
-use crate::model::{INPUT_SIZE, Mlp, NUM_CLASSES};
+use crate::model::{Dropout, INPUT_SIZE, Mlp, NUM_CLASSES};
 use crate::optim::MomentumSgd;
+use data::transform::SplitMix64;
 
 /// Learning-rate schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -67,6 +69,13 @@ pub struct TrainConfig {
     /// Train on only the first N training images (quick experiments); default: all.
     #[arg(long, value_name = "N")]
     pub train_images: Option<usize>,
+    /// Hold out the last N training images as a validation set (scored every epoch, never
+    /// trained on): tune on it, not on the test set.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub validation: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub augment: Augmentation,
     /// Seed of the initial weights and of the shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -102,6 +111,13 @@ impl TrainConfig {
         }
         if self.epochs == 0 {
             return fail("--epochs must be at least 1".into());
+        }
+        self.augment.validate()?;
+        if self.validation >= 60_000 {
+            return fail(format!(
+                "--validation {} must leave training images",
+                self.validation
+            ));
         }
         if self.train_images == Some(0) {
             return fail("--train-images must be at least 1".into());
@@ -171,6 +187,8 @@ pub struct EpochRecord {
     pub test_loss: f64,
     /// Test accuracy of the f32 model at the epoch's end.
     pub test_accuracy: f64,
+    /// Accuracy on the held-out validation images (`--validation`), if any.
+    pub validation_accuracy: Option<f64>,
     /// Learning rate at the epoch's last step.
     pub lr: f64,
     /// Seconds of training (shuffling, forward, loss, backward, step; evaluation excluded).
@@ -261,17 +279,10 @@ pub fn normalize(split: &Split, (mean, std): (f32, f32)) -> Vec<f32> {
 /// A deterministic permutation of `0..n` for `(seed, epoch)` (SplitMix64 + Fisher-Yates), the
 /// same on every platform and version.
 pub fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut state = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         order.swap(i, j);
     }
     order
@@ -287,9 +298,10 @@ pub struct StepOutcome {
     pub right: usize,
 }
 
-/// One step of mini-batch SGD on normalised `pixels` (`labels.len() * 784`): forward, our loss,
-/// backward, our optimizer with learning rate `lr`. A NaN or infinite loss leaves the model as it
-/// was, for the caller to report.
+/// One step of mini-batch SGD on normalised `pixels` (`labels.len() * 784`): forward (with
+/// `dropout`), our loss, backward, our optimizer with learning rate `lr`. A NaN or infinite loss
+/// leaves the model as it was, for the caller to report.
+#[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: Mlp,
     optim: &mut MomentumSgd,
@@ -297,6 +309,7 @@ pub fn train_step(
     pixels: &[f32],
     labels: &[u8],
     lr: f64,
+    dropout: Dropout,
     device: &Device,
 ) -> StepOutcome {
     let input = Tensor::from_data(
@@ -304,7 +317,7 @@ pub fn train_step(
         device,
     );
     let targets = loss_fn.targets(labels, NUM_CLASSES, device);
-    let logits = model.forward(input);
+    let logits = model.forward_with_dropout(input, dropout);
     let predicted = logits.clone().detach().argmax(1).into_data();
     let right = predicted
         .iter::<i64>()
@@ -413,20 +426,36 @@ pub fn train(
     stop: &AtomicBool,
 ) -> Result<Trained> {
     config.validate()?;
-    // Borrowed unless --train-images asks for a prefix: no 47 MB copy of the training set.
-    let train_split = match config.train_images {
-        Some(n) if n < dataset.train.len() => Cow::Owned(Split {
-            images: dataset.train.images[..n * INPUT_SIZE].to_vec(),
-            labels: dataset.train.labels[..n].to_vec(),
-        }),
-        _ => Cow::Borrowed(&dataset.train),
+    // The validation images are the last --validation ones; training uses the rest (or their
+    // first --train-images). Borrowed when neither applies: no 47 MB copy of the training set.
+    let all = dataset.train.len();
+    if config.validation >= all {
+        return Err(Error::Config(format!(
+            "--validation {} leaves none of the {all} training images to train on",
+            config.validation
+        )));
+    }
+    let trainable = all - config.validation;
+    let train_count = config.train_images.map_or(trainable, |n| n.min(trainable));
+    let prefix = |range: std::ops::Range<usize>| Split {
+        images: dataset.train.images[range.start * INPUT_SIZE..range.end * INPUT_SIZE].to_vec(),
+        labels: dataset.train.labels[range].to_vec(),
     };
+    let train_split = if train_count == all {
+        Cow::Borrowed(&dataset.train)
+    } else {
+        Cow::Owned(prefix(0..train_count))
+    };
+    let validation = (config.validation > 0).then(|| prefix(trainable..all));
     let normalization = match resume {
         Some(checkpoint) => checkpoint.normalization,
         None => pixel_statistics(&train_split),
     };
     let train_pixels = normalize(&train_split, normalization);
     let test_pixels = normalize(&dataset.test, normalization);
+    let validation_pixels = validation.as_ref().map(|v| normalize(v, normalization));
+    let (mean, std) = normalization;
+    let mut augmented = vec![0.0f32; INPUT_SIZE];
     let loss_fn = CrossEntropy {
         label_smoothing: config.label_smoothing,
     };
@@ -479,11 +508,25 @@ pub fn train(
         {
             batch_pixels.clear();
             batch_labels.clear();
+            // One generator per step: a resumed run draws the same augmentations and masks.
+            let mut rng = SplitMix64::for_stream(config.seed, &[epoch as u64, step as u64]);
             for &i in indices {
-                batch_pixels.extend_from_slice(&train_pixels[i * INPUT_SIZE..(i + 1) * INPUT_SIZE]);
+                if config.augment.transforms_images() {
+                    config
+                        .augment
+                        .apply(train_split.image(i), &mut rng, &mut augmented);
+                    batch_pixels.extend(augmented.iter().map(|&v| (v - mean) / std));
+                } else {
+                    batch_pixels
+                        .extend_from_slice(&train_pixels[i * INPUT_SIZE..(i + 1) * INPUT_SIZE]);
+                }
                 batch_labels.push(train_split.labels[i]);
             }
             lr = config.learning_rate((epoch - 1) * steps_per_epoch + step, steps_per_epoch);
+            let dropout = Dropout {
+                rate: config.augment.dropout,
+                seed: rng.next_u64(),
+            };
             let outcome = train_step(
                 model,
                 &mut optim,
@@ -491,6 +534,7 @@ pub fn train(
                 &batch_pixels,
                 &batch_labels,
                 lr,
+                dropout,
                 device,
             );
             model = outcome.model;
@@ -528,18 +572,30 @@ pub fn train(
         bar.finish_and_clear();
         let test = evaluate(&model, &test_pixels, &dataset.test.labels, &loss_fn, device);
         let test_accuracy = accuracy(&test.predictions, &dataset.test.labels);
+        let validation_accuracy =
+            validation
+                .as_ref()
+                .zip(validation_pixels.as_ref())
+                .map(|(split, pixels)| {
+                    let scored = evaluate(&model, pixels, &split.labels, &loss_fn, device);
+                    accuracy(&scored.predictions, &split.labels)
+                });
         let record = EpochRecord {
             epoch,
             train_loss: state.loss_sum / steps_per_epoch as f64,
             train_accuracy: state.right as f64 / n as f64,
             test_loss: test.loss,
             test_accuracy,
+            validation_accuracy,
             lr,
             seconds,
         };
         if !quiet {
+            let validation = record
+                .validation_accuracy
+                .map_or(String::new(), |v| format!("  val acc {:.2}%", 100.0 * v));
             eprintln!(
-                "epoch {epoch:>3}/{}  loss {:.4}  train acc {:.2}%  test acc {:.2}%  lr {:.5}  {:.1}s",
+                "epoch {epoch:>3}/{}  loss {:.4}  train acc {:.2}%{validation}  test acc {:.2}%  lr {:.5}  {:.1}s",
                 config.epochs,
                 record.train_loss,
                 100.0 * record.train_accuracy,

@@ -50,6 +50,7 @@ fn gpu_loss_curve_matches_cpu() {
                 &batch_pixels,
                 &labels,
                 0.05,
+                trainer::model::Dropout::NONE,
                 devices[side],
             );
             models[side] = outcome.model;

@@ -4,6 +4,8 @@ mod bench;
 mod board;
 mod eval;
 mod interop;
+mod models;
+mod robust;
 mod sweep;
 
 use std::process::Command;
@@ -47,6 +49,12 @@ enum Task {
     /// Time a training epoch and host inference on 784-512-512-10, optionally against the
     /// PyTorch reference (`--compare-pytorch PYTHON`), and print the ratios.
     Bench(bench::BenchArgs),
+    /// Test accuracy of model files on shifted, rotated, scaled, mirrored, blurred, noisy,
+    /// low-contrast and brightened copies of the test set.
+    Robust(robust::RobustArgs),
+    /// The shipped models under models/: Markdown table of size and accuracy, models/pareto.png;
+    /// `--add RUN --name NAME` ships a finished run with its JSON.
+    Models(models::ModelsArgs),
     /// Print a model file's architecture, parameter count, bytes per layer, activation and its
     /// parameters, normalisation and format version.
     Show(interop::ShowArgs),
@@ -73,6 +81,8 @@ fn run() -> anyhow::Result<()> {
         Task::Sweep(args) => sweep::run(&args),
         Task::Board(args) => board::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::Robust(args) => robust::run(&args),
+        Task::Models(args) => models::run(&args),
         Task::Show(args) => interop::show(&args),
         Task::Export(args) => interop::export(&args),
         Task::Import(args) => interop::import(&args),

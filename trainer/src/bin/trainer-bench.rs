@@ -79,6 +79,7 @@ fn run() -> anyhow::Result<()> {
                 &batch_pixels,
                 &batch_labels,
                 0.05,
+                trainer::model::Dropout::NONE,
                 &device,
             );
             anyhow::ensure!(outcome.loss.is_finite(), "the loss diverged");

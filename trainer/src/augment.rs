@@ -1,0 +1,154 @@
+//! Data augmentation and regularisation settings of a run (`--shift`, `--flip`, `--rotate`,
+//! `--scale`, `--noise`, `--contrast`, `--brightness`, `--erase`, `--dropout`), and the
+//! augmentation itself, drawn from a per-step seeded generator so a resumed run draws the same.
+
+use data::transform::{self, Geometry, SplitMix64};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What each training image may go through before a step, and the dropout rate; all off by
+/// default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct Augmentation {
+    /// Random shift of up to PIXELS in x and y (uniform, sub-pixel, black fill).
+    #[arg(long, value_name = "PIXELS", default_value_t = 0.0)]
+    pub shift: f32,
+    /// Mirror half the training images left-right.
+    #[arg(long)]
+    pub flip: bool,
+    /// Random rotation of up to DEGREES either way.
+    #[arg(long, value_name = "DEGREES", default_value_t = 0.0)]
+    pub rotate: f32,
+    /// Random zoom by a factor within 1 ± FRACTION.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub scale: f32,
+    /// Gaussian pixel noise with σ drawn from 0..SIGMA (pixels scaled to 0..1).
+    #[arg(long, value_name = "SIGMA", default_value_t = 0.0)]
+    pub noise: f32,
+    /// Random contrast factor within 1 ± FRACTION (about mid-grey).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub contrast: f32,
+    /// Random brightness offset within ± AMOUNT (pixels scaled to 0..1).
+    #[arg(long, value_name = "AMOUNT", default_value_t = 0.0)]
+    pub brightness: f32,
+    /// Probability of blacking out a random rectangle (random erasing, up to a third of the
+    /// image).
+    #[arg(long, value_name = "PROBABILITY", default_value_t = 0.0)]
+    pub erase: f32,
+    /// Dropout rate on the hidden layers' outputs during training (ours: a seeded mask, scaled
+    /// by 1/(1-rate)).
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    pub dropout: f32,
+}
+
+impl Augmentation {
+    /// Rejects values that make no sense, naming the argument.
+    pub fn validate(&self) -> Result<()> {
+        let checks: [(&str, f32, f32); 8] = [
+            ("--shift", self.shift, 14.0),
+            ("--rotate", self.rotate, 180.0),
+            ("--scale", self.scale, 0.9),
+            ("--noise", self.noise, 1.0),
+            ("--contrast", self.contrast, 1.0),
+            ("--brightness", self.brightness, 1.0),
+            ("--erase", self.erase, 1.0),
+            ("--dropout", self.dropout, 0.95),
+        ];
+        for (name, value, max) in checks {
+            if !(value.is_finite() && (0.0..=max).contains(&value)) {
+                return Err(Error::Config(format!(
+                    "{name} {value} must be between 0 and {max}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any image transform is on (dropout aside).
+    pub fn transforms_images(&self) -> bool {
+        self.shift > 0.0
+            || self.flip
+            || self.rotate > 0.0
+            || self.scale > 0.0
+            || self.noise > 0.0
+            || self.contrast > 0.0
+            || self.brightness > 0.0
+            || self.erase > 0.0
+    }
+
+    /// One random variant of `image` (pixels 0..=255), as values 0..=1 in `out`.
+    pub fn apply(&self, image: &[u8], rng: &mut SplitMix64, out: &mut [f32]) {
+        let unit = transform::to_unit(image);
+        let geometry = Geometry {
+            rotate: self.rotate * rng.symmetric(),
+            scale: 1.0 + self.scale * rng.symmetric(),
+            dx: self.shift * rng.symmetric(),
+            dy: self.shift * rng.symmetric(),
+            mirror: self.flip && rng.uniform() < 0.5,
+        };
+        geometry.apply(&unit, out);
+        if self.contrast > 0.0 || self.brightness > 0.0 {
+            let contrast = 1.0 + self.contrast * rng.symmetric();
+            let brightness = self.brightness * rng.symmetric();
+            transform::tone(out, contrast, brightness);
+        }
+        if self.noise > 0.0 {
+            let sigma = self.noise * rng.uniform();
+            transform::noise(out, sigma, rng);
+        }
+        if self.erase > 0.0 && rng.uniform() < self.erase {
+            transform::erase(out, 0.33, rng);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_by_default_and_then_a_copy() {
+        let augmentation = Augmentation::default();
+        assert!(!augmentation.transforms_images());
+        let image: Vec<u8> = (0..784).map(|i| (i % 256) as u8).collect();
+        let mut out = vec![0.0; 784];
+        augmentation.apply(&image, &mut SplitMix64::new(1), &mut out);
+        assert_eq!(transform::to_pixels(&out), image);
+    }
+
+    #[test]
+    fn same_stream_same_variant() {
+        let augmentation = Augmentation {
+            shift: 2.0,
+            flip: true,
+            rotate: 10.0,
+            noise: 0.1,
+            erase: 0.5,
+            ..Augmentation::default()
+        };
+        let image: Vec<u8> = (0..784).map(|i| (i * 7 % 256) as u8).collect();
+        let variant = |stream: u64| {
+            let mut out = vec![0.0; 784];
+            let mut rng = SplitMix64::for_stream(3, &[stream]);
+            augmentation.apply(&image, &mut rng, &mut out);
+            out
+        };
+        assert_eq!(variant(1), variant(1));
+        assert_ne!(variant(1), variant(2));
+    }
+
+    #[test]
+    fn out_of_range_settings_name_the_flag() {
+        let bad = Augmentation {
+            dropout: 1.0,
+            ..Augmentation::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--dropout")
+        );
+    }
+}
