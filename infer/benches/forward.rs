@@ -29,6 +29,8 @@ fn benchmark_model() -> Vec<u8> {
     for (w, (weights, bias)) in widths.windows(2).zip(&stored) {
         layers
             .push(LayerBytes {
+                encoding: infer::format::Encoding::F16,
+                scales: &[],
                 d_in: w[0] as u32,
                 d_out: w[1] as u32,
                 weights,

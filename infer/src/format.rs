@@ -14,8 +14,9 @@ use crate::{Activation, Error, INPUT_SIZE, NUM_CLASSES};
 
 /// First bytes of every model file.
 pub const MAGIC: [u8; 4] = *b"FMLP";
-/// The format version this build writes and reads (2: the payload's CRC-32 follows the header).
-pub const FORMAT_VERSION: u16 = 2;
+/// The format version this build writes and reads (2: the payload's CRC-32 follows the header;
+/// 3: layers say how their weights are encoded, f16 or int8).
+pub const FORMAT_VERSION: u16 = 3;
 /// Most layers a model file may hold.
 pub const MAX_LAYERS: usize = 8;
 
@@ -37,6 +38,16 @@ pub struct Normalization {
     pub std: f32,
 }
 
+/// How a layer's weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Encoding {
+    /// Little-endian f16, two bytes per weight.
+    F16,
+    /// One signed byte `q` per weight and one f16 scale per output `j`: `w[i][j] = q[i][j] ·
+    /// scale[j]` (per-output-channel quantisation; half the bytes of f16).
+    Int8,
+}
+
 /// One `Linear` layer: `y = x W + b` with `W` stored row-major as `[d_in, d_out]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LayerBytes<'a> {
@@ -44,12 +55,41 @@ pub struct LayerBytes<'a> {
     pub d_in: u32,
     /// Output width.
     pub d_out: u32,
-    /// `d_in * d_out` little-endian f16 values, row `i` holding the weights from input `i`.
+    /// How `weights` holds the values.
+    pub encoding: Encoding,
+    /// `d_in * d_out` weights in `encoding`, row `i` holding the weights from input `i`.
     #[serde(borrow)]
     pub weights: &'a [u8],
+    /// For [`Encoding::Int8`], `d_out` little-endian f16 scales, one per output; else empty.
+    #[serde(borrow)]
+    pub scales: &'a [u8],
     /// `d_out` little-endian f16 values.
     #[serde(borrow)]
     pub bias: &'a [u8],
+}
+
+impl<'a> LayerBytes<'a> {
+    /// The weight from input `i` to output `j` as a number (an int8 layer's `q · scale`), for
+    /// inspection and export; the forward pass applies int8 scales after summing.
+    pub fn weight(&self, i: usize, j: usize) -> f32 {
+        let at = i * self.d_out as usize + j;
+        match self.encoding {
+            Encoding::F16 => f16_at(self.weights, at),
+            Encoding::Int8 => f32::from(self.weights[at] as i8) * f16_at(self.scales, j),
+        }
+    }
+
+    /// An f16 layer.
+    pub fn f16(d_in: u32, d_out: u32, weights: &'a [u8], bias: &'a [u8]) -> Self {
+        Self {
+            d_in,
+            d_out,
+            encoding: Encoding::F16,
+            weights,
+            scales: &[],
+            bias,
+        }
+    }
 }
 
 /// The model: activation of the hidden layers, input normalisation, and the layers in order.
@@ -121,9 +161,13 @@ impl<'a> ModelFile<'a> {
                     found,
                 });
             }
+            let (bytes_per_weight, scale_bytes) = match layer.encoding {
+                Encoding::F16 => (2, 0),
+                Encoding::Int8 => (1, layer.d_out as usize * 2),
+            };
             let weight_bytes = (layer.d_in as usize)
                 .checked_mul(layer.d_out as usize)
-                .and_then(|n| n.checked_mul(2))
+                .and_then(|n| n.checked_mul(bytes_per_weight))
                 .ok_or(Error::Malformed)?;
             if layer.weights.len() != weight_bytes {
                 return Err(Error::LayerBytes {
@@ -131,6 +175,16 @@ impl<'a> ModelFile<'a> {
                     expected: weight_bytes,
                     found: layer.weights.len(),
                 });
+            }
+            if layer.scales.len() != scale_bytes {
+                return Err(Error::LayerBytes {
+                    layer: index,
+                    expected: scale_bytes,
+                    found: layer.scales.len(),
+                });
+            }
+            if (0..scale_bytes / 2).any(|j| !f16_at(layer.scales, j).is_finite()) {
+                return Err(Error::BadParameter);
             }
             let bias_bytes = layer.d_out as usize * 2;
             if layer.bias.len() != bias_bytes {
@@ -157,7 +211,7 @@ impl<'a> ModelFile<'a> {
         64 + self
             .layers
             .iter()
-            .map(|l| l.weights.len() + l.bias.len() + 30)
+            .map(|l| l.weights.len() + l.scales.len() + l.bias.len() + 30)
             .sum::<usize>()
     }
 
@@ -230,6 +284,8 @@ mod tests {
         let mut layers = Vec::new();
         layers
             .push(LayerBytes {
+                encoding: Encoding::F16,
+                scales: &[],
                 d_in: INPUT_SIZE as u32,
                 d_out: hidden,
                 weights: &w1,
@@ -238,6 +294,8 @@ mod tests {
             .unwrap();
         layers
             .push(LayerBytes {
+                encoding: Encoding::F16,
+                scales: &[],
                 d_in: hidden,
                 d_out: NUM_CLASSES as u32,
                 weights: &w2,
@@ -363,7 +421,7 @@ mod tests {
                 expected: FORMAT_VERSION
             }
         );
-        assert!(std::format!("{error}").contains("version 3"));
+        assert!(std::format!("{error}").contains(&std::format!("version {}", FORMAT_VERSION + 1)));
     }
 
     #[test]
@@ -380,6 +438,8 @@ mod tests {
         let mut layers = Vec::new();
         layers
             .push(LayerBytes {
+                encoding: Encoding::F16,
+                scales: &[],
                 d_in: 5,
                 d_out: 10,
                 weights: &w,
@@ -423,5 +483,75 @@ mod tests {
                 .unwrap_err(),
             Error::ImageSize { found: 10 }
         );
+    }
+
+    /// A 784-4-10 int8 model with the given first-layer scale bytes, encoded and decoded again.
+    fn int8_file(scales: &[u8]) -> Result<std::vec::Vec<u8>, Error> {
+        let w1: std::vec::Vec<u8> = (0..INPUT_SIZE * 4).map(|k| (k % 7) as u8).collect();
+        let w2: std::vec::Vec<u8> = (0..4 * NUM_CLASSES).map(|k| (k * 3) as u8).collect();
+        let s2: std::vec::Vec<u8> = (0..NUM_CLASSES)
+            .flat_map(|_| half::f16::from_f32(0.01).to_le_bytes())
+            .collect();
+        let (b1, b2) = (std::vec![0u8; 8], std::vec![0u8; 2 * NUM_CLASSES]);
+        let mut layers = Vec::new();
+        for (d_in, d_out, weights, scales, bias) in [
+            (INPUT_SIZE as u32, 4, &w1[..], scales, &b1[..]),
+            (4, NUM_CLASSES as u32, &w2[..], &s2[..], &b2[..]),
+        ] {
+            layers
+                .push(LayerBytes {
+                    d_in,
+                    d_out,
+                    encoding: Encoding::Int8,
+                    weights,
+                    scales,
+                    bias,
+                })
+                .unwrap();
+        }
+        ModelFile {
+            activation: Activation::Relu,
+            normalization: Normalization {
+                mean: 0.0,
+                std: 1.0,
+            },
+            layers,
+        }
+        .to_vec()
+        .and_then(|bytes| ModelFile::decode(&bytes).map(|_| ()).map(|()| bytes))
+    }
+
+    #[test]
+    fn int8_model_decodes_and_runs() {
+        let scales: std::vec::Vec<u8> = (0..4)
+            .flat_map(|_| half::f16::from_f32(0.5).to_le_bytes())
+            .collect();
+        let bytes = int8_file(&scales).unwrap();
+        let model = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(model.file().layers[0].encoding, Encoding::Int8);
+        assert_eq!(
+            model.file().layers[0].weight(1, 2),
+            0.5 * 6.0 // row 1, column 2: byte (4 + 2) % 7
+        );
+        let mut scratch = Scratch::<784>::new();
+        let logits = model.forward_into(&[255; 784], &mut scratch).unwrap();
+        assert!(logits.iter().all(|l| l.is_finite()));
+    }
+
+    #[test]
+    fn int8_scales_of_the_wrong_size_or_not_finite_are_errors() {
+        let short = std::vec![0u8; 6];
+        assert!(matches!(
+            int8_file(&short),
+            Err(Error::LayerBytes {
+                layer: 0,
+                expected: 8,
+                found: 6
+            })
+        ));
+        let infinite: std::vec::Vec<u8> = (0..4)
+            .flat_map(|_| half::f16::INFINITY.to_le_bytes())
+            .collect();
+        assert!(matches!(int8_file(&infinite), Err(Error::BadParameter)));
     }
 }

@@ -51,6 +51,47 @@ pub fn path() -> &'static str {
     }
 }
 
+/// Adds `input · W` to `out` for an int8 layer: `weights` holds `input.len() × out.len()` signed
+/// bytes and `scales` one little-endian f16 per output. Each output sums `x · q` in input order
+/// (one rounding per term), then adds `scale · sum` to `out` in one more fused step; every path
+/// does exactly this, so results are bit-identical across targets.
+pub fn accumulate_int8(input: &[f32], weights: &[u8], scales: &[u8], out: &mut [f32]) {
+    assert_eq!(
+        weights.len(),
+        input.len() * out.len(),
+        "validated by ModelFile"
+    );
+    assert_eq!(scales.len(), 2 * out.len(), "validated by ModelFile");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x86::available() {
+            // SAFETY: the CPU has AVX2, F16C and FMA (just checked); sizes checked above.
+            unsafe { x86::accumulate_int8(input, weights, scales, out) };
+            return;
+        }
+    }
+    portable_int8(input, weights, scales, out);
+}
+
+/// The portable int8 loop: blocks of up to 64 outputs summed on the stack (no heap).
+pub fn portable_int8(input: &[f32], weights: &[u8], scales: &[u8], out: &mut [f32]) {
+    let d_out = out.len();
+    for start in (0..d_out).step_by(64) {
+        let width = (d_out - start).min(64);
+        let mut sums = [0.0f32; 64];
+        for (i, &x) in input.iter().enumerate() {
+            let row = &weights[i * d_out + start..i * d_out + start + width];
+            for (sum, &q) in sums.iter_mut().zip(row) {
+                *sum = fma(x, f32::from(q as i8), *sum);
+            }
+        }
+        for (k, sum) in sums[..width].iter().enumerate() {
+            let j = start + k;
+            out[j] = fma(f16_at(scales, j), *sum, out[j]);
+        }
+    }
+}
+
 /// The portable loop, on any target: one row of weights at a time. Public so tests and
 /// benchmarks can hold the fast paths against it.
 pub fn portable(input: &[f32], weights: &[u8], out: &mut [f32]) {
@@ -171,6 +212,75 @@ mod x86 {
         for (column, value) in out.iter_mut().enumerate().skip(j) {
             // SAFETY: as above; `column` is inside every row.
             unsafe { single(input, weights, d_out, column, value) };
+        }
+    }
+
+    /// [`super::accumulate_int8`]: 64 outputs in eight registers, then 8, then one at a time.
+    ///
+    /// # Safety
+    /// AVX2, F16C and FMA; `weights.len() == input.len() * out.len()`,
+    /// `scales.len() == 2 * out.len()`.
+    #[target_feature(enable = "avx2,f16c,fma")]
+    pub unsafe fn accumulate_int8(input: &[f32], weights: &[u8], scales: &[u8], out: &mut [f32]) {
+        let d_out = out.len();
+        let mut j = 0;
+        while j + 64 <= d_out {
+            // SAFETY: columns j..j+64 lie inside every row and inside `out` and `scales`.
+            unsafe { block_int8::<8>(input, weights, scales, d_out, j, out) };
+            j += 64;
+        }
+        while j + 8 <= d_out {
+            // SAFETY: as above, for columns j..j+8.
+            unsafe { block_int8::<1>(input, weights, scales, d_out, j, out) };
+            j += 8;
+        }
+        for (column, value) in out.iter_mut().enumerate().skip(j) {
+            let mut sum = _mm_setzero_ps();
+            for (i, &x) in input.iter().enumerate() {
+                let q = _mm_set_ss(f32::from(weights[i * d_out + column] as i8));
+                sum = _mm_fmadd_ss(_mm_set_ss(x), q, sum);
+            }
+            let scale = super::f16_at(scales, column);
+            *value = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(scale), sum, _mm_set_ss(*value)));
+        }
+    }
+
+    /// Columns `j0 .. j0 + 8·R` of an int8 layer.
+    ///
+    /// # Safety
+    /// AVX2, F16C and FMA; `j0 + 8·R <= d_out`; sizes as in [`accumulate_int8`].
+    #[target_feature(enable = "avx2,f16c,fma")]
+    #[inline]
+    unsafe fn block_int8<const R: usize>(
+        input: &[f32],
+        weights: &[u8],
+        scales: &[u8],
+        d_out: usize,
+        j0: usize,
+        out: &mut [f32],
+    ) {
+        let mut sums = [_mm256_setzero_ps(); R];
+        // SAFETY (all pointer reads below): in bounds by the function's contract; unaligned.
+        unsafe {
+            let mut row = weights.as_ptr().add(j0);
+            for &x in input {
+                let x = _mm256_set1_ps(x);
+                for (r, sum) in sums.iter_mut().enumerate() {
+                    let bytes = _mm_loadl_epi64(row.add(8 * r).cast());
+                    let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+                    *sum = _mm256_fmadd_ps(x, q, *sum);
+                }
+                row = row.add(d_out);
+            }
+            for (r, sum) in sums.iter().enumerate() {
+                let at = j0 + 8 * r;
+                let scale = _mm256_cvtph_ps(_mm_loadu_si128(scales.as_ptr().add(2 * at).cast()));
+                let value = _mm256_loadu_ps(out.as_ptr().add(at));
+                _mm256_storeu_ps(
+                    out.as_mut_ptr().add(at),
+                    _mm256_fmadd_ps(scale, *sum, value),
+                );
+            }
         }
     }
 
@@ -345,6 +455,43 @@ mod tests {
                 path()
             );
         }
+    }
+
+    #[test]
+    fn dispatched_int8_kernel_is_bit_identical_to_the_portable_loop() {
+        for (d_in, d_out) in [(784, 300), (33, 10), (7, 71), (1, 64), (0, 9), (130, 137)] {
+            let mut stored = std::vec![0u8];
+            stored.extend((0..d_in * d_out).map(|k| (k * 37 % 251) as u8));
+            let w = &stored[1..];
+            let scales = weights(d_out, d_out as u32 + 5);
+            let input: std::vec::Vec<f32> = (0..d_in)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let bias: std::vec::Vec<f32> = (0..d_out).map(|j| j as f32 * 0.01 - 0.3).collect();
+            let (mut fast, mut reference) = (bias.clone(), bias);
+            accumulate_int8(&input, w, &scales, &mut fast);
+            portable_int8(&input, w, &scales, &mut reference);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
+            assert_eq!(
+                bits(&fast),
+                bits(&reference),
+                "{d_in}x{d_out} via {}",
+                path()
+            );
+        }
+    }
+
+    #[test]
+    fn int8_weights_are_signed_bytes_times_the_output_scale() {
+        // Two outputs, scales 0.5 and 2; weights -1, 3 (row 0) and 127, -128 (row 1).
+        let weights = [0xFFu8, 3, 127, 0x80];
+        let scales: std::vec::Vec<u8> = [0.5f32, 2.0]
+            .iter()
+            .flat_map(|&s| half::f16::from_f32(s).to_le_bytes())
+            .collect();
+        let mut out = [1.0f32, 0.0];
+        accumulate_int8(&[2.0, 1.0], &weights, &scales, &mut out);
+        assert_eq!(out, [1.0 + 0.5 * (-2.0 + 127.0), 2.0 * (6.0 - 128.0)]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The forward pass over a validated model file.
 
-use crate::format::{ModelFile, f16_at};
+use crate::format::{Encoding, ModelFile, f16_at};
 use crate::{Activation, Error, INPUT_SIZE, NUM_CLASSES, Normalization};
 
 /// A validated model, borrowing its weights from the file's bytes.
@@ -97,7 +97,12 @@ impl<'a> Model<'a> {
             for (j, value) in out.iter_mut().enumerate() {
                 *value = f16_at(layer.bias, j);
             }
-            crate::kernel::accumulate(&input[..d_in], layer.weights, out);
+            match layer.encoding {
+                Encoding::F16 => crate::kernel::accumulate(&input[..d_in], layer.weights, out),
+                Encoding::Int8 => {
+                    crate::kernel::accumulate_int8(&input[..d_in], layer.weights, layer.scales, out)
+                }
+            }
             if index != last {
                 self.file.activation.apply_slice(index, out);
             }

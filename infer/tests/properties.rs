@@ -18,6 +18,8 @@ fn valid_file(hidden: u32) -> (Vec<u8>, usize) {
     let mut layers = infer::heapless::Vec::new();
     layers
         .push(LayerBytes {
+            encoding: infer::format::Encoding::F16,
+            scales: &[],
             d_in: 784,
             d_out: hidden,
             weights: &w1,
@@ -26,6 +28,8 @@ fn valid_file(hidden: u32) -> (Vec<u8>, usize) {
         .unwrap();
     layers
         .push(LayerBytes {
+            encoding: infer::format::Encoding::F16,
+            scales: &[],
             d_in: hidden,
             d_out: 10,
             weights: &w2,
@@ -90,7 +94,7 @@ proptest! {
     fn huge_declared_sizes_are_an_error(d_in in any::<u32>(), d_out in any::<u32>()) {
         let weights = [0u8; 8];
         let mut layers = infer::heapless::Vec::new();
-        layers.push(LayerBytes { d_in, d_out, weights: &weights, bias: &weights }).unwrap();
+        layers.push(LayerBytes { encoding: infer::format::Encoding::F16, scales: &[], d_in, d_out, weights: &weights, bias: &weights }).unwrap();
         let file = ModelFile {
             activation: Activation::Relu,
             normalization: Normalization { mean: 0.0, std: 1.0 },

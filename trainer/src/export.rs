@@ -22,6 +22,8 @@ pub fn model_file_bytes(model: &Mlp, normalization: Normalization) -> Result<Vec
     for (d_in, d_out, weights, bias) in &storage {
         layers
             .push(LayerBytes {
+                encoding: infer::format::Encoding::F16,
+                scales: &[],
                 d_in: *d_in,
                 d_out: *d_out,
                 weights,

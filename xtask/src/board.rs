@@ -294,12 +294,16 @@ mod tests {
         let b2 = vec![0u8; 2 * infer::NUM_CLASSES];
         let mut layers = infer::heapless::Vec::new();
         let first = infer::LayerBytes {
+            encoding: infer::format::Encoding::F16,
+            scales: &[],
             d_in: 784,
             d_out: hidden,
             weights: &w1,
             bias: &b1,
         };
         let last = infer::LayerBytes {
+            encoding: infer::format::Encoding::F16,
+            scales: &[],
             d_in: hidden,
             d_out: 10,
             weights: &w2,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use half::f16;
-use infer::format::{MAX_LAYERS, f16_at};
+use infer::format::{Encoding, MAX_LAYERS, f16_at};
 use infer::{Activation, LayerBytes, Model, ModelFile, Normalization};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
@@ -53,6 +53,84 @@ pub struct ExportArgs {
     out: PathBuf,
 }
 
+/// Options of `quantize`.
+#[derive(clap::Args, Debug)]
+pub struct QuantizeArgs {
+    /// f16 model file to quantise.
+    #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
+    model: PathBuf,
+    /// File to write. Default: MODEL with extension .int8.fmlp.
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+}
+
+/// Runs `quantize`: every layer's weights to int8 with one f16 scale per output,
+/// `scale = max |w| / 127`, `q = round(w / scale)`; biases stay f16.
+pub fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
+    let bytes = read_model(&args.model)?;
+    let model = Model::from_bytes(&bytes).map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
+    let file = model.file();
+    let mut storage = Vec::new();
+    for layer in &file.layers {
+        let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+        let scales: Vec<f16> = (0..d_out)
+            .map(|j| {
+                let max = (0..d_in)
+                    .map(|i| layer.weight(i, j).abs())
+                    .fold(0.0, f32::max);
+                f16::from_f32(max / 127.0)
+            })
+            .collect();
+        let mut q = Vec::with_capacity(d_in * d_out);
+        for i in 0..d_in {
+            for (j, scale) in scales.iter().enumerate() {
+                let scale = scale.to_f32();
+                let value = if scale > 0.0 {
+                    (layer.weight(i, j) / scale).round().clamp(-127.0, 127.0)
+                } else {
+                    0.0
+                };
+                q.push(value as i8 as u8);
+            }
+        }
+        let scale_bytes: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+        storage.push((layer.d_in, layer.d_out, q, scale_bytes, layer.bias));
+    }
+    let mut layers = infer::heapless::Vec::<LayerBytes<'_>, MAX_LAYERS>::new();
+    for (d_in, d_out, weights, scales, bias) in &storage {
+        layers
+            .push(LayerBytes {
+                d_in: *d_in,
+                d_out: *d_out,
+                encoding: Encoding::Int8,
+                weights,
+                scales,
+                bias,
+            })
+            .map_err(|_| anyhow!("more than {MAX_LAYERS} layers"))?;
+    }
+    let quantized = ModelFile {
+        activation: file.activation,
+        normalization: file.normalization,
+        layers,
+    }
+    .to_vec()
+    .map_err(|e| anyhow!("encoding: {e}"))?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.model.with_extension("int8.fmlp"));
+    data::atomic::write_atomically(&out, &quantized)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "wrote {} ({} bytes, int8; the f16 file has {} bytes)",
+        out.display(),
+        quantized.len(),
+        bytes.len()
+    );
+    Ok(())
+}
+
 /// Options of `import`.
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
@@ -94,14 +172,18 @@ fn describe(path: &Path, model: &Model<'_>, size: usize) -> String {
         w,
         "input: 28x28 pixels p, fed as (p / 255 - {mean:.4}) / {std:.4}"
     );
-    let _ = writeln!(w, "\nlayer  shape (in x out)  parameters  bytes (f16)");
+    let _ = writeln!(w, "\nlayer  shape (in x out)  parameters  bytes  weights");
     let (mut parameters, mut parameter_bytes) = (0, 0);
     for (index, layer) in file.layers.iter().enumerate() {
         let count = (layer.d_in as usize + 1) * layer.d_out as usize;
-        let bytes = layer.weights.len() + layer.bias.len();
+        let bytes = layer.weights.len() + layer.scales.len() + layer.bias.len();
+        let encoding = match layer.encoding {
+            Encoding::F16 => "f16",
+            Encoding::Int8 => "int8, f16 scale per output",
+        };
         let _ = writeln!(
             w,
-            "{index:>5}  {:>7} x {:<6}  {count:>10}  {bytes:>11}",
+            "{index:>5}  {:>7} x {:<6}  {count:>10}  {bytes:>5}  {encoding}",
             layer.d_in, layer.d_out
         );
         parameters += count;
@@ -109,7 +191,7 @@ fn describe(path: &Path, model: &Model<'_>, size: usize) -> String {
     }
     let _ = writeln!(
         w,
-        "total                    {parameters:>10}  {parameter_bytes:>11}  (+{} bytes of header, sizes, settings)",
+        "total                    {parameters:>10}  {parameter_bytes:>5}  (+{} bytes of header, sizes, settings)",
         size - parameter_bytes
     );
     out
@@ -139,7 +221,7 @@ pub fn to_safetensors(model: &Model<'_>, dtype: ExportDtype) -> anyhow::Result<V
         // Ours is [d_in, d_out]; nn.Linear's weight is [out_features, in_features].
         let transposed: Vec<f16> = (0..d_out)
             .flat_map(|j| (0..d_in).map(move |i| (i, j)))
-            .map(|(i, j)| f16::from_f32(f16_at(layer.weights, i * d_out + j)))
+            .map(|(i, j)| f16::from_f32(layer.weight(i, j)))
             .collect();
         let bias: Vec<f16> = (0..d_out)
             .map(|j| f16::from_f32(f16_at(layer.bias, j)))
@@ -317,6 +399,8 @@ pub fn from_safetensors(raw: &[u8]) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
     let mut layers = infer::heapless::Vec::new();
     for (d_in, d_out, weights, bias) in &storage {
         let layer = LayerBytes {
+            encoding: infer::format::Encoding::F16,
+            scales: &[],
             d_in: *d_in,
             d_out: *d_out,
             weights,
@@ -425,6 +509,8 @@ mod tests {
         let mut layers = infer::heapless::Vec::new();
         layers
             .push(LayerBytes {
+                encoding: infer::format::Encoding::F16,
+                scales: &[],
                 d_in: 784,
                 d_out: 3,
                 weights: &w1,
@@ -433,6 +519,8 @@ mod tests {
             .unwrap();
         layers
             .push(LayerBytes {
+                encoding: infer::format::Encoding::F16,
+                scales: &[],
                 d_in: 3,
                 d_out: 10,
                 weights: &w2,

@@ -58,6 +58,9 @@ enum Task {
     /// Print a model file's architecture, parameter count, bytes per layer, activation and its
     /// parameters, normalisation and format version.
     Show(interop::ShowArgs),
+    /// Quantise an f16 model file's weights to int8 (one f16 scale per output; biases stay f16):
+    /// about half the bytes. Score the result with `eval`.
+    Quantize(interop::QuantizeArgs),
     /// Export a model file as a PyTorch state dict in safetensors (mlp.0.weight, mlp.0.bias,
     /// mlp.2.weight, ...: the course's nn.Sequential template), normalisation and activation in
     /// the metadata.
@@ -85,6 +88,7 @@ fn run() -> anyhow::Result<()> {
         Task::Models(args) => models::run(&args),
         Task::Show(args) => interop::show(&args),
         Task::Export(args) => interop::export(&args),
+        Task::Quantize(args) => interop::quantize(&args),
         Task::Import(args) => interop::import(&args),
     }
 }

@@ -23,6 +23,8 @@ fn model_with_input(width: u32) -> Vec<u8> {
     let mut layers = infer::heapless::Vec::new();
     layers
         .push(infer::LayerBytes {
+            encoding: infer::format::Encoding::F16,
+            scales: &[],
             d_in: width,
             d_out: 4,
             weights: &w1,
@@ -31,6 +33,8 @@ fn model_with_input(width: u32) -> Vec<u8> {
         .unwrap();
     layers
         .push(infer::LayerBytes {
+            encoding: infer::format::Encoding::F16,
+            scales: &[],
             d_in: 4,
             d_out: 10,
             weights: &w2,
