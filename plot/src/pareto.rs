@@ -58,7 +58,7 @@ pub fn png_bytes(points: &[ModelPoint]) -> Result<Vec<u8>> {
             .x_label_area_size(45)
             .y_label_area_size(60)
             .build_cartesian_2d(
-                ((lo * 0.7).max(1.0)..hi * 1.4).log_scale(),
+                ((lo * 0.5).max(1.0)..hi * 4.0).log_scale(),
                 (100.0 * acc_lo - 0.5)..(100.0 * acc_hi + 0.5),
             )
             .map_err(draw_error)?;

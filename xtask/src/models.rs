@@ -89,8 +89,14 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
 }
 
 /// Ships a run: copies the model, scores it through `infer` as `eval` does, and writes the JSON.
+/// An int8 file made by `quantize` (`RUN.int8.fmlp`) is shipped with `RUN`'s log.
 fn add(dir: &Path, model: &Path, name: &str, wall_seconds: Option<f64>) -> anyhow::Result<()> {
-    let log_path = model.with_extension("log.json");
+    let model_name = model.to_string_lossy();
+    let trained = match model_name.strip_suffix(".int8.fmlp") {
+        Some(stem) => PathBuf::from(format!("{stem}.fmlp")),
+        None => model.to_owned(),
+    };
+    let log_path = trained.with_extension("log.json");
     let log: Value = serde_json::from_str(
         &std::fs::read_to_string(&log_path)
             .with_context(|| format!("reading {}", log_path.display()))?,
@@ -107,10 +113,20 @@ fn add(dir: &Path, model: &Path, name: &str, wall_seconds: Option<f64>) -> anyho
     let target = dir.join(format!("{name}.fmlp"));
     data::atomic::write_atomically(&target, &bytes)
         .with_context(|| format!("writing {}", target.display()))?;
+    let command = if trained == model {
+        command_line(config, &target)
+    } else {
+        format!(
+            "{} && cargo xtask quantize --model {} --out {}",
+            command_line(config, &trained),
+            trained.display(),
+            target.display()
+        )
+    };
     let entry = json!({
         "name": name,
         "file": target.file_name().map(|f| f.to_string_lossy().into_owned()),
-        "command": command_line(config, &target),
+        "command": command,
         "seed": config["seed"],
         "architecture": crate::eval::architecture(&parsed),
         "bytes": bytes.len(),
@@ -167,4 +183,37 @@ fn command_line(config: &Value, out: &Path) -> String {
     }
     parts.push(format!("--out {}", out.display()));
     parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_repeats_every_setting_and_only_active_augmentations() {
+        let config = json!({
+            "hidden": [300], "activation": "relu", "alpha": null, "epochs": 60,
+            "batch_size": 128, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0005,
+            "schedule": "cosine", "warmup_epochs": 1.0, "label_smoothing": 0.1,
+            "train_images": null, "validation": 5000, "seed": 0,
+            "augment": {"shift": 1.0, "flip": true, "rotate": 0.0, "dropout": 0.0}
+        });
+        let line = command_line(&config, Path::new("models/m.fmlp"));
+        for part in [
+            "cargo xtask train --hidden 300",
+            "--activation relu",
+            "--batch-size 128",
+            "--weight-decay 0.0005",
+            "--validation 5000",
+            "--shift 1.0",
+            "--flip",
+            "--out models/m.fmlp",
+        ] {
+            assert!(line.contains(part), "{part:?} missing from {line}");
+        }
+        assert!(
+            !line.contains("--rotate") && !line.contains("--dropout"),
+            "{line}"
+        );
+    }
 }
