@@ -118,7 +118,17 @@ fn resumed_run_ends_with_the_same_model_as_an_uninterrupted_one() {
     dataset.train.images.truncate(6000 * data::IMAGE_PIXELS);
     dataset.train.labels.truncate(6000);
     let device = trainer::device::cpu().autodiff();
-    let config = config(&[32], 3);
+    // Augmentation, dropout and the weight average must resume exactly too.
+    let config = TrainConfig {
+        augment: trainer::augment::Augmentation {
+            shift: 1.0,
+            flip: true,
+            dropout: 0.1,
+            ema: 0.9,
+            ..Default::default()
+        },
+        ..config(&[32], 3)
+    };
     let dir = run_dir("resume");
 
     let straight = RunPaths::new(&dir.join("straight.fmlp"));

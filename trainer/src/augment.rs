@@ -1,5 +1,5 @@
 //! Data augmentation and regularisation settings of a run (`--shift`, `--flip`, `--rotate`,
-//! `--scale`, `--noise`, `--contrast`, `--brightness`, `--erase`, `--dropout`), and the
+//! `--scale`, `--noise`, `--contrast`, `--brightness`, `--erase`, `--dropout`, `--ema`), and the
 //! augmentation itself, drawn from a per-step seeded generator so a resumed run draws the same.
 
 use data::transform::{self, Geometry, SplitMix64};
@@ -40,12 +40,17 @@ pub struct Augmentation {
     /// by 1/(1-rate)).
     #[arg(long, value_name = "RATE", default_value_t = 0.0)]
     pub dropout: f32,
+    /// Keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off),
+    /// and evaluate and export the averaged weights instead of the last ones.
+    #[arg(long, value_name = "DECAY", default_value_t = 0.0)]
+    pub ema: f32,
 }
 
 impl Augmentation {
     /// Rejects values that make no sense, naming the argument.
     pub fn validate(&self) -> Result<()> {
-        let checks: [(&str, f32, f32); 8] = [
+        let checks: [(&str, f32, f32); 9] = [
+            ("--ema", self.ema, 0.99999),
             ("--shift", self.shift, 14.0),
             ("--rotate", self.rotate, 180.0),
             ("--scale", self.scale, 0.9),

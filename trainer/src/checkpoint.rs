@@ -13,7 +13,7 @@ use crate::optim::MomentumSgd;
 use crate::train::{EpochProgress, EpochRecord, TrainConfig};
 
 /// Bumped whenever the layout below changes.
-const CHECKPOINT_VERSION: u32 = 2;
+const CHECKPOINT_VERSION: u32 = 3;
 
 /// Everything needed to continue a run after its last complete epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +31,8 @@ pub struct Checkpoint {
     params: Vec<Vec<f32>>,
     /// Velocities, in module order (`None` before a parameter's first step).
     velocities: Vec<Option<Vec<f32>>>,
+    /// Weight averages (`--ema`), in module order (`None` before the first step or without).
+    averages: Vec<Option<Vec<f32>>>,
 }
 
 impl Checkpoint {
@@ -46,6 +48,7 @@ impl Checkpoint {
             optim,
             params: Vec::new(),
             velocities: Vec::new(),
+            averages: Vec::new(),
         };
         model.visit(&mut collect);
         Self {
@@ -56,6 +59,7 @@ impl Checkpoint {
             progress: None,
             params: collect.params,
             velocities: collect.velocities,
+            averages: collect.averages,
         }
     }
 
@@ -127,6 +131,7 @@ struct Collect<'a> {
     optim: &'a MomentumSgd,
     params: Vec<Vec<f32>>,
     velocities: Vec<Option<Vec<f32>>>,
+    averages: Vec<Option<Vec<f32>>>,
 }
 
 impl ModuleVisitor for Collect<'_> {
@@ -144,6 +149,11 @@ impl ModuleVisitor for Collect<'_> {
             .map(|v| v.to_data().try_to_vec::<f32>());
         self.velocities
             .push(velocity.map(|v| v.expect("f32 velocity")));
+        let average = self
+            .optim
+            .average(param.id)
+            .map(|a| a.to_data().try_to_vec::<f32>().expect("f32 average"));
+        self.averages.push(average);
     }
 }
 
@@ -182,11 +192,25 @@ impl ModuleMapper for Restore<'_> {
         if require_grad {
             restored = restored.require_grad();
         }
+        let inner_device = device.clone().inner();
         if let Some(velocity) = velocity {
-            let inner_device = device.clone().inner();
             let velocity = TensorData::new(velocity.clone(), [numel]);
             self.optim
                 .set_velocity(id, Tensor::from_data(velocity, &inner_device));
+        }
+        match self.checkpoint.averages.get(index) {
+            Some(Some(average)) if average.len() == numel => {
+                let average = TensorData::new(average.clone(), [numel]);
+                self.optim
+                    .set_average(id, Tensor::from_data(average, &inner_device));
+            }
+            Some(Some(average)) => {
+                self.defect.get_or_insert(format!(
+                    "average {index} has {} values, the model needs {numel}",
+                    average.len()
+                ));
+            }
+            _ => {}
         }
         Param::from_mapped_value(id, restored, mapper)
     }

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
 
-/// SGD with momentum β and weight decay γ.
+/// SGD with momentum β and weight decay γ, optionally keeping an exponential moving average of
+/// the weights (`--ema`): after every step `a ← δ·a + (1 − δ)·w`, starting from the first
+/// step's weights.
 #[derive(Debug, Clone)]
 pub struct MomentumSgd {
     /// β, the momentum.
@@ -16,6 +18,9 @@ pub struct MomentumSgd {
     /// γ, the weight decay.
     pub gamma: f64,
     velocities: HashMap<ParamId, Tensor<1>>,
+    /// δ of the weight average, if one is kept.
+    average_decay: Option<f64>,
+    averages: HashMap<ParamId, Tensor<1>>,
 }
 
 impl MomentumSgd {
@@ -25,7 +30,35 @@ impl MomentumSgd {
             beta,
             gamma,
             velocities: HashMap::new(),
+            average_decay: None,
+            averages: HashMap::new(),
         }
+    }
+
+    /// Also keeps an exponential moving average of the weights with decay δ = `decay`.
+    pub fn with_average(mut self, decay: f64) -> Self {
+        self.average_decay = Some(decay);
+        self
+    }
+
+    /// The averaged weights of a parameter, flattened; `None` before its first step or without
+    /// averaging.
+    pub fn average(&self, id: ParamId) -> Option<&Tensor<1>> {
+        self.averages.get(&id)
+    }
+
+    /// Sets the average of a parameter (flattened), as when resuming from a checkpoint.
+    pub fn set_average(&mut self, id: ParamId, average: Tensor<1>) {
+        self.averages.insert(id, average);
+    }
+
+    /// `module` with every averaged parameter replaced by its average (for evaluation and
+    /// export); unchanged without averaging.
+    pub fn averaged<M: Module>(&self, module: M) -> M {
+        if self.averages.is_empty() {
+            return module;
+        }
+        module.map(&mut Averaged { optim: self })
     }
 
     /// Applies one step with learning rate η = `eta` to every parameter of `module` that has a
@@ -73,12 +106,41 @@ impl ModuleMapper for Step<'_> {
             None => decay_and_gradient,
         };
         // w ← w + v
-        let mut updated = Tensor::from_inner(w + v.clone());
+        let w = w + v.clone();
+        if let Some(decay) = self.optim.average_decay {
+            // a ← δ·a + (1 − δ)·w
+            let flat = w.clone().flatten(0, D - 1);
+            let average = match self.optim.averages.remove(&id) {
+                Some(a) => a.mul_scalar(decay) + flat.mul_scalar(1.0 - decay),
+                None => flat,
+            };
+            self.optim.averages.insert(id, average);
+        }
+        let mut updated = Tensor::from_inner(w);
         if require_grad {
             updated = updated.require_grad();
         }
         self.optim.velocities.insert(id, v.flatten(0, D - 1));
         Param::from_mapped_value(id, updated, mapper)
+    }
+}
+
+struct Averaged<'a> {
+    optim: &'a MomentumSgd,
+}
+
+impl ModuleMapper for Averaged<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(average) = self.optim.averages.get(&id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let require_grad = tensor.is_require_grad();
+        let mut value = Tensor::from_inner(average.clone().reshape(tensor.shape()));
+        if require_grad {
+            value = value.require_grad();
+        }
+        Param::from_mapped_value(id, value, mapper)
     }
 }
 
@@ -128,5 +190,52 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn weight_average_follows_its_formula_and_replaces_the_values() {
+        let device = crate::device::cpu().autodiff();
+        let start = [1.0f32, -2.0, 0.5];
+        let mut module = Weights {
+            w: Param::from_tensor(Tensor::from_data(
+                TensorData::new(start.to_vec(), [3]),
+                &device,
+            )),
+        };
+        let (beta, eta, decay) = (0.9, 0.1, 0.75);
+        let mut optim = MomentumSgd::new(beta, 0.0).with_average(decay);
+        let mut w: Vec<f64> = start.iter().map(|&x| f64::from(x)).collect();
+        let (mut v, mut average) = ([0.0f64; 3], None::<Vec<f64>>);
+        for _ in 0..4 {
+            let x = module.w.val();
+            let loss = (x.clone() * x.clone()).sum().mul_scalar(0.5);
+            let mut grads = loss.backward();
+            module = optim.step(module, &mut grads, eta);
+            for i in 0..3 {
+                v[i] = beta * v[i] - eta * w[i];
+                w[i] += v[i];
+            }
+            average = Some(match average {
+                None => w.clone(),
+                Some(a) => (0..3)
+                    .map(|i| decay * a[i] + (1.0 - decay) * w[i])
+                    .collect(),
+            });
+        }
+        let expected = average.unwrap();
+        let averaged = optim.averaged(module.clone());
+        let got = averaged.w.val().into_data().try_to_vec::<f32>().unwrap();
+        let live = module.w.val().into_data().try_to_vec::<f32>().unwrap();
+        for i in 0..3 {
+            assert!(
+                (f64::from(got[i]) - expected[i]).abs() < 1e-6,
+                "{got:?} vs {expected:?}"
+            );
+            assert!(
+                (f64::from(live[i]) - w[i]).abs() < 1e-6,
+                "the live weights stay"
+            );
+        }
+        assert!(averaged.w.val().is_require_grad());
     }
 }

@@ -389,7 +389,7 @@ fn accuracy(predictions: &[u8], labels: &[u8]) -> f64 {
 
 /// A finished run: the trained model and what it learned.
 pub struct Trained {
-    /// The f32 model after the last epoch.
+    /// The f32 model after the last epoch (its weight average with `--ema`).
     pub model: Mlp,
     /// Input normalisation (mean, std).
     pub normalization: (f32, f32),
@@ -463,6 +463,9 @@ pub fn train(
     device.seed(config.seed);
     let mut model = Mlp::new(&config.hidden, config.activation, config.alpha(), device);
     let mut optim = MomentumSgd::new(config.momentum, config.weight_decay);
+    if config.augment.ema > 0.0 {
+        optim = optim.with_average(f64::from(config.augment.ema));
+    }
     let (mut history, mut progress) = (Vec::new(), None);
     if let Some(checkpoint) = resume {
         if checkpoint.config != *config {
@@ -570,7 +573,15 @@ pub fn train(
         }
         let seconds = state.seconds + started.elapsed().as_secs_f64();
         bar.finish_and_clear();
-        let test = evaluate(&model, &test_pixels, &dataset.test.labels, &loss_fn, device);
+        // With --ema the averaged weights are the ones scored and exported.
+        let scored = optim.averaged(model.clone());
+        let test = evaluate(
+            &scored,
+            &test_pixels,
+            &dataset.test.labels,
+            &loss_fn,
+            device,
+        );
         let test_accuracy = accuracy(&test.predictions, &dataset.test.labels);
         let validation_accuracy =
             validation
@@ -623,7 +634,7 @@ pub fn train(
         }
     }
     Ok(Trained {
-        model,
+        model: optim.averaged(model),
         normalization,
         history,
     })
