@@ -113,12 +113,6 @@ impl TrainConfig {
             return fail("--epochs must be at least 1".into());
         }
         self.augment.validate()?;
-        if self.validation >= 60_000 {
-            return fail(format!(
-                "--validation {} must leave training images",
-                self.validation
-            ));
-        }
         if self.train_images == Some(0) {
             return fail("--train-images must be at least 1".into());
         }
