@@ -91,14 +91,7 @@ impl Geometry {
         let centre = (IMAGE_SIDE as f32 - 1.0) / 2.0;
         let (sin, cos) = self.rotate.to_radians().sin_cos();
         let inv_scale = 1.0 / self.scale;
-        let side = IMAGE_SIDE as isize;
-        let at = |x: isize, y: isize| -> f32 {
-            if (0..side).contains(&x) && (0..side).contains(&y) {
-                image[y as usize * IMAGE_SIDE + x as usize]
-            } else {
-                0.0
-            }
-        };
+        let at = |x, y| pixel_or_black(image, x, y);
         for y in 0..IMAGE_SIDE {
             for x in 0..IMAGE_SIDE {
                 let ox = if self.mirror { IMAGE_SIDE - 1 - x } else { x };
@@ -118,17 +111,21 @@ impl Geometry {
     }
 }
 
+/// The pixel at column `x`, row `y`, or black (0) outside the image.
+fn pixel_or_black(image: &[f32], x: isize, y: isize) -> f32 {
+    let side = IMAGE_SIDE as isize;
+    if (0..side).contains(&x) && (0..side).contains(&y) {
+        image[y as usize * IMAGE_SIDE + x as usize]
+    } else {
+        0.0
+    }
+}
+
 /// 3x3 Gaussian blur (weights 1 2 1 / 2 4 2 / 1 2 1, black outside), in place.
 pub fn blur(image: &mut [f32]) {
     let source = image.to_vec();
     let side = IMAGE_SIDE as isize;
-    let at = |x: isize, y: isize| -> f32 {
-        if (0..side).contains(&x) && (0..side).contains(&y) {
-            source[y as usize * IMAGE_SIDE + x as usize]
-        } else {
-            0.0
-        }
-    };
+    let at = |x, y| pixel_or_black(&source, x, y);
     for y in 0..side {
         for x in 0..side {
             let mut sum = 0.0;

@@ -433,52 +433,58 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn dispatched_kernel_is_bit_identical_to_the_portable_loop() {
-        // Widths that hit every block size and remainder, on an odd byte offset like postcard's.
-        for (d_in, d_out) in [(784, 512), (33, 10), (7, 71), (1, 64), (0, 9), (130, 137)] {
-            let mut stored = std::vec![0u8];
-            stored.extend(weights(d_in * d_out, (d_in * 31 + d_out) as u32));
-            let w = &stored[1..];
+    /// Runs `fast` and `reference` on the same input and bias for each `(d_in, d_out)`, weights
+    /// from `stored(d_in, d_out)` placed at an odd byte offset like postcard's, and requires the
+    /// same bits.
+    fn assert_bit_identical(
+        stored: impl Fn(usize, usize) -> std::vec::Vec<u8>,
+        fast: impl Fn(&[f32], &[u8], &mut [f32]),
+        reference: impl Fn(&[f32], &[u8], &mut [f32]),
+    ) {
+        for (d_in, d_out) in [
+            (784, 512),
+            (784, 300),
+            (33, 10),
+            (7, 71),
+            (1, 64),
+            (0, 9),
+            (130, 137),
+        ] {
+            let mut at_odd_offset = std::vec![0u8];
+            at_odd_offset.extend(stored(d_in, d_out));
+            let w = &at_odd_offset[1..];
             let input: std::vec::Vec<f32> = (0..d_in)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
                 .collect();
             let bias: std::vec::Vec<f32> = (0..d_out).map(|j| j as f32 * 0.01 - 0.3).collect();
-            let (mut fast, mut reference) = (bias.clone(), bias);
-            accumulate(&input, w, &mut fast);
-            portable(&input, w, &mut reference);
+            let (mut got, mut expected) = (bias.clone(), bias);
+            fast(&input, w, &mut got);
+            reference(&input, w, &mut expected);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
-            assert_eq!(
-                bits(&fast),
-                bits(&reference),
-                "{d_in}x{d_out} via {}",
-                path()
-            );
+            assert_eq!(bits(&got), bits(&expected), "{d_in}x{d_out} via {}", path());
         }
     }
 
     #[test]
+    fn dispatched_kernel_is_bit_identical_to_the_portable_loop() {
+        // Widths that hit every block size and remainder.
+        assert_bit_identical(
+            |d_in, d_out| weights(d_in * d_out, (d_in * 31 + d_out) as u32),
+            accumulate,
+            portable,
+        );
+    }
+
+    #[test]
     fn dispatched_int8_kernel_is_bit_identical_to_the_portable_loop() {
-        for (d_in, d_out) in [(784, 300), (33, 10), (7, 71), (1, 64), (0, 9), (130, 137)] {
-            let mut stored = std::vec![0u8];
-            stored.extend((0..d_in * d_out).map(|k| (k * 37 % 251) as u8));
-            let w = &stored[1..];
-            let scales = weights(d_out, d_out as u32 + 5);
-            let input: std::vec::Vec<f32> = (0..d_in)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
-                .collect();
-            let bias: std::vec::Vec<f32> = (0..d_out).map(|j| j as f32 * 0.01 - 0.3).collect();
-            let (mut fast, mut reference) = (bias.clone(), bias);
-            accumulate_int8(&input, w, &scales, &mut fast);
-            portable_int8(&input, w, &scales, &mut reference);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
-            assert_eq!(
-                bits(&fast),
-                bits(&reference),
-                "{d_in}x{d_out} via {}",
-                path()
-            );
-        }
+        let int8 =
+            |d_in: usize, d_out: usize| (0..d_in * d_out).map(|k| (k * 37 % 251) as u8).collect();
+        // The scales depend only on d_out; the weights are the stored bytes.
+        assert_bit_identical(
+            int8,
+            |x, w, out| accumulate_int8(x, w, &weights(out.len(), out.len() as u32 + 5), out),
+            |x, w, out| portable_int8(x, w, &weights(out.len(), out.len() as u32 + 5), out),
+        );
     }
 
     #[test]

@@ -155,16 +155,21 @@ mod tests {
         w: Param<Tensor<1>>,
     }
 
-    #[test]
-    fn sgd_step_matches_formula() {
+    /// A trainable 1-D parameter holding `start`, on the CPU with autodiff.
+    fn weights(start: &[f32]) -> Weights {
         let device = crate::device::cpu().autodiff();
-        let start = [1.0f32, -2.0, 0.5];
-        let mut module = Weights {
+        Weights {
             w: Param::from_tensor(Tensor::from_data(
-                TensorData::new(start.to_vec(), [3]),
+                TensorData::new(start.to_vec(), [start.len()]),
                 &device,
             )),
-        };
+        }
+    }
+
+    #[test]
+    fn sgd_step_matches_formula() {
+        let start = [1.0f32, -2.0, 0.5];
+        let mut module = weights(&start);
         let (beta, gamma, eta) = (0.9, 0.01, 0.1);
         let mut optim = MomentumSgd::new(beta, gamma);
         // Loss Σ w² / 2 + Σ w: gradient w + 1.
@@ -194,14 +199,8 @@ mod tests {
 
     #[test]
     fn weight_average_follows_its_formula_and_replaces_the_values() {
-        let device = crate::device::cpu().autodiff();
         let start = [1.0f32, -2.0, 0.5];
-        let mut module = Weights {
-            w: Param::from_tensor(Tensor::from_data(
-                TensorData::new(start.to_vec(), [3]),
-                &device,
-            )),
-        };
+        let mut module = weights(&start);
         let (beta, eta, decay) = (0.9, 0.1, 0.75);
         let mut optim = MomentumSgd::new(beta, 0.0).with_average(decay);
         let mut w: Vec<f64> = start.iter().map(|&x| f64::from(x)).collect();

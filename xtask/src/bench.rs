@@ -116,9 +116,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 /// first, then run directly, because cargo would rebuild OpenBLAS's bindings (and burn) for a
 /// changed `OPENBLAS_NUM_THREADS`.
 fn train_epochs(args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
-    let mut build = crate::trainer_command("trainer-bench", None)?;
-    let binary = build_binary(&mut build)?;
-    let mut command = Command::new(binary);
+    let mut command = Command::new(build_trainer_bench()?);
     command
         .args(["--epochs", &args.epochs.to_string(), "--out"])
         .arg(&args.model)
@@ -135,13 +133,9 @@ fn train_epochs(args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
     last_json_line(&output.stdout, "trainer-bench")
 }
 
-/// Turns a `cargo run ... --` command into `cargo build` and returns the executable it made.
-fn build_binary(run: &mut Command) -> anyhow::Result<PathBuf> {
-    let mut args: Vec<_> = run.get_args().map(ToOwned::to_owned).collect();
-    args.pop(); // the trailing "--"
-    args[0] = "build".into();
-    let output = crate::cargo()
-        .args(args)
+/// Builds `trainer-bench` and returns the path of the executable.
+fn build_trainer_bench() -> anyhow::Result<PathBuf> {
+    let output = crate::trainer_cargo("build", "trainer-bench", None)?
         .arg("--message-format=json-render-diagnostics")
         .stderr(std::process::Stdio::inherit())
         .output()

@@ -146,23 +146,34 @@ pub fn run_trainer(
     args: &[String],
     features: Option<&str>,
 ) -> anyhow::Result<std::process::ExitStatus> {
-    trainer_command("trainer", features)?
+    trainer_cargo("run", "trainer", features)?
+        .arg("--")
         .args(args)
         .status()
         .context("running cargo")
 }
 
-/// `cargo run` of one of the trainer crate's binaries, ready for its arguments (after OpenBLAS
-/// is made available to link against). Keep `OPENBLAS_*` variables out of its environment:
+/// `cargo SUBCOMMAND` (run or build) of one of the trainer crate's binaries, after OpenBLAS is
+/// made available to link against. Keep `OPENBLAS_*` variables out of its environment:
 /// openblas-src rebuilds (and burn after it) when they change.
-pub fn trainer_command(binary: &str, features: Option<&str>) -> anyhow::Result<Command> {
+pub fn trainer_cargo(
+    subcommand: &str,
+    binary: &str,
+    features: Option<&str>,
+) -> anyhow::Result<Command> {
     ensure_openblas()?;
     let mut command = cargo();
-    command.args(["run", "--quiet", "--package", "trainer", "--bin", binary]);
+    command.args([
+        subcommand,
+        "--quiet",
+        "--package",
+        "trainer",
+        "--bin",
+        binary,
+    ]);
     if let Some(features) = features {
         command.args(["--features", features]);
     }
-    command.arg("--");
     Ok(command)
 }
 
