@@ -1,4 +1,5 @@
-//! Forward-pass benchmarks: one 784-512-512-10 image through `Model::predict`, and the first
+//! Forward-pass benchmarks: one 784-512-512-10 image through `Model::predict` (one thread, then
+//! all cores sharing each image through `infer::team`), and the first
 //! layer's kernel alone, dispatched (SIMD where the CPU has it) against the portable loop.
 //! `cargo bench -p infer` (release profile) or `cargo bench -p infer --profile dev`.
 
@@ -63,6 +64,16 @@ fn main() {
                 .expect("runs")
         },
     );
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads > 1 {
+        infer::team::with_team(&model, threads, |team| {
+            bench(
+                &format!("predict 784-512-512-10, {threads} threads sharing each image"),
+                3.0,
+                || team.predict(black_box(&image)).expect("runs"),
+            );
+        });
+    }
 
     let w = weights(784 * 512);
     let input: Vec<f32> = (0..784).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();

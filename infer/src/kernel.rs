@@ -5,31 +5,47 @@
 //! time: F16C converts eight weights per instruction, eight outputs per register), a Cortex-M4F
 //! (VCVTB/VCVTT and VFMA, eight outputs held in registers), and the portable loop elsewhere
 //! (`libm::fmaf`, one instruction on aarch64).
+//!
+//! Each kernel can also compute a range of a layer's outputs (`*_columns`), so several threads
+//! can share one layer (the `team` module); an output's value does not depend on the range.
 
 use crate::format::f16_at;
 
 /// Adds `input · W` to `out`, with `weights` holding `input.len() × out.len()` little-endian f16.
 pub fn accumulate(input: &[f32], weights: &[u8], out: &mut [f32]) {
+    accumulate_columns(input, weights, out.len(), 0, out);
+}
+
+/// Adds `input · W[.., first .. first + out.len()]` to `out`, with `weights` holding the whole
+/// `input.len() × d_out` matrix of little-endian f16.
+pub fn accumulate_columns(
+    input: &[f32],
+    weights: &[u8],
+    d_out: usize,
+    first: usize,
+    out: &mut [f32],
+) {
     assert_eq!(
         weights.len(),
-        2 * input.len() * out.len(),
+        2 * input.len() * d_out,
         "validated by ModelFile"
     );
+    assert!(first + out.len() <= d_out, "columns inside the layer");
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
     {
-        cortex_m4f::accumulate(input, weights, out);
+        cortex_m4f::accumulate(input, weights, d_out, first, out);
     }
     #[cfg(target_arch = "x86_64")]
     {
         if x86::available() {
             // SAFETY: the CPU has AVX2, F16C and FMA (just checked); sizes checked above.
-            unsafe { x86::accumulate(input, weights, out) };
+            unsafe { x86::accumulate(input, weights, d_out, first, out) };
             return;
         }
     }
     #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
     {
-        portable(input, weights, out);
+        portable_columns(input, weights, d_out, first, out);
     }
 }
 
@@ -56,38 +72,59 @@ pub fn path() -> &'static str {
 /// (one rounding per term), then adds `scale · sum` to `out` in one more fused step; every path
 /// does exactly this, so results are bit-identical across targets.
 pub fn accumulate_int8(input: &[f32], weights: &[u8], scales: &[u8], out: &mut [f32]) {
-    assert_eq!(
-        weights.len(),
-        input.len() * out.len(),
-        "validated by ModelFile"
-    );
-    assert_eq!(scales.len(), 2 * out.len(), "validated by ModelFile");
+    accumulate_int8_columns(input, weights, scales, out.len(), 0, out);
+}
+
+/// [`accumulate_int8`] for outputs `first .. first + out.len()` of a layer of `d_out` outputs
+/// (`weights` and `scales` hold the whole layer).
+pub fn accumulate_int8_columns(
+    input: &[f32],
+    weights: &[u8],
+    scales: &[u8],
+    d_out: usize,
+    first: usize,
+    out: &mut [f32],
+) {
+    assert_eq!(weights.len(), input.len() * d_out, "validated by ModelFile");
+    assert_eq!(scales.len(), 2 * d_out, "validated by ModelFile");
+    assert!(first + out.len() <= d_out, "columns inside the layer");
     #[cfg(target_arch = "x86_64")]
     {
         if x86::available() {
             // SAFETY: the CPU has AVX2, F16C and FMA (just checked); sizes checked above.
-            unsafe { x86::accumulate_int8(input, weights, scales, out) };
+            unsafe { x86::accumulate_int8(input, weights, scales, d_out, first, out) };
             return;
         }
     }
-    portable_int8(input, weights, scales, out);
+    portable_int8_columns(input, weights, scales, d_out, first, out);
 }
 
-/// The portable int8 loop: blocks of up to 64 outputs summed on the stack (no heap).
+/// The portable int8 loop. Public so tests and benchmarks can hold the fast paths against it.
 pub fn portable_int8(input: &[f32], weights: &[u8], scales: &[u8], out: &mut [f32]) {
-    let d_out = out.len();
-    for start in (0..d_out).step_by(64) {
-        let width = (d_out - start).min(64);
+    portable_int8_columns(input, weights, scales, out.len(), 0, out);
+}
+
+/// Blocks of up to 64 outputs summed on the stack (no heap).
+fn portable_int8_columns(
+    input: &[f32],
+    weights: &[u8],
+    scales: &[u8],
+    d_out: usize,
+    first: usize,
+    out: &mut [f32],
+) {
+    for start in (0..out.len()).step_by(64) {
+        let width = (out.len() - start).min(64);
         let mut sums = [0.0f32; 64];
         for (i, &x) in input.iter().enumerate() {
-            let row = &weights[i * d_out + start..i * d_out + start + width];
-            for (sum, &q) in sums.iter_mut().zip(row) {
+            let at = i * d_out + first + start;
+            for (sum, &q) in sums.iter_mut().zip(&weights[at..at + width]) {
                 *sum = fma(x, f32::from(q as i8), *sum);
             }
         }
         for (k, sum) in sums[..width].iter().enumerate() {
             let j = start + k;
-            out[j] = fma(f16_at(scales, j), *sum, out[j]);
+            out[j] = fma(f16_at(scales, first + j), *sum, out[j]);
         }
     }
 }
@@ -95,9 +132,13 @@ pub fn portable_int8(input: &[f32], weights: &[u8], scales: &[u8], out: &mut [f3
 /// The portable loop, on any target: one row of weights at a time. Public so tests and
 /// benchmarks can hold the fast paths against it.
 pub fn portable(input: &[f32], weights: &[u8], out: &mut [f32]) {
-    let d_out = out.len();
+    portable_columns(input, weights, out.len(), 0, out);
+}
+
+fn portable_columns(input: &[f32], weights: &[u8], d_out: usize, first: usize, out: &mut [f32]) {
     for (i, &x) in input.iter().enumerate() {
-        let row = &weights[2 * i * d_out..2 * (i + 1) * d_out];
+        let at = 2 * (i * d_out + first);
+        let row = &weights[at..at + 2 * out.len()];
         for (j, value) in out.iter_mut().enumerate() {
             *value = fma(x, f16_at(row, j), *value);
         }
@@ -191,50 +232,75 @@ mod x86 {
         unsafe { _xgetbv(0) }
     }
 
-    /// Blocks of 64, then 8 outputs in registers, the rest through [`super::column`].
+    /// Blocks of 64, then 8 outputs in registers, the rest one at a time.
     ///
     /// # Safety
-    /// The CPU must have AVX2, F16C and FMA, and `weights.len() == 2 * input.len() * out.len()`.
+    /// The CPU must have AVX2, F16C and FMA, `weights.len() == 2 * input.len() * d_out` and
+    /// `first + out.len() <= d_out`.
     #[target_feature(enable = "avx2,f16c,fma")]
-    pub unsafe fn accumulate(input: &[f32], weights: &[u8], out: &mut [f32]) {
-        let d_out = out.len();
+    pub unsafe fn accumulate(
+        input: &[f32],
+        weights: &[u8],
+        d_out: usize,
+        first: usize,
+        out: &mut [f32],
+    ) {
         let mut j = 0;
-        while j + 64 <= d_out {
-            // SAFETY: columns j..j+64 lie inside every row of `weights` and inside `out`.
-            unsafe { block::<8>(input, weights, d_out, j, out) };
+        while j + 64 <= out.len() {
+            // SAFETY: columns first+j .. +64 lie inside every row of `weights`, j .. j+64 in `out`.
+            unsafe { block::<8>(input, weights, d_out, first + j, &mut out[j..j + 64]) };
             j += 64;
         }
-        while j + 8 <= d_out {
-            // SAFETY: as above, for columns j..j+8.
-            unsafe { block::<1>(input, weights, d_out, j, out) };
+        while j + 8 <= out.len() {
+            // SAFETY: as above, for 8 columns.
+            unsafe { block::<1>(input, weights, d_out, first + j, &mut out[j..j + 8]) };
             j += 8;
         }
-        for (column, value) in out.iter_mut().enumerate().skip(j) {
-            // SAFETY: as above; `column` is inside every row.
-            unsafe { single(input, weights, d_out, column, value) };
+        for (k, value) in out.iter_mut().enumerate().skip(j) {
+            // SAFETY: as above; column first + k is inside every row.
+            unsafe { single(input, weights, d_out, first + k, value) };
         }
     }
 
-    /// [`super::accumulate_int8`]: 64 outputs in eight registers, then 8, then one at a time.
+    /// [`super::accumulate_int8_columns`]: 64 outputs in eight registers, then 8, then one at a
+    /// time.
     ///
     /// # Safety
-    /// AVX2, F16C and FMA; `weights.len() == input.len() * out.len()`,
-    /// `scales.len() == 2 * out.len()`.
+    /// AVX2, F16C and FMA; `weights.len() == input.len() * d_out`, `scales.len() == 2 * d_out`,
+    /// `first + out.len() <= d_out`.
     #[target_feature(enable = "avx2,f16c,fma")]
-    pub unsafe fn accumulate_int8(input: &[f32], weights: &[u8], scales: &[u8], out: &mut [f32]) {
-        let d_out = out.len();
+    pub unsafe fn accumulate_int8(
+        input: &[f32],
+        weights: &[u8],
+        scales: &[u8],
+        d_out: usize,
+        first: usize,
+        out: &mut [f32],
+    ) {
         let mut j = 0;
-        while j + 64 <= d_out {
-            // SAFETY: columns j..j+64 lie inside every row and inside `out` and `scales`.
-            unsafe { block_int8::<8>(input, weights, scales, d_out, j, out) };
+        while j + 64 <= out.len() {
+            // SAFETY: columns first+j .. +64 lie inside every row and `scales`, j .. j+64 in `out`.
+            unsafe {
+                block_int8::<8>(
+                    input,
+                    weights,
+                    scales,
+                    d_out,
+                    first + j,
+                    &mut out[j..j + 64],
+                )
+            };
             j += 64;
         }
-        while j + 8 <= d_out {
-            // SAFETY: as above, for columns j..j+8.
-            unsafe { block_int8::<1>(input, weights, scales, d_out, j, out) };
+        while j + 8 <= out.len() {
+            // SAFETY: as above, for 8 columns.
+            unsafe {
+                block_int8::<1>(input, weights, scales, d_out, first + j, &mut out[j..j + 8])
+            };
             j += 8;
         }
-        for (column, value) in out.iter_mut().enumerate().skip(j) {
+        for (k, value) in out.iter_mut().enumerate().skip(j) {
+            let column = first + k;
             let mut sum = _mm_setzero_ps();
             for (i, &x) in input.iter().enumerate() {
                 let q = _mm_set_ss(f32::from(weights[i * d_out + column] as i8));
@@ -245,10 +311,11 @@ mod x86 {
         }
     }
 
-    /// Columns `j0 .. j0 + 8·R` of an int8 layer.
+    /// Columns `j0 .. j0 + 8·R` of an int8 layer, added to `out[0 .. 8·R]`.
     ///
     /// # Safety
-    /// AVX2, F16C and FMA; `j0 + 8·R <= d_out`; sizes as in [`accumulate_int8`].
+    /// AVX2, F16C and FMA; `j0 + 8·R <= d_out`, `out.len() >= 8·R`; sizes as in
+    /// [`accumulate_int8`].
     #[target_feature(enable = "avx2,f16c,fma")]
     #[inline]
     unsafe fn block_int8<const R: usize>(
@@ -275,9 +342,9 @@ mod x86 {
             for (r, sum) in sums.iter().enumerate() {
                 let at = j0 + 8 * r;
                 let scale = _mm256_cvtph_ps(_mm_loadu_si128(scales.as_ptr().add(2 * at).cast()));
-                let value = _mm256_loadu_ps(out.as_ptr().add(at));
+                let value = _mm256_loadu_ps(out.as_ptr().add(8 * r));
                 _mm256_storeu_ps(
-                    out.as_mut_ptr().add(at),
+                    out.as_mut_ptr().add(8 * r),
                     _mm256_fmadd_ps(scale, *sum, value),
                 );
             }
@@ -300,10 +367,11 @@ mod x86 {
         *value = _mm_cvtss_f32(acc);
     }
 
-    /// `out[j0 .. j0 + 8·R] += Σ_i input[i] · w[i][j0 .. j0 + 8·R]`, `R` registers of eight.
+    /// `out[0 .. 8·R] += Σ_i input[i] · w[i][j0 .. j0 + 8·R]`, `R` registers of eight.
     ///
     /// # Safety
-    /// AVX2, F16C and FMA; `j0 + 8·R <= d_out`; `weights` holds `input.len()` rows of `d_out` f16.
+    /// AVX2, F16C and FMA; `j0 + 8·R <= d_out`, `out.len() >= 8·R`; `weights` holds
+    /// `input.len()` rows of `d_out` f16.
     #[target_feature(enable = "avx2,f16c,fma")]
     #[inline]
     unsafe fn block<const R: usize>(
@@ -318,7 +386,7 @@ mod x86 {
         // loads, since postcard places the weights at any offset.
         unsafe {
             for (r, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm256_loadu_ps(out.as_ptr().add(j0 + 8 * r));
+                *acc = _mm256_loadu_ps(out.as_ptr().add(8 * r));
             }
             let mut row = weights.as_ptr().add(2 * j0);
             for &x in input {
@@ -330,7 +398,7 @@ mod x86 {
                 row = row.add(2 * d_out);
             }
             for (r, acc) in acc.iter().enumerate() {
-                _mm256_storeu_ps(out.as_mut_ptr().add(j0 + 8 * r), *acc);
+                _mm256_storeu_ps(out.as_mut_ptr().add(8 * r), *acc);
             }
         }
     }
@@ -339,25 +407,25 @@ mod x86 {
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
 mod cortex_m4f {
     /// Blocks of eight outputs through [`block8`], the rest through [`super::column`].
-    pub fn accumulate(input: &[f32], weights: &[u8], out: &mut [f32]) {
-        let d_out = out.len();
-        let blocks = if input.is_empty() { 0 } else { d_out / 8 };
+    pub fn accumulate(input: &[f32], weights: &[u8], d_out: usize, first: usize, out: &mut [f32]) {
+        let blocks = if input.is_empty() { 0 } else { out.len() / 8 };
         for block in 0..blocks {
             let acc = &mut out[8 * block..8 * block + 8];
-            // SAFETY: `weights` holds input.len() rows of 2 * d_out bytes (checked by the caller);
-            // this block reads 16 bytes at offset 16 * block of each row, inside the row.
+            // SAFETY: `weights` holds input.len() rows of 2 * d_out bytes and first + out.len()
+            // <= d_out (checked by the caller); this block reads 16 bytes at offset
+            // 2 * first + 16 * block of each row, inside the row.
             unsafe {
                 block8(
                     input.as_ptr(),
                     input.len(),
-                    weights.as_ptr().add(16 * block),
+                    weights.as_ptr().add(2 * first + 16 * block),
                     2 * d_out,
                     acc.as_mut_ptr(),
                 )
             };
         }
-        for j in 8 * blocks..d_out {
-            super::column(input, weights, d_out, j, &mut out[j]);
+        for j in 8 * blocks..out.len() {
+            super::column(input, weights, d_out, first + j, &mut out[j]);
         }
     }
 
@@ -485,6 +553,30 @@ mod tests {
             |x, w, out| accumulate_int8(x, w, &weights(out.len(), out.len() as u32 + 5), out),
             |x, w, out| portable_int8(x, w, &weights(out.len(), out.len() as u32 + 5), out),
         );
+    }
+
+    #[test]
+    fn a_range_of_columns_is_those_columns_of_the_whole_layer() {
+        let (d_in, d_out) = (130, 137);
+        let f16 = weights(d_in * d_out, 9);
+        let int8: std::vec::Vec<u8> = (0..d_in * d_out).map(|k| (k * 37 % 251) as u8).collect();
+        let scales = weights(d_out, 4);
+        let input: std::vec::Vec<f32> = (0..d_in).map(|i| (i % 13) as f32 - 6.0).collect();
+        let mut whole = [std::vec![0.5f32; d_out], std::vec![0.5f32; d_out]];
+        accumulate(&input, &f16, &mut whole[0]);
+        accumulate_int8(&input, &int8, &scales, &mut whole[1]);
+        for (first, width) in [(0, 137), (16, 64), (17, 71), (100, 37), (136, 1), (5, 0)] {
+            let columns = first..first + width;
+            let mut part = [std::vec![0.5f32; width], std::vec![0.5f32; width]];
+            accumulate_columns(&input, &f16, d_out, first, &mut part[0]);
+            accumulate_int8_columns(&input, &int8, &scales, d_out, first, &mut part[1]);
+            assert_eq!(part[0], whole[0][columns.clone()], "f16 {columns:?}");
+            assert_eq!(part[1], whole[1][columns.clone()], "int8 {columns:?}");
+            let mut portable = [std::vec![0.5f32; width], std::vec![0.5f32; width]];
+            portable_columns(&input, &f16, d_out, first, &mut portable[0]);
+            portable_int8_columns(&input, &int8, &scales, d_out, first, &mut portable[1]);
+            assert_eq!(portable, part, "portable {columns:?}");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! The model file format is defined here, once ([`format`]); the trainer writes it with these same
 //! types. [`Model::from_bytes`] validates a file and borrows its f16 weights in place (from flash on
 //! a microcontroller, from a file buffer on a host), and [`Model::forward_into`] runs the MLP into
-//! caller-provided scratch memory.
+//! caller-provided scratch memory. With the `std` feature, [`team`] shares one image's forward
+//! pass between threads on a host.
 #![cfg_attr(not(test), no_std)]
 
 #[cfg(feature = "alloc")]
@@ -15,6 +16,8 @@ pub mod error;
 pub mod format;
 pub mod kernel;
 pub mod model;
+#[cfg(feature = "std")]
+pub mod team;
 
 pub use activation::Activation;
 pub use error::Error;

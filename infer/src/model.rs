@@ -84,33 +84,52 @@ impl<'a> Model<'a> {
                 capacity: WIDTH,
             });
         }
-        let Normalization { mean, std } = self.file.normalization;
-        let inv_std = 1.0 / std;
-        for (value, &pixel) in scratch.front.iter_mut().zip(image) {
-            *value = (f32::from(pixel) / 255.0 - mean) * inv_std;
-        }
+        self.normalize_into(image, &mut scratch.front);
         let (mut input, mut output) = (&mut scratch.front, &mut scratch.back);
-        let last = self.file.layers.len() - 1;
         for (index, layer) in self.file.layers.iter().enumerate() {
             let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
-            let out = &mut output[..d_out];
-            for (j, value) in out.iter_mut().enumerate() {
-                *value = f16_at(layer.bias, j);
-            }
-            match layer.encoding {
-                Encoding::F16 => crate::kernel::accumulate(&input[..d_in], layer.weights, out),
-                Encoding::Int8 => {
-                    crate::kernel::accumulate_int8(&input[..d_in], layer.weights, layer.scales, out)
-                }
-            }
-            if index != last {
-                self.file.activation.apply_slice(index, out);
-            }
+            self.layer_columns(index, &input[..d_in], 0, &mut output[..d_out]);
             core::mem::swap(&mut input, &mut output);
         }
         let mut logits = [0.0; NUM_CLASSES];
         logits.copy_from_slice(&input[..NUM_CLASSES]);
         Ok(logits)
+    }
+
+    /// Writes the normalised pixels of `image` (already checked to be [`INPUT_SIZE`] long) to
+    /// the start of `values`.
+    pub(crate) fn normalize_into(&self, image: &[u8], values: &mut [f32]) {
+        let Normalization { mean, std } = self.file.normalization;
+        let inv_std = 1.0 / std;
+        for (value, &pixel) in values.iter_mut().zip(image) {
+            *value = (f32::from(pixel) / 255.0 - mean) * inv_std;
+        }
+    }
+
+    /// Outputs `first .. first + out.len()` of layer `index` for `input`: bias, weights, and the
+    /// activation unless it is the last layer.
+    pub(crate) fn layer_columns(&self, index: usize, input: &[f32], first: usize, out: &mut [f32]) {
+        let layer = &self.file.layers[index];
+        let d_out = layer.d_out as usize;
+        for (j, value) in out.iter_mut().enumerate() {
+            *value = f16_at(layer.bias, first + j);
+        }
+        match layer.encoding {
+            Encoding::F16 => {
+                crate::kernel::accumulate_columns(input, layer.weights, d_out, first, out);
+            }
+            Encoding::Int8 => crate::kernel::accumulate_int8_columns(
+                input,
+                layer.weights,
+                layer.scales,
+                d_out,
+                first,
+                out,
+            ),
+        }
+        if index + 1 != self.file.layers.len() {
+            self.file.activation.apply_slice(index, out);
+        }
     }
 
     /// The predicted class of one image: the index of the largest logit (the first on ties).

@@ -1,0 +1,312 @@
+//! One image's forward pass shared by several threads (the `std` feature; hosts only).
+//!
+//! Each thread always computes the same share of every layer's outputs, so its share of the
+//! weights stays in its own core's cache (784-512-512-10 in f16 is 1.3 MB: more than one core's
+//! L2 on many CPUs, half of it fits). The threads meet once per layer, spinning rather than
+//! sleeping, since a whole image takes microseconds. Every output is computed by the same kernel
+//! in the same order as in [`Model::forward_into`], so the logits are bit-identical to it.
+
+extern crate std;
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::vec::Vec;
+
+use crate::{Error, INPUT_SIZE, Model, NUM_CLASSES};
+
+/// Runs `work` with a [`Team`] of `threads` threads (the caller's and `threads − 1` helpers,
+/// which spin while they wait, so give it no more threads than idle cores).
+pub fn with_team<R>(
+    model: &Model<'_>,
+    threads: usize,
+    work: impl FnOnce(&mut Team<'_, '_>) -> R,
+) -> R {
+    let threads = threads.max(1);
+    let shared = Shared::new(model.scratch_width(), threads);
+    std::thread::scope(|scope| {
+        for member in 1..threads {
+            let shared = &shared;
+            scope.spawn(move || shared.serve(model, member));
+        }
+        // Stops the helpers however `work` ends, so the scope can join them.
+        let _stop = StopOnDrop(&shared.stop);
+        let mut team = Team {
+            model,
+            shared: &shared,
+            meetings: 0,
+        };
+        work(&mut team)
+    })
+}
+
+/// The caller's handle on a team of threads (see [`with_team`]).
+pub struct Team<'s, 'm> {
+    model: &'s Model<'m>,
+    shared: &'s Shared,
+    /// Meetings this thread has attended (each member counts its own).
+    meetings: usize,
+}
+
+impl Team<'_, '_> {
+    /// Runs the network on one image of [`INPUT_SIZE`] pixels and returns the logits, the same
+    /// bits as [`Model::forward_into`].
+    pub fn forward(&mut self, image: &[u8]) -> Result<[f32; NUM_CLASSES], Error> {
+        if image.len() != INPUT_SIZE {
+            return Err(Error::ImageSize { found: image.len() });
+        }
+        // SAFETY: the helpers wait for the next meeting and touch no buffer until then.
+        let input = unsafe { self.shared.buffer(0) };
+        self.model.normalize_into(image, input);
+        self.shared.meet(&mut self.meetings);
+        self.shared.layers(self.model, 0, &mut self.meetings);
+        let last = self.model.file().layers.len() % 2;
+        // SAFETY: every member has passed the last layer's meeting and waits for the next one.
+        let output = unsafe { self.shared.buffer(last) };
+        let mut logits = [0.0; NUM_CLASSES];
+        logits.copy_from_slice(&output[..NUM_CLASSES]);
+        Ok(logits)
+    }
+
+    /// The predicted class of one image (see [`crate::model::argmax`]).
+    pub fn predict(&mut self, image: &[u8]) -> Result<usize, Error> {
+        self.forward(image)
+            .map(|logits| crate::model::argmax(&logits))
+    }
+}
+
+/// What the members share: two activation buffers and the meeting counter.
+struct Shared {
+    buffers: [UnsafeCell<Vec<f32>>; 2],
+    threads: usize,
+    /// Arrivals at meetings so far, all members together.
+    arrived: OwnLine<AtomicUsize>,
+    stop: AtomicBool,
+}
+
+/// Keeps a value on cache lines of its own, so spinning on it does not slow reads of its
+/// neighbours.
+#[repr(align(128))]
+struct OwnLine<T>(T);
+
+// SAFETY: the buffers are only written in disjoint ranges between two meetings, and read after
+// the meeting that follows the writes (the counter orders them: Release on arrival, Acquire on
+// leaving).
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn new(width: usize, threads: usize) -> Self {
+        Self {
+            buffers: [
+                UnsafeCell::new(std::vec![0.0; width]),
+                UnsafeCell::new(std::vec![0.0; width]),
+            ],
+            threads,
+            arrived: OwnLine(AtomicUsize::new(0)),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// Buffer `index` (0 or 1).
+    ///
+    /// # Safety
+    /// No other member may touch the range used through the returned slice until the next
+    /// meeting.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn buffer(&self, index: usize) -> &mut [f32] {
+        // SAFETY: by the caller's contract.
+        unsafe { &mut *self.buffers[index].get() }
+    }
+
+    /// A helper's life: wait for an image, compute its share of every layer, repeat until told
+    /// to stop.
+    fn serve(&self, model: &Model<'_>, member: usize) {
+        let mut meetings = 0;
+        while self.meet(&mut meetings) {
+            self.layers(model, member, &mut meetings);
+        }
+    }
+
+    /// Member `member`'s share of every layer, with a meeting after each.
+    fn layers(&self, model: &Model<'_>, member: usize, meetings: &mut usize) {
+        for (index, layer) in model.file().layers.iter().enumerate() {
+            let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+            let columns = share(d_out, self.threads, member);
+            if !columns.is_empty() {
+                // SAFETY: between two meetings, every member reads the whole input buffer and
+                // writes only its own columns of the output buffer.
+                let (input, output) =
+                    unsafe { (self.buffer(index % 2), self.buffer(1 - index % 2)) };
+                model.layer_columns(index, &input[..d_in], columns.start, &mut output[columns]);
+            }
+            self.meet(meetings);
+        }
+    }
+
+    /// Waits until every member has arrived at this member's next meeting; `false` if the team
+    /// was told to stop while waiting.
+    fn meet(&self, meetings: &mut usize) -> bool {
+        *meetings += 1;
+        let everyone = *meetings * self.threads;
+        self.arrived.0.fetch_add(1, Ordering::Release);
+        let mut spins = 0u32;
+        while self.arrived.0.load(Ordering::Acquire) < everyone {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(4096) {
+                std::thread::yield_now();
+            } else {
+                core::hint::spin_loop();
+            }
+        }
+        true
+    }
+}
+
+/// Sets the flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The outputs member `member` of `threads` computes in a layer of `d_out`: equal runs of a
+/// multiple of 16 (one cache line of f32, so members never write the same line), the last one
+/// shorter, possibly none.
+fn share(d_out: usize, threads: usize, member: usize) -> core::ops::Range<usize> {
+    let run = d_out.div_ceil(threads).next_multiple_of(16);
+    let start = (member * run).min(d_out);
+    start..(start + run).min(d_out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{Encoding, LayerBytes, ModelFile};
+    use crate::{Activation, Normalization, Scratch};
+
+    /// Pseudo-random bytes.
+    fn bytes(count: usize, seed: u32) -> Vec<u8> {
+        let mut state = seed;
+        (0..count)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Small f16 values.
+    fn halves(count: usize, seed: u32) -> Vec<u8> {
+        bytes(count, seed)
+            .iter()
+            .flat_map(|&b| half::f16::from_f32((f32::from(b) - 128.0) / 1500.0).to_le_bytes())
+            .collect()
+    }
+
+    /// A layer's encoding, weights, scales and bias.
+    type Stored = (Encoding, Vec<u8>, Vec<u8>, Vec<u8>);
+
+    /// 784-200-77-10: f16, int8 and f16 layers, widths that are not multiples of 16, PReLU with
+    /// a different α per layer (so each member must apply its own layer's).
+    fn mixed_model() -> Vec<u8> {
+        let widths = [784usize, 200, 77, 10];
+        let stored: Vec<Stored> = widths
+            .windows(2)
+            .enumerate()
+            .map(|(k, w)| {
+                let seed = k as u32 * 3;
+                let bias = halves(w[1], seed + 1);
+                if k == 1 {
+                    let scales = halves(w[1], seed + 2);
+                    (Encoding::Int8, bytes(w[0] * w[1], seed), scales, bias)
+                } else {
+                    (Encoding::F16, halves(w[0] * w[1], seed), Vec::new(), bias)
+                }
+            })
+            .collect();
+        let mut layers = heapless::Vec::new();
+        for (w, (encoding, weights, scales, bias)) in widths.windows(2).zip(&stored) {
+            layers
+                .push(LayerBytes {
+                    d_in: w[0] as u32,
+                    d_out: w[1] as u32,
+                    encoding: *encoding,
+                    weights,
+                    scales,
+                    bias,
+                })
+                .unwrap();
+        }
+        let mut alphas = [0.0; crate::format::MAX_LAYERS];
+        alphas[..2].copy_from_slice(&[0.1, 0.7]);
+        ModelFile {
+            activation: Activation::Prelu { alphas },
+            normalization: Normalization {
+                mean: 0.3,
+                std: 0.35,
+            },
+            layers,
+        }
+        .to_vec()
+        .unwrap()
+    }
+
+    #[test]
+    fn team_logits_are_bit_identical_to_one_thread() {
+        let file = mixed_model();
+        let model = Model::from_bytes(&file).unwrap();
+        let images: Vec<Vec<u8>> = (0..5).map(|k| bytes(INPUT_SIZE, 100 + k)).collect();
+        let mut scratch = Scratch::<784>::new();
+        let expected: Vec<Vec<u32>> = images
+            .iter()
+            .map(|image| {
+                let logits = model.forward_into(image, &mut scratch).unwrap();
+                logits.iter().map(|v| v.to_bits()).collect()
+            })
+            .collect();
+        for threads in 1..=4 {
+            with_team(&model, threads, |team| {
+                for (image, expected) in images.iter().zip(&expected) {
+                    let logits = team.forward(image).unwrap();
+                    let got: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(&got, expected, "{threads} threads");
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn team_refuses_a_wrong_image_size_and_goes_on() {
+        let file = mixed_model();
+        let model = Model::from_bytes(&file).unwrap();
+        let image = bytes(INPUT_SIZE, 7);
+        let expected = model.predict(&image, &mut Scratch::<784>::new()).unwrap();
+        with_team(&model, 2, |team| {
+            assert!(matches!(
+                team.forward(&image[1..]),
+                Err(Error::ImageSize { found: 783 })
+            ));
+            assert_eq!(team.predict(&image).unwrap(), expected);
+        });
+    }
+
+    #[test]
+    fn shares_cover_every_output_once_in_cache_line_runs() {
+        for d_out in [1, 10, 16, 17, 100, 512, 513] {
+            for threads in 1..=5 {
+                let shares: Vec<_> = (0..threads).map(|m| share(d_out, threads, m)).collect();
+                let mut next = 0;
+                for columns in &shares {
+                    assert_eq!(columns.start, next, "{d_out} over {threads}: {shares:?}");
+                    assert!(columns.start % 16 == 0 || columns.is_empty());
+                    next = columns.end;
+                }
+                assert_eq!(next, d_out, "{d_out} over {threads}: {shares:?}");
+            }
+        }
+    }
+}
