@@ -232,7 +232,8 @@ mod x86 {
         unsafe { _xgetbv(0) }
     }
 
-    /// Blocks of 64, then 8 outputs in registers, the rest one at a time.
+    /// Blocks of 64, then 8 outputs in registers, the rest in one more block of 8 (one at a time
+    /// in layers narrower than 8).
     ///
     /// # Safety
     /// The CPU must have AVX2, F16C and FMA, `weights.len() == 2 * input.len() * d_out` and
@@ -256,14 +257,35 @@ mod x86 {
             unsafe { block::<1>(input, weights, d_out, first + j, &mut out[j..j + 8]) };
             j += 8;
         }
+        if let Some((start, lane)) = tail_block(d_out, first, j, out.len()) {
+            let (tail, mut lanes) = (&mut out[j..], [0.0; 8]);
+            lanes[lane..lane + tail.len()].copy_from_slice(tail);
+            // SAFETY: columns start .. start+8 lie inside every row (see `tail_block`).
+            unsafe { block::<1>(input, weights, d_out, start, &mut lanes) };
+            tail.copy_from_slice(&lanes[lane..lane + tail.len()]);
+            return;
+        }
         for (k, value) in out.iter_mut().enumerate().skip(j) {
             // SAFETY: as above; column first + k is inside every row.
             unsafe { single(input, weights, d_out, first + k, value) };
         }
     }
 
-    /// [`super::accumulate_int8_columns`]: 64 outputs in eight registers, then 8, then one at a
-    /// time.
+    /// The last 1-7 outputs `out[j..]` (columns `first + j ..`) as one 8-wide block: the first
+    /// column of 8 inside the layer that cover them, and the lane of column `first + j` in it.
+    /// Each lane does the same fused multiply-adds in the same order as a column alone, so the
+    /// stored lanes are the same bits; the others are thrown away. `None` when there is no tail
+    /// or the layer is narrower than 8.
+    fn tail_block(d_out: usize, first: usize, j: usize, len: usize) -> Option<(usize, usize)> {
+        if j == len || d_out < 8 {
+            return None;
+        }
+        let start = (first + len).max(8) - 8;
+        Some((start, first + j - start))
+    }
+
+    /// [`super::accumulate_int8_columns`]: 64 outputs in eight registers, then 8, the rest as in
+    /// [`accumulate`].
     ///
     /// # Safety
     /// AVX2, F16C and FMA; `weights.len() == input.len() * d_out`, `scales.len() == 2 * d_out`,
@@ -298,6 +320,14 @@ mod x86 {
                 block_int8::<1>(input, weights, scales, d_out, first + j, &mut out[j..j + 8])
             };
             j += 8;
+        }
+        if let Some((start, lane)) = tail_block(d_out, first, j, out.len()) {
+            let (tail, mut lanes) = (&mut out[j..], [0.0; 8]);
+            lanes[lane..lane + tail.len()].copy_from_slice(tail);
+            // SAFETY: columns start .. start+8 lie inside every row and `scales`.
+            unsafe { block_int8::<1>(input, weights, scales, d_out, start, &mut lanes) };
+            tail.copy_from_slice(&lanes[lane..lane + tail.len()]);
+            return;
         }
         for (k, value) in out.iter_mut().enumerate().skip(j) {
             let column = first + k;
@@ -516,6 +546,7 @@ mod tests {
             (7, 71),
             (1, 64),
             (0, 9),
+            (5, 3),
             (130, 137),
         ] {
             let mut at_odd_offset = std::vec![0u8];
