@@ -232,8 +232,7 @@ mod x86 {
         unsafe { _xgetbv(0) }
     }
 
-    /// Blocks of 64, then 8 outputs in registers, the rest in one more block of 8 (one at a time
-    /// in layers narrower than 8).
+    /// Blocks of 64 and 8 outputs in registers, as [`walk`] orders them.
     ///
     /// # Safety
     /// The CPU must have AVX2, F16C and FMA, `weights.len() == 2 * input.len() * d_out` and
@@ -246,46 +245,23 @@ mod x86 {
         first: usize,
         out: &mut [f32],
     ) {
-        let mut j = 0;
-        while j + 64 <= out.len() {
-            // SAFETY: columns first+j .. +64 lie inside every row of `weights`, j .. j+64 in `out`.
-            unsafe { block::<8>(input, weights, d_out, first + j, &mut out[j..j + 64]) };
-            j += 64;
-        }
-        while j + 8 <= out.len() {
-            // SAFETY: as above, for 8 columns.
-            unsafe { block::<1>(input, weights, d_out, first + j, &mut out[j..j + 8]) };
-            j += 8;
-        }
-        if let Some((start, lane)) = tail_block(d_out, first, j, out.len()) {
-            let (tail, mut lanes) = (&mut out[j..], [0.0; 8]);
-            lanes[lane..lane + tail.len()].copy_from_slice(tail);
-            // SAFETY: columns start .. start+8 lie inside every row (see `tail_block`).
-            unsafe { block::<1>(input, weights, d_out, start, &mut lanes) };
-            tail.copy_from_slice(&lanes[lane..lane + tail.len()]);
-            return;
-        }
-        for (k, value) in out.iter_mut().enumerate().skip(j) {
-            // SAFETY: as above; column first + k is inside every row.
-            unsafe { single(input, weights, d_out, first + k, value) };
-        }
+        walk(
+            d_out,
+            first,
+            out,
+            // SAFETY (both): `walk` passes columns inside the layer, so inside every row.
+            |column, out| unsafe {
+                match out.len() {
+                    64 => block::<8>(input, weights, d_out, column, out),
+                    _ => block::<1>(input, weights, d_out, column, out),
+                }
+            },
+            |column, value| unsafe { single(input, weights, d_out, column, value) },
+        );
     }
 
-    /// The last 1-7 outputs `out[j..]` (columns `first + j ..`) as one 8-wide block: the first
-    /// column of 8 inside the layer that cover them, and the lane of column `first + j` in it.
-    /// Each lane does the same fused multiply-adds in the same order as a column alone, so the
-    /// stored lanes are the same bits; the others are thrown away. `None` when there is no tail
-    /// or the layer is narrower than 8.
-    fn tail_block(d_out: usize, first: usize, j: usize, len: usize) -> Option<(usize, usize)> {
-        if j == len || d_out < 8 {
-            return None;
-        }
-        let start = (first + len).max(8) - 8;
-        Some((start, first + j - start))
-    }
-
-    /// [`super::accumulate_int8_columns`]: 64 outputs in eight registers, then 8, the rest as in
-    /// [`accumulate`].
+    /// [`super::accumulate_int8_columns`]: blocks of 64 and 8 outputs in registers, as [`walk`]
+    /// orders them.
     ///
     /// # Safety
     /// AVX2, F16C and FMA; `weights.len() == input.len() * d_out`, `scales.len() == 2 * d_out`,
@@ -299,46 +275,64 @@ mod x86 {
         first: usize,
         out: &mut [f32],
     ) {
+        walk(
+            d_out,
+            first,
+            out,
+            // SAFETY: `walk` passes columns inside the layer, so inside every row and `scales`.
+            |column, out| unsafe {
+                match out.len() {
+                    64 => block_int8::<8>(input, weights, scales, d_out, column, out),
+                    _ => block_int8::<1>(input, weights, scales, d_out, column, out),
+                }
+            },
+            |column, value| {
+                let mut sum = _mm_setzero_ps();
+                for (i, &x) in input.iter().enumerate() {
+                    let q = _mm_set_ss(f32::from(weights[i * d_out + column] as i8));
+                    sum = _mm_fmadd_ss(_mm_set_ss(x), q, sum);
+                }
+                let scale = super::f16_at(scales, column);
+                *value = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(scale), sum, _mm_set_ss(*value)));
+            },
+        );
+    }
+
+    /// The order both kernels take a layer's outputs `out` (columns `first ..` of `d_out`):
+    /// `block(column, out)` on runs of 64, then of 8, then the last 1-7 as one more run of 8
+    /// over the layer's last 8 columns, keeping only their lanes (each lane does the same fused
+    /// multiply-adds in the same order as a column alone, so the bits are the same). In layers
+    /// narrower than 8, `single(column, value)` takes one output at a time.
+    #[inline(always)]
+    fn walk(
+        d_out: usize,
+        first: usize,
+        out: &mut [f32],
+        mut block: impl FnMut(usize, &mut [f32]),
+        mut single: impl FnMut(usize, &mut f32),
+    ) {
         let mut j = 0;
-        while j + 64 <= out.len() {
-            // SAFETY: columns first+j .. +64 lie inside every row and `scales`, j .. j+64 in `out`.
-            unsafe {
-                block_int8::<8>(
-                    input,
-                    weights,
-                    scales,
-                    d_out,
-                    first + j,
-                    &mut out[j..j + 64],
-                )
-            };
-            j += 64;
+        for run in [64, 8] {
+            while j + run <= out.len() {
+                block(first + j, &mut out[j..j + run]);
+                j += run;
+            }
         }
-        while j + 8 <= out.len() {
-            // SAFETY: as above, for 8 columns.
-            unsafe {
-                block_int8::<1>(input, weights, scales, d_out, first + j, &mut out[j..j + 8])
-            };
-            j += 8;
-        }
-        if let Some((start, lane)) = tail_block(d_out, first, j, out.len()) {
-            let (tail, mut lanes) = (&mut out[j..], [0.0; 8]);
-            lanes[lane..lane + tail.len()].copy_from_slice(tail);
-            // SAFETY: columns start .. start+8 lie inside every row and `scales`.
-            unsafe { block_int8::<1>(input, weights, scales, d_out, start, &mut lanes) };
-            tail.copy_from_slice(&lanes[lane..lane + tail.len()]);
+        if j == out.len() {
             return;
         }
-        for (k, value) in out.iter_mut().enumerate().skip(j) {
-            let column = first + k;
-            let mut sum = _mm_setzero_ps();
-            for (i, &x) in input.iter().enumerate() {
-                let q = _mm_set_ss(f32::from(weights[i * d_out + column] as i8));
-                sum = _mm_fmadd_ss(_mm_set_ss(x), q, sum);
+        if d_out < 8 {
+            for (k, value) in out.iter_mut().enumerate().skip(j) {
+                single(first + k, value);
             }
-            let scale = super::f16_at(scales, column);
-            *value = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(scale), sum, _mm_set_ss(*value)));
+            return;
         }
+        let start = (first + out.len()).max(8) - 8;
+        let lane = first + j - start;
+        let (tail, mut lanes) = (&mut out[j..], [0.0; 8]);
+        lanes[lane..lane + tail.len()].copy_from_slice(tail);
+        block(start, &mut lanes);
+        tail.copy_from_slice(&lanes[lane..lane + tail.len()]);
     }
 
     /// Columns `j0 .. j0 + 8·R` of an int8 layer, added to `out[0 .. 8·R]`.
