@@ -241,7 +241,7 @@ struct Inference {
 
 /// Batch-1 latency: one image at a time, each shared by `threads` threads (`infer::team`),
 /// median of 3 passes over the test set after a warm-up pass. Throughput: the test set split
-/// over `threads`, one thread per image, best of 3.
+/// over `threads`, each with a team of one, best of 3.
 fn time_inference(bytes: &[u8], test: &data::Split, threads: usize) -> anyhow::Result<Inference> {
     let model = infer::Model::from_bytes(bytes).map_err(|e| anyhow::anyhow!("model file: {e}"))?;
     let macs: usize = model
@@ -252,37 +252,14 @@ fn time_inference(bytes: &[u8], test: &data::Split, threads: usize) -> anyhow::R
         .sum();
     let images: Vec<&[u8]> = (0..test.len()).map(|i| test.image(i)).collect();
     let per_image = infer::team::with_team(&model, threads, |team| {
-        let mut pass = || -> anyhow::Result<f64> {
-            let started = Instant::now();
-            let mut checksum = 0usize;
-            for image in &images {
-                let class = team
-                    .predict(std::hint::black_box(image))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                checksum = checksum.wrapping_add(class);
-            }
-            std::hint::black_box(checksum);
-            Ok(started.elapsed().as_secs_f64())
-        };
-        pass()?;
-        let mut runs = (0..3).map(|_| pass()).collect::<anyhow::Result<Vec<_>>>()?;
+        pass(team, &images)?;
+        let mut runs = (0..3)
+            .map(|_| pass(team, &images))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         runs.sort_by(f64::total_cmp);
         anyhow::Ok(runs[1] / images.len() as f64)
     })?;
 
-    let pass = |images: &[&[u8]]| -> anyhow::Result<f64> {
-        let mut scratch = Box::new(infer::Scratch::<4096>::new());
-        let started = Instant::now();
-        let mut checksum = 0usize;
-        for image in images {
-            let class = model
-                .predict(std::hint::black_box(image), &mut scratch)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            checksum = checksum.wrapping_add(class);
-        }
-        std::hint::black_box(checksum);
-        Ok(started.elapsed().as_secs_f64())
-    };
     let chunk = images.len().div_ceil(threads);
     let mut best = f64::INFINITY;
     for _ in 0..3 {
@@ -290,7 +267,10 @@ fn time_inference(bytes: &[u8], test: &data::Split, threads: usize) -> anyhow::R
         std::thread::scope(|scope| {
             let handles: Vec<_> = images
                 .chunks(chunk)
-                .map(|part| scope.spawn(move || pass(part)))
+                .map(|part| {
+                    let model = &model;
+                    scope.spawn(move || infer::team::with_team(model, 1, |team| pass(team, part)))
+                })
                 .collect();
             handles
                 .into_iter()
@@ -304,6 +284,20 @@ fn time_inference(bytes: &[u8], test: &data::Split, threads: usize) -> anyhow::R
         throughput: images.len() as f64 / best,
         gflops: 2.0 * macs as f64 / per_image / 1e9,
     })
+}
+
+/// Seconds to predict `images` one after the other through `team`.
+fn pass(team: &mut infer::team::Team<'_, '_>, images: &[&[u8]]) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut checksum = 0usize;
+    for image in images {
+        let class = team
+            .predict(std::hint::black_box(image))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        checksum = checksum.wrapping_add(class);
+    }
+    std::hint::black_box(checksum);
+    Ok(started.elapsed().as_secs_f64())
 }
 
 fn cpu_name() -> String {
