@@ -3,50 +3,31 @@
 //! layer's kernel alone, dispatched (SIMD where the CPU has it) against the portable loop.
 //! `cargo bench -p infer` (release profile) or `cargo bench -p infer --profile dev`.
 
-use infer::format::{LayerBytes, ModelFile};
-use infer::{Activation, Model, Normalization, Scratch};
+use infer::{Activation, Model, ModelFileBuf, Normalization, ScratchVec};
 use std::hint::black_box;
 use std::time::Instant;
 
-/// f16 bytes of `count` small pseudo-random weights (timing does not depend on the values).
-fn weights(count: usize) -> Vec<u8> {
+/// `count` small pseudo-random weights (timing does not depend on the values).
+fn weights(count: usize) -> Vec<f32> {
     let mut state = 7u32;
     (0..count)
-        .flat_map(|_| {
+        .map(|_| {
             state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            half::f16::from_f32(((state >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.1)
-                .to_le_bytes()
+            ((state >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.1
         })
         .collect()
 }
 
 fn benchmark_model() -> Vec<u8> {
-    let widths = [784usize, 512, 512, 10];
-    let stored: Vec<(Vec<u8>, Vec<u8>)> = widths
-        .windows(2)
-        .map(|w| (weights(w[0] * w[1]), weights(w[1])))
-        .collect();
-    let mut layers = infer::heapless::Vec::new();
-    for (w, (weights, bias)) in widths.windows(2).zip(&stored) {
-        layers
-            .push(LayerBytes {
-                encoding: infer::format::Encoding::F16,
-                scales: &[],
-                d_in: w[0] as u32,
-                d_out: w[1] as u32,
-                weights,
-                bias,
-            })
-            .expect("3 layers fit");
-    }
-    let file = ModelFile {
-        activation: Activation::Relu,
-        normalization: Normalization {
-            mean: 0.286,
-            std: 0.353,
-        },
-        layers,
+    let normalization = Normalization {
+        mean: 0.286,
+        std: 0.353,
     };
+    let mut file = ModelFileBuf::new(Activation::Relu, normalization);
+    for w in [784usize, 512, 512, 10].windows(2) {
+        file.push_f16(w[0], w[1], &weights(w[0] * w[1]), &weights(w[1]))
+            .expect("small values");
+    }
     file.to_vec().expect("encodes")
 }
 
@@ -54,9 +35,9 @@ fn main() {
     let bytes = benchmark_model();
     let model = Model::from_bytes(&bytes).expect("valid");
     let image: Vec<u8> = (0..784).map(|i| (i * 13 % 256) as u8).collect();
-    let mut scratch = Box::new(Scratch::<784>::new());
+    let mut scratch = ScratchVec::for_model(&model);
     bench(
-        &format!("predict 784-512-512-10 ({})", infer::kernel::path()),
+        &format!("predict 784-512-512-10 ({})", infer::kernel::best().name()),
         3.0,
         || {
             model
@@ -75,14 +56,25 @@ fn main() {
         });
     }
 
-    let w = weights(784 * 512);
+    let w: Vec<u8> = weights(784 * 512)
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+        .collect();
     let input: Vec<f32> = (0..784).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+    let layer = infer::LayerBytes {
+        d_in: 784,
+        d_out: 512,
+        encoding: infer::format::Encoding::F16,
+        weights: &w,
+        scales: &[],
+        bias: &[],
+    };
     let mut out = vec![0.0f32; 512];
     bench("layer 784x512, dispatched kernel", 2.0, || {
-        infer::kernel::accumulate(black_box(&input), black_box(&w), &mut out)
+        infer::kernel::columns(black_box(&input), &layer, 0, &mut out)
     });
     bench("layer 784x512, portable loop", 2.0, || {
-        infer::kernel::portable(black_box(&input), black_box(&w), &mut out)
+        infer::kernel::portable::f16_columns(black_box(&input), &layer, 0, &mut out)
     });
 }
 

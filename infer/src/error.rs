@@ -70,6 +70,14 @@ pub enum Error {
     },
     /// The output buffer passed to an encoder is too small.
     BufferTooSmall,
+    /// A value given to the writer cannot be stored in the layer's encoding (f16: beyond
+    /// ±65504, infinite or NaN).
+    NotRepresentable {
+        /// Index of the layer, from 0.
+        layer: usize,
+        /// `weights`, `scales` or `bias`.
+        part: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -130,6 +138,11 @@ impl fmt::Display for Error {
                 )
             }
             Error::BufferTooSmall => write!(f, "output buffer too small for the encoded model"),
+            Error::NotRepresentable { layer, part } => write!(
+                f,
+                "layer {layer} {part} hold a value that f16 cannot represent (beyond ±65504, \
+                 infinite or NaN)"
+            ),
         }
     }
 }

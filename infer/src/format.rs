@@ -78,18 +78,6 @@ impl<'a> LayerBytes<'a> {
             Encoding::Int8 => f32::from(self.weights[at] as i8) * f16_at(self.scales, j),
         }
     }
-
-    /// An f16 layer.
-    pub fn f16(d_in: u32, d_out: u32, weights: &'a [u8], bias: &'a [u8]) -> Self {
-        Self {
-            d_in,
-            d_out,
-            encoding: Encoding::F16,
-            weights,
-            scales: &[],
-            bias,
-        }
-    }
 }
 
 /// The model: activation of the hidden layers, input normalisation, and the layers in order.
@@ -235,15 +223,6 @@ impl<'a> ModelFile<'a> {
         Ok(payload_at + payload_len)
     }
 
-    /// The encoded file as a vector (for writers with a heap).
-    #[cfg(feature = "alloc")]
-    pub fn to_vec(&self) -> Result<alloc::vec::Vec<u8>, Error> {
-        let mut bytes = alloc::vec![0; self.encoded_len_bound()];
-        let len = self.encode(&mut bytes)?;
-        bytes.truncate(len);
-        Ok(bytes)
-    }
-
     /// The widest activation vector a forward pass holds (the input included).
     pub fn max_width(&self) -> usize {
         self.layers
@@ -262,56 +241,31 @@ pub fn f16_at(bytes: &[u8], index: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Model, Scratch};
+    use crate::{Model, ModelFileBuf, Scratch};
 
     /// Encodes a 784-`hidden`-10 model with deterministic pseudo-random weights.
-    fn encoded(hidden: u32) -> std::vec::Vec<u8> {
+    fn encoded(hidden: usize) -> std::vec::Vec<u8> {
         let mut seed = 1u32;
-        let mut values = |n: usize| -> std::vec::Vec<u8> {
+        let mut values = |n: usize| -> std::vec::Vec<f32> {
             (0..n)
-                .flat_map(|_| {
+                .map(|_| {
                     seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    let value = (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
-                    half::f16::from_f32(value * 0.2).to_le_bytes()
+                    ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.2
                 })
                 .collect()
         };
-        let (w1, b1) = (
-            values(INPUT_SIZE * hidden as usize),
-            values(hidden as usize),
-        );
-        let (w2, b2) = (values(hidden as usize * NUM_CLASSES), values(NUM_CLASSES));
-        let mut layers = Vec::new();
-        layers
-            .push(LayerBytes {
-                encoding: Encoding::F16,
-                scales: &[],
-                d_in: INPUT_SIZE as u32,
-                d_out: hidden,
-                weights: &w1,
-                bias: &b1,
-            })
-            .unwrap();
-        layers
-            .push(LayerBytes {
-                encoding: Encoding::F16,
-                scales: &[],
-                d_in: hidden,
-                d_out: NUM_CLASSES as u32,
-                weights: &w2,
-                bias: &b2,
-            })
-            .unwrap();
-        let file = ModelFile {
-            activation: Activation::Relu,
-            normalization: Normalization {
-                mean: 0.286,
-                std: 0.353,
-            },
-            layers,
-        };
+        let (w1, b1) = (values(INPUT_SIZE * hidden), values(hidden));
+        let (w2, b2) = (values(hidden * NUM_CLASSES), values(NUM_CLASSES));
+        let mut file = ModelFileBuf::new(Activation::Relu, NORMALIZATION);
+        file.push_f16(INPUT_SIZE, hidden, &w1, &b1).unwrap();
+        file.push_f16(hidden, NUM_CLASSES, &w2, &b2).unwrap();
         file.to_vec().unwrap()
     }
+
+    const NORMALIZATION: Normalization = Normalization {
+        mean: 0.286,
+        std: 0.353,
+    };
 
     fn image() -> std::vec::Vec<u8> {
         (0..INPUT_SIZE).map(|i| (i * 7 % 256) as u8).collect()
@@ -433,29 +387,11 @@ mod tests {
 
     #[test]
     fn sizes_that_do_not_chain_are_an_error() {
-        let w = std::vec![0u8; 2 * 5 * NUM_CLASSES];
-        let b = std::vec![0u8; 2 * NUM_CLASSES];
-        let mut layers = Vec::new();
-        layers
-            .push(LayerBytes {
-                encoding: Encoding::F16,
-                scales: &[],
-                d_in: 5,
-                d_out: 10,
-                weights: &w,
-                bias: &b,
-            })
+        let mut file = ModelFileBuf::new(Activation::Relu, NORMALIZATION);
+        file.push_f16(5, NUM_CLASSES, &[0.0; 5 * NUM_CLASSES], &[0.0; NUM_CLASSES])
             .unwrap();
-        let file = ModelFile {
-            activation: Activation::Relu,
-            normalization: Normalization {
-                mean: 0.0,
-                std: 1.0,
-            },
-            layers,
-        };
         assert_eq!(
-            file.validate().unwrap_err(),
+            file.to_vec().unwrap_err(),
             Error::LayerShape {
                 layer: 0,
                 expected: INPUT_SIZE as u32,
@@ -493,32 +429,17 @@ mod tests {
             .flat_map(|_| half::f16::from_f32(0.01).to_le_bytes())
             .collect();
         let (b1, b2) = (std::vec![0u8; 8], std::vec![0u8; 2 * NUM_CLASSES]);
-        let mut layers = Vec::new();
-        for (d_in, d_out, weights, scales, bias) in [
-            (INPUT_SIZE as u32, 4, &w1[..], scales, &b1[..]),
-            (4, NUM_CLASSES as u32, &w2[..], &s2[..], &b2[..]),
-        ] {
-            layers
-                .push(LayerBytes {
-                    d_in,
-                    d_out,
-                    encoding: Encoding::Int8,
-                    weights,
-                    scales,
-                    bias,
-                })
-                .unwrap();
-        }
-        ModelFile {
-            activation: Activation::Relu,
-            normalization: Normalization {
+        let mut file = ModelFileBuf::new(
+            Activation::Relu,
+            Normalization {
                 mean: 0.0,
                 std: 1.0,
             },
-            layers,
-        }
-        .to_vec()
-        .and_then(|bytes| ModelFile::decode(&bytes).map(|_| ()).map(|()| bytes))
+        );
+        file.push_bytes(INPUT_SIZE, 4, Encoding::Int8, w1, scales.to_vec(), b1)?
+            .push_bytes(4, NUM_CLASSES, Encoding::Int8, w2, s2, b2)?;
+        file.to_vec()
+            .and_then(|bytes| ModelFile::decode(&bytes).map(|_| ()).map(|()| bytes))
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! The model file format is defined here, once ([`format`]); the trainer writes it with these same
 //! types. [`Model::from_bytes`] validates a file and borrows its f16 weights in place (from flash on
 //! a microcontroller, from a file buffer on a host), and [`Model::forward_into`] runs the MLP into
-//! caller-provided scratch memory. With the `std` feature, [`team`] shares one image's forward
-//! pass between threads on a host.
+//! caller-provided scratch memory. With the `alloc` feature, [`writer`] builds model files; with
+//! `std`, [`team`] shares one image's forward pass between threads on a host.
 #![cfg_attr(not(test), no_std)]
 
 #[cfg(feature = "alloc")]
@@ -18,13 +18,19 @@ pub mod kernel;
 pub mod model;
 #[cfg(feature = "std")]
 pub mod team;
+#[cfg(feature = "alloc")]
+pub mod writer;
 
-pub use activation::Activation;
+pub use activation::{Activation, ActivationKind};
 pub use error::Error;
 pub use format::{FORMAT_VERSION, LayerBytes, MAGIC, ModelFile, Normalization};
-/// Re-exported so the trainer builds [`ModelFile::layers`] with the same `heapless` version.
+/// Re-exported: [`ModelFile::layers`] is a `heapless` vector.
 pub use heapless;
-pub use model::{Model, Scratch};
+#[cfg(feature = "alloc")]
+pub use model::ScratchVec;
+pub use model::{Buffers, Model, Scratch};
+#[cfg(feature = "alloc")]
+pub use writer::ModelFileBuf;
 
 /// Pixels per input image (28x28 greyscale), the model's input width.
 pub const INPUT_SIZE: usize = 28 * 28;

@@ -1,6 +1,6 @@
 //! The forward pass over a validated model file.
 
-use crate::format::{Encoding, ModelFile, f16_at};
+use crate::format::{ModelFile, f16_at};
 use crate::{Activation, Error, INPUT_SIZE, NUM_CLASSES, Normalization};
 
 /// A validated model, borrowing its weights from the file's bytes.
@@ -9,12 +9,52 @@ pub struct Model<'a> {
     file: ModelFile<'a>,
 }
 
-/// Two activation buffers of `WIDTH` values each, owned by the caller (a `static` on a board, a
-/// local on a host) so the forward pass needs no heap.
+/// The memory a forward pass alternates between: two activation buffers, each at least as wide
+/// as the model's widest layer ([`Model::scratch_width`]).
+pub trait Buffers {
+    /// Both buffers.
+    fn buffers(&mut self) -> (&mut [f32], &mut [f32]);
+}
+
+/// Two activation buffers of `WIDTH` values each, owned by the caller (a `static` on a board)
+/// so the forward pass needs no heap.
 #[derive(Debug, Clone)]
 pub struct Scratch<const WIDTH: usize> {
     front: [f32; WIDTH],
     back: [f32; WIDTH],
+}
+
+impl<const WIDTH: usize> Buffers for Scratch<WIDTH> {
+    fn buffers(&mut self) -> (&mut [f32], &mut [f32]) {
+        (&mut self.front, &mut self.back)
+    }
+}
+
+/// Two activation buffers on the heap, sized for one model (hosts: the `alloc` feature).
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone)]
+pub struct ScratchVec {
+    front: alloc::vec::Vec<f32>,
+    back: alloc::vec::Vec<f32>,
+}
+
+#[cfg(feature = "alloc")]
+impl ScratchVec {
+    /// Buffers as wide as `model`'s widest layer.
+    pub fn for_model(model: &Model<'_>) -> Self {
+        let width = model.scratch_width();
+        Self {
+            front: alloc::vec![0.0; width],
+            back: alloc::vec![0.0; width],
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl Buffers for ScratchVec {
+    fn buffers(&mut self) -> (&mut [f32], &mut [f32]) {
+        (&mut self.front, &mut self.back)
+    }
 }
 
 impl<const WIDTH: usize> Scratch<WIDTH> {
@@ -69,23 +109,21 @@ impl<'a> Model<'a> {
     }
 
     /// Runs the network on one image of [`INPUT_SIZE`] pixels (0..=255) and returns the logits.
-    pub fn forward_into<const WIDTH: usize>(
+    pub fn forward_into(
         &self,
         image: &[u8],
-        scratch: &mut Scratch<WIDTH>,
+        scratch: &mut impl Buffers,
     ) -> Result<[f32; NUM_CLASSES], Error> {
         if image.len() != INPUT_SIZE {
             return Err(Error::ImageSize { found: image.len() });
         }
+        let (mut input, mut output) = scratch.buffers();
         let needed = self.scratch_width();
-        if needed > WIDTH {
-            return Err(Error::ScratchTooSmall {
-                needed,
-                capacity: WIDTH,
-            });
+        let capacity = input.len().min(output.len());
+        if needed > capacity {
+            return Err(Error::ScratchTooSmall { needed, capacity });
         }
-        self.normalize_into(image, &mut scratch.front);
-        let (mut input, mut output) = (&mut scratch.front, &mut scratch.back);
+        self.normalize_into(image, input);
         for (index, layer) in self.file.layers.iter().enumerate() {
             let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
             self.layer_columns(index, &input[..d_in], 0, &mut output[..d_out]);
@@ -110,34 +148,17 @@ impl<'a> Model<'a> {
     /// activation unless it is the last layer.
     pub(crate) fn layer_columns(&self, index: usize, input: &[f32], first: usize, out: &mut [f32]) {
         let layer = &self.file.layers[index];
-        let d_out = layer.d_out as usize;
         for (j, value) in out.iter_mut().enumerate() {
             *value = f16_at(layer.bias, first + j);
         }
-        match layer.encoding {
-            Encoding::F16 => {
-                crate::kernel::accumulate_columns(input, layer.weights, d_out, first, out);
-            }
-            Encoding::Int8 => crate::kernel::accumulate_int8_columns(
-                input,
-                layer.weights,
-                layer.scales,
-                d_out,
-                first,
-                out,
-            ),
-        }
+        crate::kernel::columns(input, layer, first, out);
         if index + 1 != self.file.layers.len() {
             self.file.activation.apply_slice(index, out);
         }
     }
 
     /// The predicted class of one image: the index of the largest logit (the first on ties).
-    pub fn predict<const WIDTH: usize>(
-        &self,
-        image: &[u8],
-        scratch: &mut Scratch<WIDTH>,
-    ) -> Result<usize, Error> {
+    pub fn predict(&self, image: &[u8], scratch: &mut impl Buffers) -> Result<usize, Error> {
         self.forward_into(image, scratch)
             .map(|logits| argmax(&logits))
     }

@@ -185,8 +185,8 @@ fn share(d_out: usize, threads: usize, member: usize) -> core::ops::Range<usize>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{Encoding, LayerBytes, ModelFile};
-    use crate::{Activation, Normalization, Scratch};
+    use crate::format::Encoding;
+    use crate::{Activation, ModelFileBuf, Normalization, Scratch};
 
     /// Pseudo-random bytes.
     fn bytes(count: usize, seed: u32) -> Vec<u8> {
@@ -207,52 +207,32 @@ mod tests {
             .collect()
     }
 
-    /// A layer's encoding, weights, scales and bias.
-    type Stored = (Encoding, Vec<u8>, Vec<u8>, Vec<u8>);
-
     /// 784-200-77-10: f16, int8 and f16 layers, 77 and 10 not multiples of 8, PReLU with
     /// a different α per layer (so each member must apply its own layer's).
     fn mixed_model() -> Vec<u8> {
-        let widths = [784usize, 200, 77, 10];
-        let stored: Vec<Stored> = widths
-            .windows(2)
-            .enumerate()
-            .map(|(k, w)| {
-                let seed = k as u32 * 3;
-                let bias = halves(w[1], seed + 1);
-                if k == 1 {
-                    let scales = halves(w[1], seed + 2);
-                    (Encoding::Int8, bytes(w[0] * w[1], seed), scales, bias)
-                } else {
-                    (Encoding::F16, halves(w[0] * w[1], seed), Vec::new(), bias)
-                }
-            })
-            .collect();
-        let mut layers = heapless::Vec::new();
-        for (w, (encoding, weights, scales, bias)) in widths.windows(2).zip(&stored) {
-            layers
-                .push(LayerBytes {
-                    d_in: w[0] as u32,
-                    d_out: w[1] as u32,
-                    encoding: *encoding,
-                    weights,
-                    scales,
-                    bias,
-                })
-                .unwrap();
-        }
         let mut alphas = [0.0; crate::format::MAX_LAYERS];
         alphas[..2].copy_from_slice(&[0.1, 0.7]);
-        ModelFile {
-            activation: Activation::Prelu { alphas },
-            normalization: Normalization {
-                mean: 0.3,
-                std: 0.35,
-            },
-            layers,
+        let normalization = Normalization {
+            mean: 0.3,
+            std: 0.35,
+        };
+        let mut file = ModelFileBuf::new(Activation::Prelu { alphas }, normalization);
+        for (k, w) in [784usize, 200, 77, 10].windows(2).enumerate() {
+            let seed = k as u32 * 3;
+            let bias = halves(w[1], seed + 1);
+            let (encoding, weights, scales) = if k == 1 {
+                (
+                    Encoding::Int8,
+                    bytes(w[0] * w[1], seed),
+                    halves(w[1], seed + 2),
+                )
+            } else {
+                (Encoding::F16, halves(w[0] * w[1], seed), Vec::new())
+            };
+            file.push_bytes(w[0], w[1], encoding, weights, scales, bias)
+                .unwrap();
         }
-        .to_vec()
-        .unwrap()
+        file.to_vec().unwrap()
     }
 
     #[test]

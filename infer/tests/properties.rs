@@ -2,50 +2,24 @@
 //! applied to the payload and then the CRC-32 is recomputed, so the decoder itself (not only the
 //! checksum) must survive structurally corrupt data, huge declared sizes included.
 
-use infer::{Activation, LayerBytes, Model, ModelFile, Normalization, Scratch, crc32::crc32};
+use infer::format::{Encoding, LayerBytes, ModelFile};
+use infer::{Activation, Model, ModelFileBuf, Normalization, Scratch, crc32::crc32};
 use proptest::prelude::*;
 
 /// A valid 784-`hidden`-10 file and the offset of its payload (after header and CRC).
-fn valid_file(hidden: u32) -> (Vec<u8>, usize) {
-    let w1: Vec<u8> = (0..2 * 784 * hidden as usize)
-        .map(|i| (i % 7) as u8)
-        .collect();
-    let b1 = vec![0u8; 2 * hidden as usize];
-    let w2: Vec<u8> = (0..2 * 10 * hidden as usize)
-        .map(|i| (i % 5) as u8)
-        .collect();
-    let b2 = vec![0u8; 20];
-    let mut layers = infer::heapless::Vec::new();
-    layers
-        .push(LayerBytes {
-            encoding: infer::format::Encoding::F16,
-            scales: &[],
-            d_in: 784,
-            d_out: hidden,
-            weights: &w1,
-            bias: &b1,
-        })
-        .unwrap();
-    layers
-        .push(LayerBytes {
-            encoding: infer::format::Encoding::F16,
-            scales: &[],
-            d_in: hidden,
-            d_out: 10,
-            weights: &w2,
-            bias: &b2,
-        })
-        .unwrap();
-    let file = ModelFile {
-        activation: Activation::Elu { alpha: 1.0 },
-        normalization: Normalization {
-            mean: 0.3,
-            std: 0.35,
-        },
-        layers,
+fn valid_file(hidden: usize) -> (Vec<u8>, usize) {
+    let w1: Vec<u8> = (0..2 * 784 * hidden).map(|i| (i % 7) as u8).collect();
+    let w2: Vec<u8> = (0..2 * 10 * hidden).map(|i| (i % 5) as u8).collect();
+    let normalization = Normalization {
+        mean: 0.3,
+        std: 0.35,
     };
-    let bytes = file.to_vec().unwrap();
-    (bytes, 4 + 1 + 4) // magic, version varint, CRC
+    let mut file = ModelFileBuf::new(Activation::Elu { alpha: 1.0 }, normalization);
+    file.push_bytes(784, hidden, Encoding::F16, w1, vec![], vec![0; 2 * hidden])
+        .unwrap()
+        .push_bytes(hidden, 10, Encoding::F16, w2, vec![], vec![0; 20])
+        .unwrap();
+    (file.to_vec().unwrap(), 4 + 1 + 4) // magic, version varint, CRC
 }
 
 fn use_model(bytes: &[u8]) {
@@ -94,12 +68,15 @@ proptest! {
     fn huge_declared_sizes_are_an_error(d_in in any::<u32>(), d_out in any::<u32>()) {
         let weights = [0u8; 8];
         let mut layers = infer::heapless::Vec::new();
-        layers.push(LayerBytes { encoding: infer::format::Encoding::F16, scales: &[], d_in, d_out, weights: &weights, bias: &weights }).unwrap();
+        layers.push(LayerBytes { encoding: Encoding::F16, scales: &[], d_in, d_out, weights: &weights, bias: &weights }).unwrap();
         let file = ModelFile {
             activation: Activation::Relu,
             normalization: Normalization { mean: 0.0, std: 1.0 },
             layers,
         };
-        prop_assert!(Model::from_bytes(&file.to_vec().unwrap()).is_err());
+        // Encoded by hand: the writer itself refuses such a file.
+        let mut bytes = vec![0; file.encoded_len_bound()];
+        let len = file.encode(&mut bytes).unwrap();
+        prop_assert!(Model::from_bytes(&bytes[..len]).is_err());
     }
 }

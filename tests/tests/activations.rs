@@ -21,7 +21,7 @@ fn trainer_and_infer_activations_agree_within_1e5_relative() {
         for alpha in kind.default_alpha().map_or(vec![0.0], |a| vec![a, 0.7]) {
             let trained = Activation::new(kind, alpha, &device).forward(tensor.clone());
             let trained = trained.into_data().try_to_vec::<f32>().unwrap();
-            let inferred = trainer::activation::file_activation(kind, &[alpha; 8]);
+            let inferred = infer::Activation::new(kind, &[alpha; 8]);
             for (&x, &a) in xs.iter().zip(&trained) {
                 let b = inferred.apply(0, x);
                 assert!(a.is_finite() && b.is_finite(), "{kind:?}({x}): {a} vs {b}");

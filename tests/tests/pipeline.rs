@@ -1,14 +1,16 @@
 //! The whole chain on the real Fashion-MNIST: train → f16 file → `infer`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 static NO_STOP: AtomicBool = AtomicBool::new(false);
 
 use data::{DataArgs, Dataset};
 use trainer::checkpoint::Checkpoint;
+use trainer::config::{Schedule, TrainConfig};
 use trainer::export::model_file_bytes;
-use trainer::train::{RunPaths, TrainConfig, evaluate, normalize, train};
+use trainer::run::{Run, Trained, finish};
+use trainer::train::train;
 
 fn dataset() -> Dataset {
     Dataset::load(&DataArgs::default()).expect(
@@ -20,20 +22,12 @@ fn dataset() -> Dataset {
 fn config(hidden: &[usize], epochs: usize) -> TrainConfig {
     TrainConfig {
         hidden: hidden.to_vec(),
-        activation: trainer::activation::ActivationKind::Relu,
-        alpha: None,
         epochs,
-        batch_size: 128,
-        lr: 0.05,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        schedule: trainer::train::Schedule::Constant,
+        schedule: Schedule::Constant,
         warmup_epochs: 0.0,
         label_smoothing: 0.0,
-        train_images: None,
-        validation: 0,
-        augment: Default::default(),
         seed: 7,
+        ..TrainConfig::default()
     }
 }
 
@@ -43,9 +37,22 @@ fn run_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Trains `config` into `model` (a quiet run on the CPU), from `resume` if given.
+fn trained(
+    config: &TrainConfig,
+    dataset: &Dataset,
+    model: &Path,
+    resume: Option<&Checkpoint>,
+) -> trainer::Result<(Run, Trained)> {
+    let run = Run::new(config.clone(), model, true)?;
+    let device = trainer::device::cpu().autodiff();
+    let trained = train(&run, dataset, &device, resume, &NO_STOP)?;
+    Ok((run, trained))
+}
+
 fn infer_predictions(bytes: &[u8], split: &data::Split) -> Vec<u8> {
     let model = infer::Model::from_bytes(bytes).expect("exported file decodes");
-    let mut scratch = Box::new(infer::Scratch::<1024>::new());
+    let mut scratch = infer::ScratchVec::for_model(&model);
     (0..split.len())
         .map(|i| model.predict(split.image(i), &mut scratch).unwrap() as u8)
         .collect()
@@ -60,56 +67,56 @@ fn accuracy(predictions: &[u8], labels: &[u8]) -> f64 {
         / labels.len() as f64
 }
 
+/// The model file of a finished run.
+fn file_bytes(trained: &Trained) -> Vec<u8> {
+    model_file_bytes(&trained.model, trained.normalization).unwrap()
+}
+
 #[test]
 fn one_epoch_small_net_reaches_80_percent_through_infer() {
     let dataset = dataset();
-    let device = trainer::device::cpu().autodiff();
-    let paths = RunPaths::new(&run_dir("one-epoch").join("model.fmlp"));
-    let trained = train(
+    let (run, trained) = trained(
         &config(&[64], 1),
         &dataset,
-        &paths,
-        &device,
+        &run_dir("one-epoch").join("model.fmlp"),
         None,
-        true,
-        &NO_STOP,
     )
     .unwrap();
-    let (mean, std) = trained.normalization;
-    let bytes = model_file_bytes(&trained.model, infer::Normalization { mean, std }).unwrap();
+    let summary = finish(&run, &trained, &dataset, &trainer::device::cpu().autodiff()).unwrap();
+    let bytes = std::fs::read(&run.paths.model).unwrap();
+    assert_eq!(bytes, file_bytes(&trained));
+    assert_eq!(summary.bytes, bytes.len());
 
     let f16 = infer_predictions(&bytes, &dataset.test);
-    let loss_fn = trainer::loss::CrossEntropy {
-        label_smoothing: 0.0,
-    };
-    let f32 = evaluate(
-        &trained.model,
-        &normalize(&dataset.test, trained.normalization),
-        &dataset.test.labels,
-        &loss_fn,
-        &device,
-    )
-    .predictions;
-    let (f16_accuracy, f32_accuracy) = (
-        accuracy(&f16, &dataset.test.labels),
-        accuracy(&f32, &dataset.test.labels),
-    );
-    let agreement = accuracy(&f16, &f32);
+    let f16_accuracy = accuracy(&f16, &dataset.test.labels);
+    assert_eq!(f16_accuracy, summary.f16_test_accuracy);
     assert!(f16_accuracy >= 0.80, "f16 accuracy {f16_accuracy}");
-    assert!(agreement >= 0.995, "f16 and f32 agree on {agreement}");
     assert!(
-        (f16_accuracy - f32_accuracy).abs() <= 0.003,
-        "{f16_accuracy} vs {f32_accuracy}"
+        summary.f16_agreement >= 0.995,
+        "f16 and f32 agree on {}",
+        summary.f16_agreement
+    );
+    assert!(
+        (f16_accuracy - summary.f32_test_accuracy).abs() <= 0.003,
+        "{f16_accuracy} vs {}",
+        summary.f32_test_accuracy
     );
     assert!(bytes.len() < 2_000_000);
-    for picture in &paths.curves {
+    for picture in &run.paths.curves {
         assert!(
             std::fs::metadata(picture).unwrap().len() > 1000,
             "{}",
             picture.display()
         );
     }
-    let _ = std::fs::remove_dir_all(paths.model.parent().unwrap());
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&run.paths.log).unwrap()).unwrap();
+    assert_eq!(log["model"]["bytes"], bytes.len());
+    assert_eq!(
+        log["command"],
+        run.config.command_line(&run.paths.model).as_str()
+    );
+    let _ = std::fs::remove_dir_all(run.paths.model.parent().unwrap());
 }
 
 #[test]
@@ -117,7 +124,6 @@ fn resumed_run_ends_with_the_same_model_as_an_uninterrupted_one() {
     let mut dataset = dataset();
     dataset.train.images.truncate(6000 * data::IMAGE_PIXELS);
     dataset.train.labels.truncate(6000);
-    let device = trainer::device::cpu().autodiff();
     // Augmentation, dropout and the weight average must resume exactly too.
     let config = TrainConfig {
         augment: trainer::augment::Augmentation {
@@ -130,44 +136,21 @@ fn resumed_run_ends_with_the_same_model_as_an_uninterrupted_one() {
         ..config(&[32], 3)
     };
     let dir = run_dir("resume");
+    let (_, whole) = trained(&config, &dataset, &dir.join("straight.fmlp"), None).unwrap();
 
-    let straight = RunPaths::new(&dir.join("straight.fmlp"));
-    let whole = train(&config, &dataset, &straight, &device, None, true, &NO_STOP).unwrap();
-
-    let interrupted = RunPaths::new(&dir.join("interrupted.fmlp"));
-    train(
-        &TrainConfig {
-            epochs: 1,
-            ..config.clone()
-        },
-        &dataset,
-        &interrupted,
-        &device,
-        None,
-        true,
-        &NO_STOP,
-    )
-    .unwrap();
+    let interrupted = dir.join("interrupted.fmlp");
+    let one_epoch = TrainConfig {
+        epochs: 1,
+        ..config.clone()
+    };
+    let (run, _) = trained(&one_epoch, &dataset, &interrupted, None).unwrap();
     // Pretend the run was started for 3 epochs and killed after the first.
-    let mut checkpoint = Checkpoint::load(&interrupted.checkpoint).unwrap();
+    let mut checkpoint = Checkpoint::load(&run.paths.checkpoint).unwrap();
     checkpoint.config.epochs = 3;
-    let resumed = train(
-        &config,
-        &dataset,
-        &interrupted,
-        &device,
-        Some(&checkpoint),
-        true,
-        &NO_STOP,
-    )
-    .unwrap();
+    let (_, resumed) = trained(&config, &dataset, &interrupted, Some(&checkpoint)).unwrap();
 
-    let norm = |(mean, std)| infer::Normalization { mean, std };
     assert_eq!(resumed.history.len(), 3);
-    assert_eq!(
-        model_file_bytes(&whole.model, norm(whole.normalization)).unwrap(),
-        model_file_bytes(&resumed.model, norm(resumed.normalization)).unwrap()
-    );
+    assert_eq!(file_bytes(&whole), file_bytes(&resumed));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -176,13 +159,12 @@ fn divergence_stops_the_run_naming_epoch_and_step() {
     let mut dataset = dataset();
     dataset.train.images.truncate(2000 * data::IMAGE_PIXELS);
     dataset.train.labels.truncate(2000);
-    let device = trainer::device::cpu().autodiff();
-    let paths = RunPaths::new(&run_dir("diverge").join("model.fmlp"));
+    let model = run_dir("diverge").join("model.fmlp");
     let config = TrainConfig {
         lr: 1e6,
         ..config(&[16], 2)
     };
-    let error = train(&config, &dataset, &paths, &device, None, true, &NO_STOP)
+    let error = trained(&config, &dataset, &model, None)
         .err()
         .expect("must diverge");
     let message = error.to_string();
@@ -196,37 +178,55 @@ fn divergence_stops_the_run_naming_epoch_and_step() {
         }
         other => panic!("expected divergence, got {other}"),
     }
-    assert!(!paths.model.exists());
-    let _ = std::fs::remove_dir_all(paths.model.parent().unwrap());
+    assert!(!model.exists());
+    let _ = std::fs::remove_dir_all(model.parent().unwrap());
 }
 
 #[test]
 fn same_seed_gives_byte_identical_model_files() {
     let dataset = dataset();
-    let device = trainer::device::cpu().autodiff();
     let config = TrainConfig {
         train_images: Some(6000),
         ..config(&[32, 16], 2)
     };
     let dir = run_dir("determinism");
-    let bytes = |name: &str| {
-        let paths = RunPaths::new(&dir.join(name));
-        let trained = train(&config, &dataset, &paths, &device, None, true, &NO_STOP).unwrap();
-        let (mean, std) = trained.normalization;
-        model_file_bytes(&trained.model, infer::Normalization { mean, std }).unwrap()
+    let bytes = |name: &str, config: &TrainConfig| {
+        file_bytes(&trained(config, &dataset, &dir.join(name), None).unwrap().1)
     };
-    let (first, second) = (bytes("first.fmlp"), bytes("second.fmlp"));
+    let (first, second) = (bytes("first.fmlp", &config), bytes("second.fmlp", &config));
     assert_eq!(first, second);
-    let other_seed = {
-        let paths = RunPaths::new(&dir.join("other.fmlp"));
-        let config = TrainConfig {
-            seed: 8,
-            ..config.clone()
-        };
-        let trained = train(&config, &dataset, &paths, &device, None, true, &NO_STOP).unwrap();
-        let (mean, std) = trained.normalization;
-        model_file_bytes(&trained.model, infer::Normalization { mean, std }).unwrap()
+    let other_seed = TrainConfig {
+        seed: 8,
+        ..config.clone()
     };
-    assert_ne!(first, other_seed, "the seed must matter");
+    assert_ne!(
+        first,
+        bytes("other.fmlp", &other_seed),
+        "the seed must matter"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_hidden_layer_wider_than_8192_trains_and_writes_its_model() {
+    let mut dataset = dataset();
+    dataset.train.images.truncate(256 * data::IMAGE_PIXELS);
+    dataset.train.labels.truncate(256);
+    dataset.test.images.truncate(100 * data::IMAGE_PIXELS);
+    dataset.test.labels.truncate(100);
+    let model = run_dir("wide").join("wide.fmlp");
+    let (run, trained) = trained(&config(&[8200], 1), &dataset, &model, None).unwrap();
+    let summary = finish(&run, &trained, &dataset, &trainer::device::cpu().autodiff()).unwrap();
+    let bytes = std::fs::read(&model).unwrap();
+    let decoded = infer::Model::from_bytes(&bytes).unwrap();
+    assert_eq!(decoded.scratch_width(), 8200);
+    assert_eq!(summary.bytes, bytes.len());
+    assert_eq!(
+        accuracy(
+            &infer_predictions(&bytes, &dataset.test),
+            &dataset.test.labels
+        ),
+        summary.f16_test_accuracy
+    );
+    let _ = std::fs::remove_dir_all(model.parent().unwrap());
 }

@@ -7,39 +7,32 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use trainer::activation::ActivationKind;
+use trainer::batch::Batch;
+use trainer::config::{Schedule, TrainConfig};
 use trainer::device::cpu;
-use trainer::loss::CrossEntropy;
-use trainer::model::{INPUT_SIZE, Mlp};
-use trainer::optim::MomentumSgd;
-use trainer::train::train_step;
+use trainer::learner::Learner;
+use trainer::model::INPUT_SIZE;
 
 fn main() {
-    let batch = 128;
-    let device = cpu().autodiff();
-    device.seed(0);
-    let mut model = Some(Mlp::new(&[512, 512], ActivationKind::Relu, 0.0, &device));
-    let mut optim = MomentumSgd::new(0.9, 5e-4);
-    let loss_fn = CrossEntropy {
+    let batch_size = 128;
+    let config = TrainConfig {
+        hidden: vec![512, 512],
+        lr: 0.01,
+        schedule: Schedule::Constant,
+        warmup_epochs: 0.0,
         label_smoothing: 0.0,
+        ..TrainConfig::default()
     };
-    let pixels: Vec<f32> = (0..batch * INPUT_SIZE)
-        .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.3)
-        .collect();
-    let labels: Vec<u8> = (0..batch).map(|i| (i * 7 % 10) as u8).collect();
+    let mut learner = Learner::new(&config, 1, &cpu().autodiff());
+    let batch = Batch {
+        pixels: (0..batch_size * INPUT_SIZE)
+            .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.3)
+            .collect(),
+        labels: (0..batch_size).map(|i| (i * 7 % 10) as u8).collect(),
+        dropout_seed: 0,
+    };
     bench("train step 784-512-512-10, batch 128", 10.0, || {
-        let outcome = train_step(
-            model.take().expect("model"),
-            &mut optim,
-            &loss_fn,
-            &pixels,
-            &labels,
-            0.01,
-            trainer::model::Dropout::NONE,
-            &device,
-        );
-        model = Some(outcome.model);
-        outcome.loss
+        learner.step(&batch, 0).loss
     });
 }
 

@@ -8,79 +8,8 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
-
-/// Which activation the hidden layers use (the `--activation` value).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ActivationKind {
-    /// f(x) = x; f' = 1.
-    Identity,
-    /// f(x) = 0 for x < 0, 1 for x ≥ 0; f' = 0. Cannot train hidden layers (see --help).
-    Step,
-    /// f(x) = 1/(1+e^−x); f' = f(1−f).
-    Logistic,
-    /// f(x) = 2/(1+e^−2x) − 1; f' = 1 − f².
-    Tanh,
-    /// f(x) = atan(x); f' = 1/(x²+1).
-    Arctan,
-    /// f(x) = 0 for x < 0, x for x ≥ 0; f' = 0 / 1.
-    Relu,
-    /// f(x) = αx for x < 0, x for x ≥ 0, α learned per layer (initial --alpha, default 0.25).
-    Prelu,
-    /// f(x) = α(e^x − 1) for x < 0, x for x ≥ 0; f' = f + α / 1 (--alpha, default 1.0).
-    Elu,
-    /// f(x) = ln(1 + e^x); f' = 1/(1+e^−x).
-    Softplus,
-}
-
-impl ActivationKind {
-    /// All nine, in the order of the course's table.
-    pub const ALL: [ActivationKind; 9] = [
-        ActivationKind::Identity,
-        ActivationKind::Step,
-        ActivationKind::Logistic,
-        ActivationKind::Tanh,
-        ActivationKind::Arctan,
-        ActivationKind::Relu,
-        ActivationKind::Prelu,
-        ActivationKind::Elu,
-        ActivationKind::Softplus,
-    ];
-
-    /// The default α: PReLU's initial value, ELU's constant; `None` for the others.
-    pub fn default_alpha(self) -> Option<f32> {
-        match self {
-            ActivationKind::Prelu => Some(0.25),
-            ActivationKind::Elu => Some(1.0),
-            _ => None,
-        }
-    }
-}
-
-/// How the model file records `kind`: `alphas` holds ELU's α (one value) or PReLU's learned α of
-/// each hidden layer; the other activations ignore it.
-pub fn file_activation(kind: ActivationKind, alphas: &[f32]) -> infer::Activation {
-    match kind {
-        ActivationKind::Identity => infer::Activation::Identity,
-        ActivationKind::Step => infer::Activation::Step,
-        ActivationKind::Logistic => infer::Activation::Logistic,
-        ActivationKind::Tanh => infer::Activation::Tanh,
-        ActivationKind::Arctan => infer::Activation::Arctan,
-        ActivationKind::Relu => infer::Activation::Relu,
-        ActivationKind::Prelu => {
-            let mut per_layer = [0.0; infer::format::MAX_LAYERS];
-            for (slot, &alpha) in per_layer.iter_mut().zip(alphas) {
-                *slot = alpha;
-            }
-            infer::Activation::Prelu { alphas: per_layer }
-        }
-        ActivationKind::Elu => infer::Activation::Elu {
-            alpha: alphas.first().copied().unwrap_or(1.0),
-        },
-        ActivationKind::Softplus => infer::Activation::Softplus,
-    }
-}
+/// Which activation (the `--activation` value): `infer`'s list of the nine.
+pub use infer::ActivationKind;
 
 /// The activation module placed after one hidden `Linear` layer.
 #[derive(Module, Debug)]

@@ -70,6 +70,42 @@ impl Augmentation {
         Ok(())
     }
 
+    /// The options that give these settings: each one that is on.
+    pub fn args(&self) -> Vec<String> {
+        let Self {
+            shift,
+            flip,
+            rotate,
+            scale,
+            noise,
+            contrast,
+            brightness,
+            erase,
+            dropout,
+            ema,
+        } = self;
+        let mut args = Vec::new();
+        if *flip {
+            args.push("--flip".to_owned());
+        }
+        for (flag, value) in [
+            ("--shift", shift),
+            ("--rotate", rotate),
+            ("--scale", scale),
+            ("--noise", noise),
+            ("--contrast", contrast),
+            ("--brightness", brightness),
+            ("--erase", erase),
+            ("--dropout", dropout),
+            ("--ema", ema),
+        ] {
+            if *value != 0.0 {
+                args.extend([flag.to_owned(), value.to_string()]);
+            }
+        }
+        args
+    }
+
     /// Whether any image transform is on (dropout aside).
     pub fn transforms_images(&self) -> bool {
         self.shift > 0.0

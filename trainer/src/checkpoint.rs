@@ -1,16 +1,18 @@
 //! Per-epoch checkpoints: the run's settings, its history, every parameter and every velocity,
 //! so `--resume` continues exactly where the last complete epoch ended.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
+use infer::Normalization;
 use serde::{Deserialize, Serialize};
 
+use crate::config::TrainConfig;
 use crate::error::{Error, Result};
-use crate::model::Mlp;
+use crate::learner::Learner;
 use crate::optim::MomentumSgd;
-use crate::train::{EpochProgress, EpochRecord, TrainConfig};
+use crate::run::EpochRecord;
 
 /// Bumped whenever the layout below changes.
 const CHECKPOINT_VERSION: u32 = 3;
@@ -21,8 +23,8 @@ pub struct Checkpoint {
     version: u32,
     /// The run's settings.
     pub config: TrainConfig,
-    /// Input normalisation (mean, std).
-    pub normalization: (f32, f32),
+    /// Input normalisation.
+    pub normalization: Normalization,
     /// One record per completed epoch.
     pub history: Vec<EpochRecord>,
     /// Set when the run stopped inside an epoch.
@@ -36,21 +38,20 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Captures `model` and `optim` after `history.len()` epochs.
+    /// Captures the learner's model and optimizer after `history.len()` epochs.
     pub fn capture(
         config: &TrainConfig,
-        normalization: (f32, f32),
+        normalization: Normalization,
         history: &[EpochRecord],
-        model: &Mlp,
-        optim: &MomentumSgd,
+        learner: &Learner,
     ) -> Self {
         let mut collect = Collect {
-            optim,
+            optim: &learner.optim,
             params: Vec::new(),
             velocities: Vec::new(),
             averages: Vec::new(),
         };
-        model.visit(&mut collect);
+        learner.model().visit(&mut collect);
         Self {
             version: CHECKPOINT_VERSION,
             config: config.clone(),
@@ -63,12 +64,13 @@ impl Checkpoint {
         }
     }
 
-    /// Puts the captured parameters into `model` (built with the same settings) and the
-    /// velocities into `optim`.
-    pub fn restore(&self, path: &Path, model: Mlp, optim: &mut MomentumSgd) -> Result<Mlp> {
+    /// Puts the captured parameters and velocities into `learner` (built with the same
+    /// settings); `path` names the checkpoint in errors.
+    pub fn restore(&self, path: &Path, learner: &mut Learner) -> Result<()> {
+        let model = learner.model().clone();
         let mut restore = Restore {
             checkpoint: self,
-            optim,
+            optim: &mut learner.optim,
             index: 0,
             defect: None,
         };
@@ -87,7 +89,10 @@ impl Checkpoint {
                 path: path.to_owned(),
                 defect,
             }),
-            None => Ok(model),
+            None => {
+                learner.set_model(model);
+                Ok(())
+            }
         }
     }
 
@@ -120,11 +125,21 @@ impl Checkpoint {
         }
         Ok(checkpoint)
     }
+}
 
-    /// The checkpoint path that goes with a model path.
-    pub fn path_for(model_path: &Path) -> PathBuf {
-        model_path.with_extension("ckpt")
-    }
+/// Where a run stopped inside an epoch (Ctrl-C), so `--resume` continues with the next step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochProgress {
+    /// The epoch in progress, from 1.
+    pub epoch: usize,
+    /// Steps of it already applied.
+    pub steps_done: usize,
+    /// Sum of their losses.
+    pub loss_sum: f64,
+    /// Training images they classified right.
+    pub right: usize,
+    /// Seconds spent on them.
+    pub seconds: f64,
 }
 
 struct Collect<'a> {

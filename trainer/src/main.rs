@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use clap::Parser;
 use data::{DataArgs, Dataset};
+use trainer::activation::ActivationKind;
 use trainer::checkpoint::Checkpoint;
+use trainer::config::TrainConfig;
 use trainer::device::{DeviceKind, device};
-use trainer::export::model_file_bytes;
-use trainer::train::{ModelSummary, RunLog, RunPaths, TrainConfig, evaluate, normalize, train};
+use trainer::run::{Run, RunPaths, finish};
+use trainer::train::train;
 
 /// Train a Fashion-MNIST MLP (our activation, cross-entropy and momentum SGD on burn's Linear
 /// layers) and export it as an f16 model file for the no_std `infer` crate.
@@ -60,21 +62,21 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let paths = RunPaths::new(&cli.out);
-    let checkpoint = if cli.resume && !paths.checkpoint.exists() {
+    let checkpoint_path = RunPaths::new(&cli.out).checkpoint;
+    let checkpoint = if cli.resume && !checkpoint_path.exists() {
         eprintln!(
             "--resume: no checkpoint at {} yet, so training starts from the beginning",
-            paths.checkpoint.display()
+            checkpoint_path.display()
         );
         None
     } else if cli.resume {
-        let checkpoint = Checkpoint::load(&paths.checkpoint)?;
+        let checkpoint = Checkpoint::load(&checkpoint_path)?;
         let within = checkpoint.progress.as_ref().map_or(String::new(), |p| {
             format!(" and {} steps of epoch {}", p.steps_done, p.epoch)
         });
         eprintln!(
             "resuming {} after epoch {} of {}{within}",
-            paths.checkpoint.display(),
+            checkpoint_path.display(),
             checkpoint.history.len(),
             checkpoint.config.epochs
         );
@@ -86,8 +88,8 @@ fn run() -> anyhow::Result<()> {
         .as_ref()
         .map_or(&cli.config, |c| &c.config)
         .clone();
-    config.validate()?;
-    if config.activation == trainer::activation::ActivationKind::Step {
+    let run = Run::new(config, &cli.out, cli.quiet)?;
+    if run.config.activation == ActivationKind::Step {
         eprintln!("{STEP_WARNING}");
     }
     let device = device(cli.device)?.autodiff();
@@ -104,7 +106,7 @@ fn run() -> anyhow::Result<()> {
             ""
         }
     );
-    eprintln!("settings: {}", serde_json::to_string(&config)?);
+    eprintln!("settings: {}", serde_json::to_string(&run.config)?);
 
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = Arc::clone(&stop);
@@ -116,92 +118,28 @@ fn run() -> anyhow::Result<()> {
         eprintln!("\nCtrl-C: finishing this step, then writing a checkpoint (Ctrl-C again quits)");
     })
     .context("installing the Ctrl-C handler")?;
-    let trained = train(
-        &config,
-        &dataset,
-        &paths,
-        &device,
-        checkpoint.as_ref(),
-        cli.quiet,
-        &stop,
-    );
-    let trained = match trained {
+    let trained = match train(&run, &dataset, &device, checkpoint.as_ref(), &stop) {
         Err(error @ trainer::Error::Interrupted { .. }) => {
             eprintln!("{error}");
             std::process::exit(130);
         }
         other => other?,
     };
-    let (mean, std) = trained.normalization;
-    let bytes = model_file_bytes(&trained.model, infer::Normalization { mean, std })?;
-
-    let test_pixels = normalize(&dataset.test, trained.normalization);
-    let loss_fn = trainer::loss::CrossEntropy {
-        label_smoothing: config.label_smoothing,
-    };
-    let f32_predictions = evaluate(
-        &trained.model,
-        &test_pixels,
-        &dataset.test.labels,
-        &loss_fn,
-        &device,
-    )
-    .predictions;
-    let summary = summarize(&paths.model, &bytes, &f32_predictions, &dataset)?;
-    data::atomic::write_atomically(&paths.model, &bytes)
-        .with_context(|| format!("writing {}", paths.model.display()))?;
-    let log = RunLog {
-        config: config.clone(),
-        data: dataset.source.to_string(),
-        normalization: trained.normalization,
-        epochs: trained.history.clone(),
-        model: Some(summary.clone()),
-    };
-    trainer::train::write_log(&paths.log, &log)?;
+    let summary = finish(&run, &trained, &dataset, &device)?;
     let total_seconds: f64 = trained.history.iter().map(|e| e.seconds).sum();
-    if config.activation == trainer::activation::ActivationKind::Step {
+    if run.config.activation == ActivationKind::Step {
         println!("note: step trained only the output layer; the hidden layers are random");
     }
     println!(
         "wrote {} ({} bytes, f16): test accuracy {:.2}% (f32 model {:.2}%, predictions agree on \
          {:.2}%), {:.0}s of training; log {}",
-        paths.model.display(),
+        run.paths.model.display(),
         summary.bytes,
         100.0 * summary.f16_test_accuracy,
         100.0 * summary.f32_test_accuracy,
         100.0 * summary.f16_agreement,
         total_seconds,
-        paths.log.display()
+        run.paths.log.display()
     );
     Ok(())
-}
-
-/// Scores the f16 file through `infer` against the f32 model's predictions.
-fn summarize(
-    path: &std::path::Path,
-    bytes: &[u8],
-    f32_predictions: &[u8],
-    dataset: &Dataset,
-) -> anyhow::Result<ModelSummary> {
-    let model = infer::Model::from_bytes(bytes)
-        .map_err(|e| anyhow::anyhow!("exported model does not decode: {e}"))?;
-    let mut scratch = Box::new(infer::Scratch::<4096>::new());
-    let labels = &dataset.test.labels;
-    let (mut right_f16, mut right_f32, mut agree) = (0, 0, 0);
-    for (index, (&label, &f32_class)) in labels.iter().zip(f32_predictions).enumerate() {
-        let class = model
-            .predict(dataset.test.image(index), &mut scratch)
-            .map_err(|e| anyhow::anyhow!("{e}"))? as u8;
-        right_f16 += usize::from(class == label);
-        right_f32 += usize::from(f32_class == label);
-        agree += usize::from(class == f32_class);
-    }
-    let n = labels.len().max(1) as f64;
-    Ok(ModelSummary {
-        path: path.to_owned(),
-        bytes: bytes.len(),
-        f32_test_accuracy: right_f32 as f64 / n,
-        f16_test_accuracy: right_f16 as f64 / n,
-        f16_agreement: agree as f64 / n,
-    })
 }

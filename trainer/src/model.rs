@@ -63,7 +63,7 @@ impl Mlp {
             ActivationKind::Prelu => self.activations.iter().map(|a| a.alpha()).collect(),
             _ => vec![self.alpha],
         };
-        crate::activation::file_activation(self.kind, &alphas)
+        infer::Activation::new(self.kind, &alphas)
     }
 
     /// Logits for a `[batch, 784]` input of normalised pixels.

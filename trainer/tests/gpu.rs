@@ -4,12 +4,10 @@
 #![cfg(feature = "wgpu")]
 
 use data::{DataArgs, Dataset};
-use trainer::activation::ActivationKind;
+use trainer::batch::{Batch, Batcher, pixel_statistics};
+use trainer::config::{Schedule, TrainConfig};
 use trainer::device::{self, DeviceKind};
-use trainer::loss::CrossEntropy;
-use trainer::model::{INPUT_SIZE, Mlp};
-use trainer::optim::MomentumSgd;
-use trainer::train::{normalize, pixel_statistics, shuffled, train_step};
+use trainer::learner::Learner;
 
 const STEPS: usize = 300;
 const BATCH: usize = 128;
@@ -18,43 +16,33 @@ const WINDOW: usize = 50;
 #[test]
 fn gpu_loss_curve_matches_cpu() {
     let dataset = Dataset::load(&DataArgs::default()).expect("Fashion-MNIST");
-    let pixels = normalize(&dataset.train, pixel_statistics(&dataset.train));
+    let config = TrainConfig {
+        hidden: vec![64],
+        batch_size: BATCH,
+        schedule: Schedule::Constant,
+        warmup_epochs: 0.0,
+        label_smoothing: 0.0,
+        seed: 11,
+        ..TrainConfig::default()
+    };
+    let batcher = Batcher::new(
+        &dataset.train,
+        pixel_statistics(&dataset.train),
+        &config.augment,
+        config.seed,
+        config.batch_size,
+    );
     let cpu = device::cpu().autodiff();
     let gpu = device::device(DeviceKind::Gpu)
         .expect("wgpu device")
         .autodiff();
-    let devices = [&cpu, &gpu];
-    let mut models = devices.map(|device| {
-        device.seed(11);
-        Mlp::new(&[64], ActivationKind::Relu, 0.0, device)
-    });
-    let mut optims = [MomentumSgd::new(0.9, 5e-4), MomentumSgd::new(0.9, 5e-4)];
-    let loss_fn = CrossEntropy {
-        label_smoothing: 0.0,
-    };
-    let order = shuffled(dataset.train.len(), 11, 1);
+    let mut learners = [&cpu, &gpu].map(|device| Learner::new(&config, STEPS, device));
     let mut curves = [Vec::new(), Vec::new()];
-    for step in 0..STEPS {
-        let batch = &order[step * BATCH..(step + 1) * BATCH];
-        let batch_pixels: Vec<f32> = batch
-            .iter()
-            .flat_map(|&i| pixels[i * INPUT_SIZE..(i + 1) * INPUT_SIZE].iter().copied())
-            .collect();
-        let labels: Vec<u8> = batch.iter().map(|&i| dataset.train.labels[i]).collect();
-        for side in 0..2 {
-            let model = models[side].clone();
-            let outcome = train_step(
-                model,
-                &mut optims[side],
-                &loss_fn,
-                &batch_pixels,
-                &labels,
-                0.05,
-                trainer::model::Dropout::NONE,
-                devices[side],
-            );
-            models[side] = outcome.model;
-            curves[side].push(outcome.loss);
+    let mut batch = Batch::default();
+    for (step, indices) in batcher.epoch(1).iter().take(STEPS).enumerate() {
+        batcher.fill(1, step, indices, &mut batch);
+        for (learner, curve) in learners.iter_mut().zip(&mut curves) {
+            curve.push(learner.step(&batch, step).loss);
         }
     }
     let means: Vec<(f32, f32)> = curves[0]

@@ -54,7 +54,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(python) = &args.compare_pytorch {
         check_torch(python)?;
     }
-    let (test, source) = crate::fashion_mnist_test()?;
+    let (test, source) = crate::setup::fashion_mnist_test()?;
     let data_dir = source.dir().to_owned();
 
     eprintln!(
@@ -64,9 +64,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let ours = train_epochs(args, &data_dir)?;
     let train_epoch_s = number(&ours, "train_epoch_s")?;
     eprintln!("inference on the {} test images...", test.len());
-    let bytes =
-        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
-    let infer = time_inference(&bytes, &test, args.threads)?;
+    let file = crate::files::ModelFileOnDisk::read(&args.model)?;
+    let infer = time_inference(&file.model(), &test, args.threads)?;
 
     let mut report = json!({
         "threads": args.threads,
@@ -75,7 +74,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "cpu": cpu_name(),
         "train_epoch_s": train_epoch_s,
         "train_epoch_s_all": ours["train_epoch_s_all"],
-        "infer_kernel": infer::kernel::path(),
+        "infer_kernel": infer::kernel::best().name(),
         "infer_batch1_us_per_image": infer.batch1_us,
         "infer_throughput_images_per_s": infer.throughput,
         "infer_batch1_gflops": infer.gflops,
@@ -136,7 +135,7 @@ fn train_epochs(args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
 
 /// Builds `trainer-bench` and returns the path of the executable.
 fn build_trainer_bench() -> anyhow::Result<PathBuf> {
-    let output = crate::trainer_cargo("build", "trainer-bench", None)?
+    let output = crate::setup::trainer_cargo("build", "trainer-bench", None)?
         .arg("--message-format=json-render-diagnostics")
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -242,8 +241,11 @@ struct Inference {
 /// Batch-1 latency: one image at a time, each shared by `threads` threads (`infer::team`),
 /// median of 3 passes over the test set after a warm-up pass. Throughput: the test set split
 /// over `threads`, each with a team of one, best of 3.
-fn time_inference(bytes: &[u8], test: &data::Split, threads: usize) -> anyhow::Result<Inference> {
-    let model = infer::Model::from_bytes(bytes).map_err(|e| anyhow::anyhow!("model file: {e}"))?;
+fn time_inference(
+    model: &infer::Model<'_>,
+    test: &data::Split,
+    threads: usize,
+) -> anyhow::Result<Inference> {
     let macs: usize = model
         .file()
         .layers
@@ -251,7 +253,7 @@ fn time_inference(bytes: &[u8], test: &data::Split, threads: usize) -> anyhow::R
         .map(|l| l.d_in as usize * l.d_out as usize)
         .sum();
     let images: Vec<&[u8]> = (0..test.len()).map(|i| test.image(i)).collect();
-    let per_image = infer::team::with_team(&model, threads, |team| {
+    let per_image = infer::team::with_team(model, threads, |team| {
         pass(team, &images)?;
         let mut runs = (0..3)
             .map(|_| pass(team, &images))

@@ -52,13 +52,11 @@ struct BoardReport {
 /// Runs `board`.
 pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
     check_tools()?;
-    let model_bytes =
-        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
-    let model = infer::Model::from_bytes(&model_bytes)
-        .map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
+    let file = crate::files::ModelFileOnDisk::read(&args.model)?;
+    let (model, model_bytes) = (file.model(), &file.bytes);
     let elf = build(&args.model)?;
 
-    let (test, _) = crate::fashion_mnist_test()?;
+    let (test, _) = crate::setup::fashion_mnist_test()?;
     let count = args.count.min(test.len());
     if count == 0 {
         bail!("--count must be at least 1");
@@ -79,7 +77,7 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
         );
     }
 
-    let mut scratch = Box::new(infer::Scratch::<8192>::new());
+    let mut scratch = infer::ScratchVec::for_model(&model);
     let (mut identical, mut board_right, mut host_right) = (true, 0usize, 0usize);
     for (index, record) in results.chunks_exact(RECORD).enumerate() {
         let logits = model
@@ -194,7 +192,7 @@ pub fn build(model: &Path) -> anyhow::Result<PathBuf> {
     let board = root.join("board");
     let target_dir = root.join("target").join("board");
     let model = std::fs::canonicalize(model).with_context(|| format!("{}", model.display()))?;
-    let output = crate::cargo()
+    let output = crate::setup::cargo()
         .current_dir(&board)
         .args(["build", "--release", "--quiet", "--target-dir"])
         .arg(&target_dir)
@@ -287,38 +285,16 @@ mod tests {
     use super::*;
 
     /// A valid 784-`hidden`-10 model file with zero weights.
-    fn zero_model(hidden: u32) -> Vec<u8> {
-        let w1 = vec![0u8; 2 * infer::INPUT_SIZE * hidden as usize];
-        let b1 = vec![0u8; 2 * hidden as usize];
-        let w2 = vec![0u8; 2 * hidden as usize * infer::NUM_CLASSES];
-        let b2 = vec![0u8; 2 * infer::NUM_CLASSES];
-        let mut layers = infer::heapless::Vec::new();
-        let first = infer::LayerBytes {
-            encoding: infer::format::Encoding::F16,
-            scales: &[],
-            d_in: 784,
-            d_out: hidden,
-            weights: &w1,
-            bias: &b1,
+    fn zero_model(hidden: usize) -> Vec<u8> {
+        let normalization = infer::Normalization {
+            mean: 0.3,
+            std: 0.35,
         };
-        let last = infer::LayerBytes {
-            encoding: infer::format::Encoding::F16,
-            scales: &[],
-            d_in: hidden,
-            d_out: 10,
-            weights: &w2,
-            bias: &b2,
-        };
-        layers.push(first).unwrap();
-        layers.push(last).unwrap();
-        let file = infer::ModelFile {
-            activation: infer::Activation::Relu,
-            normalization: infer::Normalization {
-                mean: 0.3,
-                std: 0.35,
-            },
-            layers,
-        };
+        let mut file = infer::ModelFileBuf::new(infer::Activation::Relu, normalization);
+        file.push_f16(784, hidden, &vec![0.0; 784 * hidden], &vec![0.0; hidden])
+            .unwrap()
+            .push_f16(hidden, 10, &vec![0.0; hidden * 10], &[0.0; 10])
+            .unwrap();
         file.to_vec().unwrap()
     }
 

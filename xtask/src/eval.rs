@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use data::fetch::{Part, load_part, locate};
 use data::{CLASS_NAMES, DataArgs, NUM_CLASSES, Split};
 
@@ -44,8 +44,7 @@ pub struct EvalArgs {
 fn draw(scores: &Scores, split: &Split, [confusion, grid]: &[PathBuf; 2]) -> anyhow::Result<()> {
     let matrix: Vec<Vec<usize>> = scores.confusion.iter().map(|row| row.to_vec()).collect();
     let heatmap = plot::confusion::png_bytes(&matrix, &CLASS_NAMES)?;
-    data::atomic::write_atomically(confusion, &heatmap)
-        .with_context(|| format!("writing {}", confusion.display()))?;
+    crate::files::write(confusion, &heatmap)?;
     let mistakes: Vec<plot::misclassified::Mistake<'_>> = (0..split.len())
         .filter(|&i| scores.predictions[i] != split.labels[i])
         .take(24)
@@ -56,8 +55,7 @@ fn draw(scores: &Scores, split: &Split, [confusion, grid]: &[PathBuf; 2]) -> any
         })
         .collect();
     let picture = plot::misclassified::png_bytes(&mistakes)?;
-    data::atomic::write_atomically(grid, &picture)
-        .with_context(|| format!("writing {}", grid.display()))
+    crate::files::write(grid, &picture)
 }
 
 /// Counts of one evaluation.
@@ -85,10 +83,8 @@ impl Scores {
 
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
-    let bytes =
-        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
-    let model =
-        infer::Model::from_bytes(&bytes).map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
+    let file = crate::files::ModelFileOnDisk::read(&args.model)?;
+    let (model, bytes) = (file.model(), &file.bytes);
     let (split, source) = load_split(args)?;
     let scores = score(&model, &split).map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
     let csv = args
@@ -99,8 +95,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     for (id, label) in scores.predictions.iter().enumerate() {
         writeln!(text, "{id},{label}").expect("write to String");
     }
-    data::atomic::write_atomically(&csv, text.as_bytes())
-        .with_context(|| format!("writing {}", csv.display()))?;
+    crate::files::write(&csv, text.as_bytes())?;
     let pictures = [
         args.model.with_extension("confusion.png"),
         args.model.with_extension("misclassified.png"),
@@ -132,14 +127,14 @@ fn load_split(args: &EvalArgs) -> anyhow::Result<(Split, String)> {
             let source = locate(Some(dir))?;
             (load_part(&source, Part::Test)?.0, source)
         }
-        None => crate::fashion_mnist_test()?,
+        None => crate::setup::fashion_mnist_test()?,
     };
     Ok((split, format!("{source}, test split")))
 }
 
 /// Runs `model` on every image of `split`.
 pub fn score(model: &infer::Model<'_>, split: &Split) -> Result<Scores, infer::Error> {
-    let mut scratch = Box::new(infer::Scratch::<8192>::new());
+    let mut scratch = infer::ScratchVec::for_model(model);
     let mut confusion = [[0; NUM_CLASSES]; NUM_CLASSES];
     let mut predictions = Vec::with_capacity(split.len());
     let bar = indicatif::ProgressBar::new(split.len() as u64);

@@ -82,8 +82,7 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
         .collect();
     let picture = args.dir.join("pareto.png");
     let png = plot::pareto::png_bytes(&points)?;
-    data::atomic::write_atomically(&picture, &png)
-        .with_context(|| format!("writing {}", picture.display()))?;
+    crate::files::write(&picture, &png)?;
     eprintln!("wrote {}", picture.display());
     Ok(())
 }
@@ -102,27 +101,22 @@ fn add(dir: &Path, model: &Path, name: &str, wall_seconds: Option<f64>) -> anyho
             .with_context(|| format!("reading {}", log_path.display()))?,
     )
     .with_context(|| format!("{}", log_path.display()))?;
-    let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
-    let parsed = infer::Model::from_bytes(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
-    let (test, _) = crate::fashion_mnist_test()?;
+    let file = crate::files::ModelFileOnDisk::read(model)?;
+    let (parsed, bytes) = (file.model(), &file.bytes);
+    let (test, _) = crate::setup::fashion_mnist_test()?;
     let scores = crate::eval::score(&parsed, &test).map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = &log["config"];
     let last = log["epochs"].as_array().and_then(|e| e.last()).cloned();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let target = dir.join(format!("{name}.fmlp"));
-    data::atomic::write_atomically(&target, &bytes)
-        .with_context(|| format!("writing {}", target.display()))?;
-    let command = if trained == model {
-        command_line(config, &target)
-    } else {
+    crate::files::write(&target, bytes)?;
+    let trained_by = log["command"].as_str().with_context(|| {
         format!(
-            "{} && cargo xtask quantize --model {} --out {}",
-            command_line(config, &trained),
-            trained.display(),
-            target.display()
+            "{} has no command (written by an older trainer): train the run again",
+            log_path.display()
         )
-    };
+    })?;
+    let command = shipped_command(trained_by, &trained, model, &target);
     let entry = json!({
         "name": name,
         "file": target.file_name().map(|f| f.to_string_lossy().into_owned()),
@@ -138,51 +132,27 @@ fn add(dir: &Path, model: &Path, name: &str, wall_seconds: Option<f64>) -> anyho
         "config": config,
     });
     let json_path = dir.join(format!("{name}.json"));
-    data::atomic::write_atomically(&json_path, serde_json::to_string_pretty(&entry)?.as_bytes())
-        .with_context(|| format!("writing {}", json_path.display()))?;
+    crate::files::write(&json_path, serde_json::to_string_pretty(&entry)?.as_bytes())?;
     println!("{}", serde_json::to_string_pretty(&entry)?);
     Ok(())
 }
 
-/// The `cargo xtask train` command that repeats a run's settings, writing `out`.
-fn command_line(config: &Value, out: &Path) -> String {
-    let mut parts = vec!["cargo xtask train".to_owned()];
-    let hidden: Vec<String> = config["hidden"]
-        .as_array()
-        .map(|h| h.iter().map(|v| v.to_string()).collect())
-        .unwrap_or_default();
-    parts.push(format!("--hidden {}", hidden.join(",")));
-    for key in [
-        "activation",
-        "epochs",
-        "batch_size",
-        "lr",
-        "momentum",
-        "weight_decay",
-        "schedule",
-        "warmup_epochs",
-        "label_smoothing",
-        "validation",
-        "seed",
-    ] {
-        let value = &config[key];
-        let text = value.as_str().map_or(value.to_string(), str::to_owned);
-        parts.push(format!("--{} {text}", key.replace('_', "-")));
+/// The commands that make `target` again: the run's own command (`trained_by`, from its log,
+/// writing `trained`), then the quantisation that made `model` from it, or a copy.
+fn shipped_command(trained_by: &str, trained: &Path, model: &Path, target: &Path) -> String {
+    if trained == model {
+        format!(
+            "{trained_by} && cp {} {}",
+            trained.display(),
+            target.display()
+        )
+    } else {
+        format!(
+            "{trained_by} && cargo xtask quantize --model {} --out {}",
+            trained.display(),
+            target.display()
+        )
     }
-    if let Some(alpha) = config["alpha"].as_f64() {
-        parts.push(format!("--alpha {alpha}"));
-    }
-    if let Some(augment) = config["augment"].as_object() {
-        for (key, value) in augment {
-            match value {
-                Value::Bool(true) => parts.push(format!("--{key}")),
-                Value::Number(n) if n.as_f64() != Some(0.0) => parts.push(format!("--{key} {n}")),
-                _ => {}
-            }
-        }
-    }
-    parts.push(format!("--out {}", out.display()));
-    parts.join(" ")
 }
 
 #[cfg(test)]
@@ -190,30 +160,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn command_line_repeats_every_setting_and_only_active_augmentations() {
-        let config = json!({
-            "hidden": [300], "activation": "relu", "alpha": null, "epochs": 60,
-            "batch_size": 128, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0005,
-            "schedule": "cosine", "warmup_epochs": 1.0, "label_smoothing": 0.1,
-            "train_images": null, "validation": 5000, "seed": 0,
-            "augment": {"shift": 1.0, "flip": true, "rotate": 0.0, "dropout": 0.0}
-        });
-        let line = command_line(&config, Path::new("models/m.fmlp"));
-        for part in [
-            "cargo xtask train --hidden 300",
-            "--activation relu",
-            "--batch-size 128",
-            "--weight-decay 0.0005",
-            "--validation 5000",
-            "--shift 1.0",
-            "--flip",
-            "--out models/m.fmlp",
-        ] {
-            assert!(line.contains(part), "{part:?} missing from {line}");
-        }
-        assert!(
-            !line.contains("--rotate") && !line.contains("--dropout"),
-            "{line}"
+    fn the_shipped_command_is_the_logged_one_then_quantize_or_copy() {
+        let logged = "cargo xtask train --hidden 300 --train-images 1000 --out runs/m.fmlp";
+        let (run, int8) = (Path::new("runs/m.fmlp"), Path::new("runs/m.int8.fmlp"));
+        assert_eq!(
+            shipped_command(logged, run, int8, Path::new("models/m8.fmlp")),
+            format!("{logged} && cargo xtask quantize --model runs/m.fmlp --out models/m8.fmlp")
+        );
+        assert_eq!(
+            shipped_command(logged, run, run, Path::new("models/m.fmlp")),
+            format!("{logged} && cp runs/m.fmlp models/m.fmlp")
         );
     }
 }

@@ -5,10 +5,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use data::transform::{self, Geometry, SplitMix64};
 use data::{IMAGE_PIXELS, Split};
 use serde_json::json;
+
+use crate::files::ModelFileOnDisk;
 
 /// Options of `robust`.
 #[derive(clap::Args, Debug)]
@@ -100,19 +102,13 @@ fn perturbations() -> Vec<(&'static str, Perturb)> {
 
 /// Runs `robust`.
 pub fn run(args: &RobustArgs) -> anyhow::Result<()> {
-    let (test, _) = crate::fashion_mnist_test()?;
-    let files: Vec<Vec<u8>> = args
+    let (test, _) = crate::setup::fashion_mnist_test()?;
+    let files: Vec<ModelFileOnDisk> = args
         .model
         .iter()
-        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .map(|path| ModelFileOnDisk::read(path))
         .collect::<anyhow::Result<_>>()?;
-    let models: Vec<infer::Model<'_>> = files
-        .iter()
-        .zip(&args.model)
-        .map(|(bytes, path)| {
-            infer::Model::from_bytes(bytes).map_err(|e| anyhow!("{}: {e}", path.display()))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let models: Vec<infer::Model<'_>> = files.iter().map(ModelFileOnDisk::model).collect();
     let mut rows = Vec::new();
     for (name, perturb) in perturbations() {
         let mut images = Vec::with_capacity(test.images.len());

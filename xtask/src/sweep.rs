@@ -5,11 +5,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, bail};
-
-/// The nine activations, in the course's order.
-const ALL: [&str; 9] = [
-    "identity", "step", "logistic", "tanh", "arctan", "relu", "prelu", "elu", "softplus",
-];
+use infer::ActivationKind;
 
 /// Options of `sweep`.
 #[derive(clap::Args, Debug)]
@@ -35,18 +31,18 @@ pub struct SweepArgs {
 
 /// Runs `sweep`.
 pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
-    let names: Vec<&str> = if args.activations.iter().any(|a| a == "all") {
-        ALL.to_vec()
+    let kinds: Vec<ActivationKind> = if args.activations.iter().any(|a| a == "all") {
+        ActivationKind::ALL.to_vec()
     } else {
-        args.activations.iter().map(String::as_str).collect()
+        args.activations
+            .iter()
+            .map(|name| {
+                name.parse()
+                    .map_err(|e| anyhow!("--activations: {name:?} is {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?
     };
-    if let Some(unknown) = names.iter().find(|n| !ALL.contains(n)) {
-        bail!(
-            "--activations: unknown activation {unknown:?}; choose from {}",
-            ALL.join(", ")
-        );
-    }
-    let (test, _) = crate::fashion_mnist_test()?;
+    let (test, _) = crate::setup::fashion_mnist_test()?;
     let mut table = format!(
         "Command: `cargo xtask sweep --activations {} --hidden {} --epochs {} --seed {}` \
          (default schedule and settings otherwise)\n\n\
@@ -57,7 +53,8 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         args.epochs,
         args.seed
     );
-    for name in names {
+    for kind in kinds {
+        let name = kind.name();
         let model_path = args.out_dir.join(format!("{name}.fmlp"));
         eprintln!("== {name}");
         let train_args: Vec<String> = [
@@ -76,14 +73,12 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         .map(|s| s.to_string())
         .chain([model_path.display().to_string()])
         .collect();
-        let status = crate::run_trainer(&train_args, None)?;
+        let status = crate::setup::run_trainer(&train_args, None)?;
         if !status.success() {
             bail!("training with --activation {name} failed ({status})");
         }
-        let bytes = std::fs::read(&model_path)
-            .with_context(|| format!("reading {}", model_path.display()))?;
-        let model = infer::Model::from_bytes(&bytes)
-            .map_err(|e| anyhow!("{}: {e}", model_path.display()))?;
+        let file = crate::files::ModelFileOnDisk::read(&model_path)?;
+        let (model, bytes) = (file.model(), &file.bytes);
         let scores = crate::eval::score(&model, &test).map_err(|e| anyhow!("{e}"))?;
         let log_path = model_path.with_extension("log.json");
         let log: serde_json::Value = serde_json::from_slice(

@@ -16,31 +16,21 @@ fn eval(model: &Path) -> (Option<i32>, String) {
     )
 }
 
-/// A valid file but for its first layer's input width.
+/// A valid file but for its first layer's input width (encoded by hand: the writer refuses it).
 fn model_with_input(width: u32) -> Vec<u8> {
     let w1 = vec![0u8; 2 * width as usize * 4];
     let (b1, w2, b2) = (vec![0u8; 8], vec![0u8; 80], vec![0u8; 20]);
+    let f16 = |d_in, d_out, weights, bias| infer::LayerBytes {
+        encoding: infer::format::Encoding::F16,
+        scales: &[],
+        d_in,
+        d_out,
+        weights,
+        bias,
+    };
     let mut layers = infer::heapless::Vec::new();
-    layers
-        .push(infer::LayerBytes {
-            encoding: infer::format::Encoding::F16,
-            scales: &[],
-            d_in: width,
-            d_out: 4,
-            weights: &w1,
-            bias: &b1,
-        })
-        .unwrap();
-    layers
-        .push(infer::LayerBytes {
-            encoding: infer::format::Encoding::F16,
-            scales: &[],
-            d_in: 4,
-            d_out: 10,
-            weights: &w2,
-            bias: &b2,
-        })
-        .unwrap();
+    layers.push(f16(width, 4, &w1, &b1)).unwrap();
+    layers.push(f16(4, 10, &w2, &b2)).unwrap();
     let file = infer::ModelFile {
         activation: infer::Activation::Relu,
         normalization: infer::Normalization {
@@ -49,7 +39,10 @@ fn model_with_input(width: u32) -> Vec<u8> {
         },
         layers,
     };
-    file.to_vec().unwrap()
+    let mut bytes = vec![0; file.encoded_len_bound()];
+    let len = file.encode(&mut bytes).unwrap();
+    bytes.truncate(len);
+    bytes
 }
 
 #[test]
@@ -100,5 +93,62 @@ fn damaged_and_foreign_model_files_are_one_line_errors() {
         stderr.contains("missing.fmlp") && stderr.trim().lines().count() == 1,
         "{stderr}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An IDX images file and labels file of `count` images (pixel values and labels cycling).
+fn idx_files(dir: &Path, count: u32) -> (std::path::PathBuf, std::path::PathBuf) {
+    let mut images = vec![0, 0, 8, 3];
+    for dimension in [count, 28, 28] {
+        images.extend_from_slice(&dimension.to_be_bytes());
+    }
+    images.extend((0..count as usize * 784).map(|i| (i % 251) as u8));
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend_from_slice(&count.to_be_bytes());
+    labels.extend((0..count).map(|i| (i % 10) as u8));
+    let paths = (dir.join("images-idx3-ubyte"), dir.join("labels-idx1-ubyte"));
+    std::fs::write(&paths.0, images).unwrap();
+    std::fs::write(&paths.1, labels).unwrap();
+    paths
+}
+
+#[test]
+fn eval_scores_a_model_wider_than_8192() {
+    let dir = std::env::temp_dir().join(format!("xtask-wide-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hidden = 8200;
+    let mut file = infer::ModelFileBuf::new(
+        infer::Activation::Relu,
+        infer::Normalization {
+            mean: 0.3,
+            std: 0.35,
+        },
+    );
+    // Every hidden unit passes the first pixel on; the output layer favours class 3.
+    let mut w1 = vec![0.0; 784 * hidden];
+    w1[..hidden].fill(1.0);
+    let mut b2 = [0.0; 10];
+    b2[3] = 1.0;
+    file.push_f16(784, hidden, &w1, &vec![0.0; hidden])
+        .unwrap()
+        .push_f16(hidden, 10, &vec![0.0; hidden * 10], &b2)
+        .unwrap();
+    let model = dir.join("wide.fmlp");
+    std::fs::write(&model, file.to_vec().unwrap()).unwrap();
+    let (images, labels) = idx_files(&dir, 20);
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["eval", "--json", "--model"])
+        .arg(&model)
+        .arg("--images")
+        .arg(&images)
+        .arg("--labels")
+        .arg(&labels)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["total"], 20);
+    assert_eq!(report["correct"], 2, "every image predicted 3: {report}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

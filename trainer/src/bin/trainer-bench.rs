@@ -10,13 +10,12 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use data::{DataArgs, Dataset};
-use trainer::activation::ActivationKind;
+use trainer::batch::{Batch, Batcher, pixel_statistics};
+use trainer::config::{Schedule, TrainConfig};
 use trainer::device::cpu;
 use trainer::export::model_file_bytes;
-use trainer::loss::CrossEntropy;
-use trainer::model::{INPUT_SIZE, Mlp};
-use trainer::optim::MomentumSgd;
-use trainer::train::{normalize, pixel_statistics, shuffled, train_step};
+use trainer::learner::Learner;
+use trainer::model::INPUT_SIZE;
 
 /// Time training epochs of a ReLU MLP at a fixed learning rate (lr 0.05, momentum 0.9, weight
 /// decay 5e-4, no label smoothing: the PyTorch reference's workload).
@@ -49,41 +48,34 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     anyhow::ensure!(cli.epochs > 0, "--epochs must be at least 1");
-    let dataset = Dataset::load(&cli.data)?;
-    let (mean, std) = pixel_statistics(&dataset.train);
-    let pixels = normalize(&dataset.train, (mean, std));
-    let labels = &dataset.train.labels;
-    let device = cpu().autodiff();
-    device.seed(0);
-    let mut model = Mlp::new(&cli.hidden, ActivationKind::Relu, 0.0, &device);
-    let mut optim = MomentumSgd::new(0.9, 5e-4);
-    let loss_fn = CrossEntropy {
+    let config = TrainConfig {
+        hidden: cli.hidden.clone(),
+        epochs: cli.epochs + 1,
+        batch_size: cli.batch_size,
+        schedule: Schedule::Constant,
+        warmup_epochs: 0.0,
         label_smoothing: 0.0,
+        ..TrainConfig::default()
     };
-    let mut batch_pixels = Vec::with_capacity(cli.batch_size * INPUT_SIZE);
-    let mut batch_labels = Vec::with_capacity(cli.batch_size);
+    config.validate()?;
+    let dataset = Dataset::load(&cli.data)?;
+    let normalization = pixel_statistics(&dataset.train);
+    let batcher = Batcher::new(
+        &dataset.train,
+        normalization,
+        &config.augment,
+        config.seed,
+        config.batch_size,
+    );
+    let mut learner = Learner::new(&config, batcher.steps_per_epoch(), &cpu().autodiff());
+    let mut batch = Batch::default();
     let mut seconds = Vec::new();
     for epoch in 0..=cli.epochs {
         let started = Instant::now();
-        for indices in shuffled(labels.len(), 0, epoch).chunks(cli.batch_size) {
-            batch_pixels.clear();
-            batch_labels.clear();
-            for &i in indices {
-                batch_pixels.extend_from_slice(&pixels[i * INPUT_SIZE..(i + 1) * INPUT_SIZE]);
-                batch_labels.push(labels[i]);
-            }
-            let outcome = train_step(
-                model,
-                &mut optim,
-                &loss_fn,
-                &batch_pixels,
-                &batch_labels,
-                0.05,
-                trainer::model::Dropout::NONE,
-                &device,
-            );
+        for (step, indices) in batcher.epoch(epoch).iter().enumerate() {
+            batcher.fill(epoch, step, indices, &mut batch);
+            let outcome = learner.step(&batch, step);
             anyhow::ensure!(outcome.loss.is_finite(), "the loss diverged");
-            model = outcome.model;
         }
         if epoch > 0 {
             seconds.push(started.elapsed().as_secs_f64());
@@ -91,7 +83,7 @@ fn run() -> anyhow::Result<()> {
         eprintln!("epoch {epoch}: {:.3} s", started.elapsed().as_secs_f64());
     }
     if let Some(path) = &cli.out {
-        let bytes = model_file_bytes(&model, infer::Normalization { mean, std })?;
+        let bytes = model_file_bytes(learner.model(), normalization)?;
         data::atomic::write_atomically(path, &bytes)
             .with_context(|| format!("writing {}", path.display()))?;
     }

@@ -1,0 +1,258 @@
+//! The layer kernels: `out[j] += Σ_i input[i] · w[i][j]` over weights stored `[d_in, d_out]`,
+//! f16 or int8 with a scale per output, for a range of a layer's outputs (so several threads can
+//! share one layer: `team`; an output's value does not depend on the range).
+//!
+//! One file per architecture: [`portable`] is the definition, and every other path is tested
+//! against it bit for bit. Each path accumulates every output in input order with one fused
+//! multiply-add per weight, so logits are bit-identical on every target. [`best`] is the one
+//! dispatch point: it picks the path (detected at run time on x86-64, no `std` needed) and
+//! answers which one runs.
+
+use crate::format::{Encoding, LayerBytes};
+
+pub mod portable;
+
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+mod cortex_m4f;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+/// A way of computing a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// [`portable`]: `libm::fmaf` (one instruction on aarch64), VFMA on a Cortex-M4F.
+    Portable,
+    /// x86-64 with AVX2, F16C and FMA.
+    #[cfg(target_arch = "x86_64")]
+    X86Avx2,
+    /// Cortex-M4F: VCVTB/VCVTT and VFMA, eight outputs in FPU registers (f16 layers; int8
+    /// layers take the portable loop).
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    CortexM4f,
+}
+
+impl Path {
+    /// What the path is, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Portable => "portable (libm fmaf)",
+            #[cfg(target_arch = "x86_64")]
+            Path::X86Avx2 => "x86-64 AVX2 + F16C + FMA",
+            #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+            Path::CortexM4f => "Cortex-M4F VCVT + VFMA",
+        }
+    }
+}
+
+/// The fastest path this machine runs.
+pub fn best() -> Path {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    {
+        Path::CortexM4f
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x86_64::available() {
+            return Path::X86Avx2;
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+    {
+        Path::Portable
+    }
+}
+
+/// Adds `input · W[.., first .. first + out.len()]` to `out` for `layer` (as validated by
+/// [`crate::ModelFile`]). An f16 layer's outputs sum `x · w`; an int8 layer's sum `x · q` in
+/// input order (one rounding per term), then add `scale · sum` in one more fused step.
+pub fn columns(input: &[f32], layer: &LayerBytes<'_>, first: usize, out: &mut [f32]) {
+    let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+    assert_eq!(input.len(), d_in, "the layer's input");
+    let bytes_per_weight = match layer.encoding {
+        Encoding::F16 => 2,
+        Encoding::Int8 => 1,
+    };
+    assert_eq!(
+        layer.weights.len(),
+        bytes_per_weight * d_in * d_out,
+        "validated by ModelFile"
+    );
+    assert!(
+        layer.encoding == Encoding::F16 || layer.scales.len() == 2 * d_out,
+        "validated by ModelFile"
+    );
+    assert!(first + out.len() <= d_out, "columns inside the layer");
+    match (best(), layer.encoding) {
+        (Path::Portable, Encoding::F16) => portable::f16_columns(input, layer, first, out),
+        // SAFETY: `best` found AVX2, F16C and FMA; sizes checked above.
+        #[cfg(target_arch = "x86_64")]
+        (Path::X86Avx2, Encoding::F16) => unsafe { x86_64::f16_columns(input, layer, first, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        (Path::X86Avx2, Encoding::Int8) => unsafe {
+            x86_64::int8_columns(input, layer, first, out)
+        },
+        #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+        (Path::CortexM4f, Encoding::F16) => cortex_m4f::f16_columns(input, layer, first, out),
+        (_, Encoding::Int8) => portable::int8_columns(input, layer, first, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic f16 weights spanning several magnitudes (and some subnormals).
+    fn weights(count: usize, seed: u32) -> std::vec::Vec<u8> {
+        let mut state = seed;
+        (0..count)
+            .flat_map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let scale = [1e-6f32, 1e-2, 0.3, 4.0][(state >> 30) as usize];
+                let value = ((state >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale;
+                half::f16::from_f32(value).to_le_bytes()
+            })
+            .collect()
+    }
+
+    /// Signed bytes covering -128..=127.
+    fn bytes(count: usize) -> std::vec::Vec<u8> {
+        (0..count).map(|k| (k * 37 % 251) as u8).collect()
+    }
+
+    /// A layer of `encoding` over the given bytes.
+    fn layer<'a>(
+        encoding: Encoding,
+        d_in: usize,
+        d_out: usize,
+        weights: &'a [u8],
+        scales: &'a [u8],
+    ) -> LayerBytes<'a> {
+        LayerBytes {
+            d_in: d_in as u32,
+            d_out: d_out as u32,
+            encoding,
+            weights,
+            scales,
+            bias: &[],
+        }
+    }
+
+    /// Runs [`columns`] and the portable loop of `encoding` on the same input and bias for
+    /// layers of every block size and remainder, their bytes at an odd offset like postcard's,
+    /// and requires the same bits.
+    fn assert_bit_identical(encoding: Encoding) {
+        for (d_in, d_out) in [
+            (784, 512),
+            (784, 300),
+            (33, 10),
+            (7, 71),
+            (1, 64),
+            (0, 9),
+            (5, 3),
+            (130, 137),
+        ] {
+            let seed = (d_in * 31 + d_out) as u32;
+            let stored = match encoding {
+                Encoding::F16 => weights(d_in * d_out, seed),
+                Encoding::Int8 => bytes(d_in * d_out),
+            };
+            let mut at_odd_offset = std::vec![0u8];
+            at_odd_offset.extend(stored);
+            let scales = weights(d_out, d_out as u32 + 5);
+            let scales = if encoding == Encoding::Int8 {
+                &scales[..]
+            } else {
+                &[]
+            };
+            let layer = layer(encoding, d_in, d_out, &at_odd_offset[1..], scales);
+            let input: std::vec::Vec<f32> = (0..d_in)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let bias: std::vec::Vec<f32> = (0..d_out).map(|j| j as f32 * 0.01 - 0.3).collect();
+            let (mut got, mut expected) = (bias.clone(), bias);
+            columns(&input, &layer, 0, &mut got);
+            match encoding {
+                Encoding::F16 => portable::f16_columns(&input, &layer, 0, &mut expected),
+                Encoding::Int8 => portable::int8_columns(&input, &layer, 0, &mut expected),
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
+            assert_eq!(
+                bits(&got),
+                bits(&expected),
+                "{encoding:?} {d_in}x{d_out} via {}",
+                best().name()
+            );
+        }
+    }
+
+    #[test]
+    fn dispatched_kernel_is_bit_identical_to_the_portable_loop() {
+        assert_bit_identical(Encoding::F16);
+    }
+
+    #[test]
+    fn dispatched_int8_kernel_is_bit_identical_to_the_portable_loop() {
+        assert_bit_identical(Encoding::Int8);
+    }
+
+    #[test]
+    fn a_range_of_columns_is_those_columns_of_the_whole_layer() {
+        let (d_in, d_out) = (130, 137);
+        let (f16, int8, scales) = (
+            weights(d_in * d_out, 9),
+            bytes(d_in * d_out),
+            weights(d_out, 4),
+        );
+        let layers = [
+            layer(Encoding::F16, d_in, d_out, &f16, &[]),
+            layer(Encoding::Int8, d_in, d_out, &int8, &scales),
+        ];
+        let input: std::vec::Vec<f32> = (0..d_in).map(|i| (i % 13) as f32 - 6.0).collect();
+        for layer in &layers {
+            let mut whole = std::vec![0.5f32; d_out];
+            columns(&input, layer, 0, &mut whole);
+            for (first, width) in [(0, 137), (16, 64), (17, 71), (100, 37), (136, 1), (5, 0)] {
+                let range = first..first + width;
+                let mut part = std::vec![0.5f32; width];
+                columns(&input, layer, first, &mut part);
+                assert_eq!(part, whole[range.clone()], "{:?} {range:?}", layer.encoding);
+                let mut portable = std::vec![0.5f32; width];
+                match layer.encoding {
+                    Encoding::F16 => portable::f16_columns(&input, layer, first, &mut portable),
+                    Encoding::Int8 => portable::int8_columns(&input, layer, first, &mut portable),
+                }
+                assert_eq!(portable, part, "portable {:?} {range:?}", layer.encoding);
+            }
+        }
+    }
+
+    #[test]
+    fn int8_weights_are_signed_bytes_times_the_output_scale() {
+        // Two outputs, scales 0.5 and 2; weights -1, 3 (row 0) and 127, -128 (row 1).
+        let weights = [0xFFu8, 3, 127, 0x80];
+        let scales: std::vec::Vec<u8> = [0.5f32, 2.0]
+            .iter()
+            .flat_map(|&s| half::f16::from_f32(s).to_le_bytes())
+            .collect();
+        let mut out = [1.0f32, 0.0];
+        columns(
+            &[2.0, 1.0],
+            &layer(Encoding::Int8, 2, 2, &weights, &scales),
+            0,
+            &mut out,
+        );
+        assert_eq!(out, [1.0 + 0.5 * (-2.0 + 127.0), 2.0 * (6.0 - 128.0)]);
+    }
+
+    #[test]
+    fn portable_loop_rounds_once_per_weight() {
+        // (1 + 2^-15)(1 + 2^-10) = 1 + 2^-10 + 2^-15 + 2^-25: the last bit only survives when
+        // the product is not rounded before the add.
+        let x = 1.0 + 2f32.powi(-15);
+        let w = half::f16::from_f32(1.0 + 2f32.powi(-10)).to_le_bytes();
+        let mut out = [-(1.0 + 2f32.powi(-10) + 2f32.powi(-15))];
+        portable::f16_columns(&[x], &layer(Encoding::F16, 1, 1, &w, &[]), 0, &mut out);
+        assert_eq!(out[0], 2f32.powi(-25));
+    }
+}

@@ -1,0 +1,168 @@
+//! The learner: the model, our optimizer, our loss and the learning-rate schedule, and the one
+//! optimisation step that the training loop, `trainer-bench`, the step benchmark and the GPU test
+//! all take. Also the f32 model's scoring on a labelled set.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::batch::Batch;
+use crate::config::{LearningRate, TrainConfig};
+use crate::loss::CrossEntropy;
+use crate::model::{Dropout, INPUT_SIZE, Mlp, NUM_CLASSES};
+use crate::optim::MomentumSgd;
+
+/// What one optimisation step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOutcome {
+    /// The batch's loss before the step (the model is unchanged if it is not finite).
+    pub loss: f32,
+    /// Images of the batch classified right before the step.
+    pub right: usize,
+    /// The learning rate the step used.
+    pub lr: f64,
+}
+
+/// A model being trained, with everything that changes it.
+pub struct Learner {
+    /// `None` only inside [`Self::step`], which moves the model through the optimizer.
+    model: Option<Mlp>,
+    /// Our SGD, with the velocities (and weight averages) so far.
+    pub optim: MomentumSgd,
+    /// Our cross-entropy.
+    pub loss: CrossEntropy,
+    /// η at each step.
+    pub learning_rate: LearningRate,
+    /// Dropout rate on the hidden layers.
+    pub dropout: f32,
+    device: Device,
+}
+
+impl Learner {
+    /// A freshly initialised model (seeded by `config.seed`) on `device` (with autodiff), and the
+    /// optimizer, loss and schedule of `config` for an epoch of `steps_per_epoch` steps.
+    pub fn new(config: &TrainConfig, steps_per_epoch: usize, device: &Device) -> Self {
+        device.seed(config.seed);
+        let model = Mlp::new(&config.hidden, config.activation, config.alpha(), device);
+        let mut optim = MomentumSgd::new(config.momentum, config.weight_decay);
+        if config.augment.ema > 0.0 {
+            optim = optim.with_average(f64::from(config.augment.ema));
+        }
+        Self {
+            model: Some(model),
+            optim,
+            loss: CrossEntropy {
+                label_smoothing: config.label_smoothing,
+            },
+            learning_rate: config.learning_rate(steps_per_epoch),
+            dropout: config.augment.dropout,
+            device: device.clone(),
+        }
+    }
+
+    /// The model as trained so far.
+    pub fn model(&self) -> &Mlp {
+        self.model
+            .as_ref()
+            .expect("the model is back after every step")
+    }
+
+    /// Replaces the model (e.g. with a checkpoint's parameters).
+    pub fn set_model(&mut self, model: Mlp) {
+        self.model = Some(model);
+    }
+
+    /// The model to score and export: the weight average with `--ema`, else the model.
+    pub fn scored_model(&self) -> Mlp {
+        self.optim.averaged(self.model().clone())
+    }
+
+    /// Optimisation step `step` (from 0 at the run's start) on `batch`: forward (with dropout
+    /// seeded by the batch), our loss, backward, our optimizer. A NaN or infinite loss leaves
+    /// the model as it was, for the caller to report.
+    pub fn step(&mut self, batch: &Batch, step: usize) -> StepOutcome {
+        let lr = self.learning_rate.at(step);
+        let input = Tensor::from_data(
+            TensorData::new(batch.pixels.clone(), [batch.labels.len(), INPUT_SIZE]),
+            &self.device,
+        );
+        let targets = self.loss.targets(&batch.labels, NUM_CLASSES, &self.device);
+        let dropout = Dropout {
+            rate: self.dropout,
+            seed: batch.dropout_seed,
+        };
+        let model = self
+            .model
+            .take()
+            .expect("the model is back after every step");
+        let logits = model.forward_with_dropout(input, dropout);
+        let predicted = logits.clone().detach().argmax(1).into_data();
+        let right = predicted
+            .iter::<i64>()
+            .zip(&batch.labels)
+            .filter(|(p, l)| *p == i64::from(**l))
+            .count();
+        let loss = self.loss.forward(logits, targets);
+        let value: f32 = loss.clone().into_scalar();
+        if value.is_finite() {
+            let mut grads = loss.backward();
+            self.model = Some(self.optim.step(model, &mut grads, lr));
+        } else {
+            self.model = Some(model);
+        }
+        StepOutcome {
+            loss: value,
+            right,
+            lr,
+        }
+    }
+}
+
+/// What the f32 model does on a labelled set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Predicted class of each image.
+    pub predictions: Vec<u8>,
+    /// Mean loss (of the run's cross-entropy, label smoothing included).
+    pub loss: f64,
+}
+
+impl Evaluation {
+    /// The fraction of `labels` predicted right.
+    pub fn accuracy(&self, labels: &[u8]) -> f64 {
+        let right = self
+            .predictions
+            .iter()
+            .zip(labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        right as f64 / labels.len().max(1) as f64
+    }
+}
+
+/// Runs the f32 model (no autodiff) on normalised `pixels` (`n * 784`) with their `labels`.
+pub fn evaluate(
+    model: &Mlp,
+    pixels: &[f32],
+    labels: &[u8],
+    loss_fn: &CrossEntropy,
+    device: &Device,
+) -> Evaluation {
+    let model = model.valid();
+    let device = device.clone().inner();
+    let n = labels.len();
+    let (mut predictions, mut loss_sum) = (Vec::with_capacity(n), 0.0);
+    for start in (0..n).step_by(1000) {
+        let rows = (n - start).min(1000);
+        let chunk = pixels[start * INPUT_SIZE..(start + rows) * INPUT_SIZE].to_vec();
+        let input = Tensor::from_data(TensorData::new(chunk, [rows, INPUT_SIZE]), &device);
+        let logits = model.forward(input);
+        let targets = loss_fn.targets(&labels[start..start + rows], NUM_CLASSES, &device);
+        let loss: f32 = loss_fn.forward(logits.clone(), targets).into_scalar();
+        loss_sum += f64::from(loss) * rows as f64;
+        predictions.extend(logits.argmax(1).into_data().iter::<i64>().map(|c| c as u8));
+    }
+    Evaluation {
+        predictions,
+        loss: loss_sum / n.max(1) as f64,
+    }
+}

@@ -1,0 +1,251 @@
+//! A run's artifacts: where it writes (the model file, its checkpoint, the JSON log and the
+//! curves, side by side), what each epoch recorded, and the end of a run: the f16 model file
+//! exported, scored through `infer` and written with the final log.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use data::Dataset;
+use infer::{Normalization, ScratchVec};
+use serde::{Deserialize, Serialize};
+
+use crate::batch::normalize;
+use crate::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::export::model_file_bytes;
+use crate::learner::evaluate;
+use crate::model::Mlp;
+
+/// A run about to start: its validated settings, where it writes, and how much it says.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The settings (validated).
+    pub config: TrainConfig,
+    /// Where it writes.
+    pub paths: RunPaths,
+    /// Only the summary: no progress bars or per-epoch lines.
+    pub quiet: bool,
+}
+
+impl Run {
+    /// A run of `config` writing the model file `model` and its companions beside it; settings
+    /// that cannot train are an error naming the argument.
+    pub fn new(config: TrainConfig, model: &Path, quiet: bool) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            paths: RunPaths::new(model),
+            quiet,
+        })
+    }
+
+    /// The log of this run after `epochs`, with the model's summary once it is written.
+    pub fn log(
+        &self,
+        dataset: &Dataset,
+        normalization: Normalization,
+        epochs: &[EpochRecord],
+        model: Option<ModelSummary>,
+    ) -> RunLog {
+        RunLog {
+            command: self.config.command_line(&self.paths.model),
+            config: self.config.clone(),
+            data: dataset.source.to_string(),
+            normalization,
+            epochs: epochs.to_vec(),
+            model,
+        }
+    }
+}
+
+/// Where a run writes: the model file, its checkpoint and its JSON log side by side.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    /// The f16 model file.
+    pub model: PathBuf,
+    /// The checkpoint, rewritten after every epoch.
+    pub checkpoint: PathBuf,
+    /// The JSON run log, rewritten after every epoch.
+    pub log: PathBuf,
+    /// Loss and accuracy curves, PNG and SVG, rewritten after every epoch.
+    pub curves: [PathBuf; 2],
+}
+
+impl RunPaths {
+    /// Paths derived from the model file's path.
+    pub fn new(model: &Path) -> Self {
+        Self {
+            model: model.to_owned(),
+            checkpoint: model.with_extension("ckpt"),
+            log: model.with_extension("log.json"),
+            curves: [
+                model.with_extension("curves.png"),
+                model.with_extension("curves.svg"),
+            ],
+        }
+    }
+}
+
+/// A finished run: the trained model and what it learned.
+pub struct Trained {
+    /// The f32 model after the last epoch (its weight average with `--ema`).
+    pub model: Mlp,
+    /// Input normalisation.
+    pub normalization: Normalization,
+    /// Per-epoch records, resumed epochs included.
+    pub history: Vec<EpochRecord>,
+}
+
+/// What one epoch did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's mini-batches.
+    pub train_loss: f64,
+    /// Fraction of the training images classified right during the epoch (before each step).
+    pub train_accuracy: f64,
+    /// Test loss of the f32 model at the epoch's end.
+    pub test_loss: f64,
+    /// Test accuracy of the f32 model at the epoch's end.
+    pub test_accuracy: f64,
+    /// Accuracy on the held-out validation images (`--validation`), if any.
+    pub validation_accuracy: Option<f64>,
+    /// Learning rate at the epoch's last step.
+    pub lr: f64,
+    /// Seconds of training (shuffling, forward, loss, backward, step; evaluation excluded).
+    pub seconds: f64,
+}
+
+/// The JSON run log.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunLog {
+    /// The command that repeats the run (`cargo xtask models` ships it with the model).
+    pub command: String,
+    /// Settings of the run.
+    pub config: TrainConfig,
+    /// Where the data came from.
+    pub data: String,
+    /// Input normalisation.
+    pub normalization: Normalization,
+    /// Per-epoch records.
+    pub epochs: Vec<EpochRecord>,
+    /// Set once the model file is written.
+    pub model: Option<ModelSummary>,
+}
+
+impl RunLog {
+    /// Writes the log atomically to `path`.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).expect("run log serializes");
+        data::atomic::write_atomically(path, &json).map_err(|cause| Error::Io {
+            path: path.to_owned(),
+            cause,
+        })
+    }
+}
+
+/// The exported model file.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSummary {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: usize,
+    /// Test accuracy of the f32 model.
+    pub f32_test_accuracy: f64,
+    /// Test accuracy of the f16 file through `infer`.
+    pub f16_test_accuracy: f64,
+    /// Fraction of test images on which the two predict the same class.
+    pub f16_agreement: f64,
+}
+
+/// Draws the loss and accuracy curves so far as PNG and SVG. A failure (no font, say) is the
+/// caller's to report: pictures never stop a run.
+pub fn write_curves(
+    paths: &[PathBuf; 2],
+    history: &[EpochRecord],
+) -> std::result::Result<(), String> {
+    let points: Vec<plot::curves::EpochPoint> = history
+        .iter()
+        .map(|e| plot::curves::EpochPoint {
+            epoch: e.epoch,
+            train_loss: e.train_loss,
+            test_loss: e.test_loss,
+            train_accuracy: e.train_accuracy,
+            test_accuracy: e.test_accuracy,
+        })
+        .collect();
+    let png = plot::curves::png_bytes(&points).map_err(|e| e.to_string())?;
+    let svg = plot::curves::svg(&points).map_err(|e| e.to_string())?;
+    for (path, bytes) in paths.iter().zip([png, svg.into_bytes()]) {
+        data::atomic::write_atomically(path, &bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The end of a run: exports `trained` as the f16 model file, scores the file through `infer` on
+/// the test set against the f32 model, and writes the file and the final log.
+pub fn finish(
+    run: &Run,
+    trained: &Trained,
+    dataset: &Dataset,
+    device: &Device,
+) -> Result<ModelSummary> {
+    let bytes = model_file_bytes(&trained.model, trained.normalization)?;
+    let loss_fn = crate::loss::CrossEntropy {
+        label_smoothing: run.config.label_smoothing,
+    };
+    let f32_predictions = evaluate(
+        &trained.model,
+        &normalize(&dataset.test, trained.normalization),
+        &dataset.test.labels,
+        &loss_fn,
+        device,
+    )
+    .predictions;
+    let summary = summarize(&run.paths.model, &bytes, &f32_predictions, dataset)?;
+    data::atomic::write_atomically(&run.paths.model, &bytes).map_err(|cause| Error::Io {
+        path: run.paths.model.clone(),
+        cause,
+    })?;
+    run.log(
+        dataset,
+        trained.normalization,
+        &trained.history,
+        Some(summary.clone()),
+    )
+    .write(&run.paths.log)?;
+    Ok(summary)
+}
+
+/// Scores the f16 file through `infer` against the f32 model's predictions.
+fn summarize(
+    path: &Path,
+    bytes: &[u8],
+    f32_predictions: &[u8],
+    dataset: &Dataset,
+) -> Result<ModelSummary> {
+    let export = |e: infer::Error| Error::Export(format!("the exported model: {e}"));
+    let model = infer::Model::from_bytes(bytes).map_err(export)?;
+    let mut scratch = ScratchVec::for_model(&model);
+    let labels = &dataset.test.labels;
+    let (mut right_f16, mut right_f32, mut agree) = (0, 0, 0);
+    for (index, (&label, &f32_class)) in labels.iter().zip(f32_predictions).enumerate() {
+        let class = model
+            .predict(dataset.test.image(index), &mut scratch)
+            .map_err(export)? as u8;
+        right_f16 += usize::from(class == label);
+        right_f32 += usize::from(f32_class == label);
+        agree += usize::from(class == f32_class);
+    }
+    let n = labels.len().max(1) as f64;
+    Ok(ModelSummary {
+        path: path.to_owned(),
+        bytes: bytes.len(),
+        f32_test_accuracy: right_f32 as f64 / n,
+        f16_test_accuracy: right_f16 as f64 / n,
+        f16_agreement: agree as f64 / n,
+    })
+}

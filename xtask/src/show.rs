@@ -1,0 +1,66 @@
+//! `cargo xtask show`: a model file's anatomy: architecture, parameters and bytes per layer,
+//! activation and its parameters, normalisation and format version.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use infer::format::Encoding;
+use infer::{Model, Normalization};
+
+use crate::files::ModelFileOnDisk;
+
+/// Options of `show`.
+#[derive(clap::Args, Debug)]
+pub struct ShowArgs {
+    /// Model file to describe.
+    #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
+    model: PathBuf,
+}
+
+/// Runs `show`.
+pub fn run(args: &ShowArgs) -> anyhow::Result<()> {
+    let file = ModelFileOnDisk::read(&args.model)?;
+    print!("{}", describe(&file.path, &file.model(), file.bytes.len()));
+    Ok(())
+}
+
+fn describe(path: &Path, model: &Model<'_>, size: usize) -> String {
+    let file = model.file();
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(
+        w,
+        "model {} ({size} bytes), format version {}, CRC-32 verified",
+        path.display(),
+        infer::FORMAT_VERSION
+    );
+    let _ = writeln!(w, "architecture {}", crate::eval::architecture(model));
+    let Normalization { mean, std } = file.normalization;
+    let _ = writeln!(
+        w,
+        "input: 28x28 pixels p, fed as (p / 255 - {mean:.4}) / {std:.4}"
+    );
+    let _ = writeln!(w, "\nlayer  shape (in x out)  parameters  bytes  weights");
+    let (mut parameters, mut parameter_bytes) = (0, 0);
+    for (index, layer) in file.layers.iter().enumerate() {
+        let count = (layer.d_in as usize + 1) * layer.d_out as usize;
+        let bytes = layer.weights.len() + layer.scales.len() + layer.bias.len();
+        let encoding = match layer.encoding {
+            Encoding::F16 => "f16",
+            Encoding::Int8 => "int8, f16 scale per output",
+        };
+        let _ = writeln!(
+            w,
+            "{index:>5}  {:>7} x {:<6}  {count:>10}  {bytes:>5}  {encoding}",
+            layer.d_in, layer.d_out
+        );
+        parameters += count;
+        parameter_bytes += bytes;
+    }
+    let _ = writeln!(
+        w,
+        "total                    {parameters:>10}  {parameter_bytes:>5}  (+{} bytes of header, sizes, settings)",
+        size - parameter_bytes
+    );
+    out
+}

@@ -1,0 +1,32 @@
+//! `cargo xtask train`: runs the trainer's own binary (xtask stays free of burn), after making
+//! sure the data is there.
+
+use anyhow::Context;
+
+use crate::setup::{ensure_fashion_mnist, run_trainer};
+
+/// Runs the trainer's binary with `args` (`--features F` goes to cargo, the rest to the trainer).
+pub fn run(mut args: Vec<String>) -> anyhow::Result<()> {
+    let mut features = None;
+    if let Some(at) = args.iter().position(|a| a == "--features") {
+        features = Some(
+            args.get(at + 1)
+                .context("--features needs a value, e.g. wgpu")?
+                .clone(),
+        );
+        args.drain(at..at + 2);
+    }
+    let asks_help = args.iter().any(|a| a == "--help" || a == "-h");
+    let data_given = args
+        .iter()
+        .any(|a| a == "--data" || a.starts_with("--data="))
+        || std::env::var_os(data::fetch::DIR_ENV).is_some();
+    if !asks_help && !data_given {
+        ensure_fashion_mnist()?;
+    }
+    let status = run_trainer(&args, features.as_deref())?;
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
+}
