@@ -230,3 +230,38 @@ fn a_hidden_layer_wider_than_8192_trains_and_writes_its_model() {
     );
     let _ = std::fs::remove_dir_all(model.parent().unwrap());
 }
+
+#[test]
+fn validation_scores_the_weights_that_are_exported() {
+    let mut dataset = dataset();
+    dataset.train.images.truncate(3000 * data::IMAGE_PIXELS);
+    dataset.train.labels.truncate(3000);
+    let config = TrainConfig {
+        validation: 500,
+        augment: trainer::augment::Augmentation {
+            ema: 0.9,
+            ..Default::default()
+        },
+        ..config(&[16], 1)
+    };
+    let dir = run_dir("validation");
+    let (run, trained) = trained(&config, &dataset, &dir.join("m.fmlp"), None).unwrap();
+    let held_out = data::Split {
+        images: dataset.train.images[2500 * data::IMAGE_PIXELS..].to_vec(),
+        labels: dataset.train.labels[2500..].to_vec(),
+    };
+    let exported = trainer::learner::evaluate(
+        &trained.model,
+        &trainer::batch::normalize(&held_out, trained.normalization),
+        &held_out.labels,
+        &trainer::loss::CrossEntropy {
+            label_smoothing: run.config.label_smoothing,
+        },
+        &trainer::device::cpu(),
+    );
+    assert_eq!(
+        trained.history[0].validation_accuracy,
+        Some(exported.accuracy(&held_out.labels))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

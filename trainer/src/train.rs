@@ -82,16 +82,17 @@ pub fn train(
                 });
             }
         };
-        // With --ema the averaged weights are the ones scored and exported.
+        // With --ema the averaged weights are the ones scored, selected on and exported.
+        let scored = learner.scored_model();
         let test = evaluate(
-            &learner.scored_model(),
+            &scored,
             &test_pixels,
             &dataset.test.labels,
             &learner.loss,
             device,
         );
         let validation_accuracy = validation.as_ref().map(|(pixels, labels)| {
-            evaluate(learner.model(), pixels, labels, &learner.loss, device).accuracy(labels)
+            evaluate(&scored, pixels, labels, &learner.loss, device).accuracy(labels)
         });
         let record = EpochRecord {
             epoch,
