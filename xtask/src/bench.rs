@@ -116,7 +116,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 /// first, then run directly, because cargo would rebuild OpenBLAS's bindings (and burn) for a
 /// changed `OPENBLAS_NUM_THREADS`.
 fn train_epochs(args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
-    let mut command = Command::new(build_trainer_bench()?);
+    let mut command = Command::new(crate::setup::trainer_binary("trainer-bench", None)?);
     command
         .args(["--epochs", &args.epochs.to_string(), "--out"])
         .arg(&args.model)
@@ -131,24 +131,6 @@ fn train_epochs(args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
         bail!("trainer-bench failed ({})", output.status);
     }
     last_json_line(&output.stdout, "trainer-bench")
-}
-
-/// Builds `trainer-bench` and returns the path of the executable.
-fn build_trainer_bench() -> anyhow::Result<PathBuf> {
-    let output = crate::setup::trainer_cargo("build", "trainer-bench", None)?
-        .arg("--message-format=json-render-diagnostics")
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("running cargo build")?;
-    if !output.status.success() {
-        bail!("building trainer-bench failed ({})", output.status);
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .next_back()
-        .context("cargo build named no executable")
 }
 
 /// Pins every thread pool the trainer (rayon, OpenBLAS) or PyTorch (OpenMP, MKL) may use.

@@ -15,8 +15,8 @@ const RECORD: usize = 1 + 4 * infer::NUM_CLASSES;
 /// Options of `board`.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Needs qemu-system-arm (apt-get install -y --no-install-recommends \
-qemu-system-arm) and the target (rustup target add thumbv7em-none-eabihf).
+    after_help = "Needs qemu-system-arm and the thumbv7em-none-eabihf target: installs them when \
+missing (apt-get, with sudo -n when not root; rustup target add).
 
 Example:
   cargo xtask train --hidden 128 --out runs/small.fmlp
@@ -25,16 +25,16 @@ Example:
 pub struct BoardArgs {
     /// Model file to embed in the firmware's flash.
     #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
-    model: PathBuf,
+    pub model: PathBuf,
     /// Test images to run through the board (from the start of the test split).
     #[arg(long, default_value_t = 500)]
-    count: usize,
+    pub count: usize,
     /// Print one JSON object on stdout instead of the report.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Seconds QEMU may run before it is stopped.
     #[arg(long, default_value_t = 600)]
-    timeout: u64,
+    pub timeout: u64,
 }
 
 /// What the emulated board reported.
@@ -51,7 +51,7 @@ struct BoardReport {
 
 /// Runs `board`.
 pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
-    check_tools()?;
+    ensure_tools()?;
     let file = crate::files::ModelFileOnDisk::read(&args.model)?;
     let (model, model_bytes) = (file.model(), &file.bytes);
     let elf = build(&args.model)?;
@@ -160,35 +160,19 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_tools() -> anyhow::Result<()> {
-    if Command::new("qemu-system-arm")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        bail!(
-            "qemu-system-arm not found; install it with: sudo apt-get install -y \
-             --no-install-recommends qemu-system-arm"
-        );
-    }
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output();
-    if let Ok(output) = installed
-        && !String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .any(|l| l.trim() == TARGET)
-    {
-        bail!("the {TARGET} target is not installed; install it with: rustup target add {TARGET}");
-    }
-    Ok(())
+/// QEMU and the Cortex-M4F target, installed when missing (saying so first).
+pub fn ensure_tools() -> anyhow::Result<()> {
+    crate::setup::ensure_packages(
+        &[("qemu-system-arm", "qemu-system-arm --version")],
+        "The board runs on QEMU",
+    )?;
+    crate::setup::ensure_rust_target(TARGET)
 }
 
 /// Builds the firmware with `model` embedded and returns the ELF's path.
 pub fn build(model: &Path) -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is in the workspace");
+    crate::setup::ensure_rust_target(TARGET)?;
+    let root = crate::setup::workspace_root();
     let board = root.join("board");
     let target_dir = root.join("target").join("board");
     let model = std::fs::canonicalize(model).with_context(|| format!("{}", model.display()))?;

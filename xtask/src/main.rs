@@ -12,6 +12,7 @@ mod robust;
 mod setup;
 mod show;
 mod sweep;
+mod test;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -70,6 +71,9 @@ enum Task {
     Export(export::ExportArgs),
     /// Build a model file from such a safetensors state dict (e.g. trained in PyTorch).
     Import(import::ImportArgs),
+    /// Run every test: installs what they need, then the workspace's tests, the no_std build of
+    /// infer and the board on QEMU (`--quick`: the tests only; `--gpu`: also the GPU test).
+    Test(test::TestArgs),
 }
 
 fn main() {
@@ -93,5 +97,6 @@ fn run() -> anyhow::Result<()> {
         Task::Export(args) => export::run(&args),
         Task::Quantize(args) => quantize::run(&args),
         Task::Import(args) => import::run(&args),
+        Task::Test(args) => test::run(&args),
     }
 }

@@ -1,7 +1,8 @@
 //! Setting up a machine for the commands: the cargo that builds the trainer, Fashion-MNIST, and
 //! the system packages the commands need, installed through apt (saying so first) when missing.
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
@@ -27,40 +28,104 @@ pub fn cargo() -> Command {
     command
 }
 
-/// Runs the trainer's binary (built in the same profile as the tests) with `args`.
+/// Runs the trainer's binary with `args`, built as [`trainer_binary`] builds it.
 pub fn run_trainer(
     args: &[String],
     features: Option<&str>,
 ) -> anyhow::Result<std::process::ExitStatus> {
-    trainer_cargo("run", "trainer", features)?
-        .arg("--")
+    Command::new(trainer_binary("trainer", features)?)
         .args(args)
         .status()
-        .context("running cargo")
+        .context("running the trainer")
 }
 
-/// `cargo SUBCOMMAND` (run or build) of one of the trainer crate's binaries, after OpenBLAS is
-/// made available to link against. Keep `OPENBLAS_*` variables out of its environment:
-/// openblas-src rebuilds (and burn after it) when they change.
-pub fn trainer_cargo(
-    subcommand: &str,
-    binary: &str,
-    features: Option<&str>,
-) -> anyhow::Result<Command> {
+/// Builds the workspace's binaries and returns the path of the trainer crate's `binary`
+/// (`trainer` or `trainer-bench`), after OpenBLAS is made available to link against.
+///
+/// The build selects the whole workspace with its dev-dependencies (`--examples` asks cargo to
+/// resolve them; there are none to build), the selection `cargo test --workspace` resolves: cargo
+/// unifies a dependency's features over what it builds, and a narrower `-p trainer` gives serde,
+/// regex-syntax and fastrand fewer features, which rebuilt burn's whole stack (8 minutes on 2
+/// cores) between `cargo xtask train` and the tests. `cargo xtask test` checks that they agree.
+/// `OPENBLAS_*` variables stay out of cargo's environment: openblas-src rebuilds (and burn after
+/// it) when they change.
+pub fn trainer_binary(binary: &str, features: Option<&str>) -> anyhow::Result<PathBuf> {
     ensure_openblas()?;
-    let mut command = cargo();
-    command.args([
-        subcommand,
-        "--quiet",
-        "--package",
-        "trainer",
-        "--bin",
-        binary,
-    ]);
-    if let Some(features) = features {
-        command.args(["--features", features]);
+    let first = !target_dir().join("debug").join(binary).exists();
+    if first {
+        eprintln!(
+            "building the trainer (the first build compiles burn: about 15-20 minutes on 2 cores)"
+        );
     }
-    Ok(command)
+    let mut command = workspace_build(features);
+    if !first {
+        command.arg("--quiet");
+    }
+    let built = artifacts(&mut command)?;
+    built
+        .into_iter()
+        .filter(|artifact| artifact.name == binary)
+        .find_map(|artifact| artifact.executable)
+        .with_context(|| format!("cargo built no {binary} binary"))
+}
+
+/// `cargo build` of the workspace's binaries as the tests resolve it (see [`trainer_binary`]),
+/// with the trainer's `features` if given.
+pub fn workspace_build(features: Option<&str>) -> Command {
+    let mut command = cargo();
+    command.args(["build", "--workspace", "--bins", "--examples"]);
+    if let Some(features) = features {
+        command.args(["--features", &format!("trainer/{features}")]);
+    }
+    command
+}
+
+/// What cargo reported building: one entry per compiled target.
+pub struct Artifact {
+    /// The package, as `name@version` or a path.
+    pub package: String,
+    /// The target's name.
+    pub name: String,
+    /// Whether cargo reused it without compiling.
+    pub fresh: bool,
+    /// The executable, for binaries and tests.
+    pub executable: Option<PathBuf>,
+}
+
+/// Runs a cargo build `command` (diagnostics and progress on stderr) and returns its artifacts.
+pub fn artifacts(command: &mut Command) -> anyhow::Result<Vec<Artifact>> {
+    let output = command
+        .arg("--message-format=json-render-diagnostics")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo")?;
+    if !output.status.success() {
+        bail!("cargo failed ({})", output.status);
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .map(|message| Artifact {
+            package: message["package_id"].as_str().unwrap_or("?").to_owned(),
+            name: message["target"]["name"].as_str().unwrap_or("?").to_owned(),
+            fresh: message["fresh"].as_bool().unwrap_or(false),
+            executable: message["executable"].as_str().map(PathBuf::from),
+        })
+        .collect())
+}
+
+/// Cargo's target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
 }
 
 /// The Fashion-MNIST test split, from wherever [`ensure_fashion_mnist`] finds it.
@@ -78,8 +143,8 @@ pub fn ensure_fashion_mnist() -> anyhow::Result<data::Source> {
         Err(error) => error,
     };
     apt_install(
-        "dataset-fashion-mnist",
-        "The download failed; installing Debian's dataset-fashion-mnist package instead",
+        &["dataset-fashion-mnist"],
+        "The download failed; Debian's package has the files",
     )
     .map_err(|apt| anyhow::anyhow!("{error}\n({apt})"))?;
     data::fetch::locate(None).map_err(Into::into)
@@ -106,37 +171,93 @@ fn ensure_openblas() -> anyhow::Result<()> {
     if found || dev_link {
         return Ok(());
     }
-    apt_install(
-        "libopenblas-dev",
-        "The trainer links OpenBLAS, which is not installed; installing Debian's libopenblas-dev",
-    )
-    .context("install OpenBLAS's development files (Debian/Ubuntu: libopenblas-dev)")
+    apt_install(&["libopenblas-dev"], "The trainer links OpenBLAS")
 }
 
-/// `apt-get update` then `apt-get install -y PACKAGE` (through `sudo -n` unless root), after
-/// saying why.
-fn apt_install(package: &str, why: &str) -> anyhow::Result<()> {
+/// The Cortex-M4F's Rust target, added through rustup when missing (saying so first).
+pub fn ensure_rust_target(target: &str) -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup (the board builds need the thumbv7em-none-eabihf target)")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|line| line.trim() == target)
+    {
+        return Ok(());
+    }
+    eprintln!("installing the {target} target for the board builds (rustup target add {target})");
+    let status = Command::new("rustup")
+        .args(["target", "add", target])
+        .status()
+        .context("running rustup")?;
+    if !status.success() {
+        bail!("rustup target add {target} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Debian packages `packages` (each with the command that tells whether it is there),
+/// installed through apt when missing, after saying `why`.
+pub fn ensure_packages(packages: &[(&str, &str)], why: &str) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(_, probe)| {
+            !Command::new("sh")
+                .args(["-c", probe])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    apt_install(&missing, why)
+}
+
+/// `apt-get update` then `apt-get install -y PACKAGES` (through `sudo -n` unless root), after
+/// saying why; without apt or the rights to use it, an error that gives the command to run.
+fn apt_install(packages: &[&str], why: &str) -> anyhow::Result<()> {
+    let list = packages.join(" ");
+    let by_hand = format!("install them, e.g. sudo apt-get install -y {list}, and run this again");
     if Command::new("apt-get").arg("--version").output().is_err() {
-        bail!("no apt-get on this machine to install {package}");
+        bail!("{why}: {list} missing, and there is no apt-get here; {by_hand}");
     }
     let root = Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let sudo = root
+        || Command::new("sudo")
+            .args(["-n", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !sudo {
+        bail!("{why}: {list} missing, and sudo asks for a password; {by_hand}");
+    }
     eprintln!(
-        "{why} (apt-get update, then apt-get install -y {package}{})",
-        if root { "" } else { ", with sudo" }
+        "{why}: installing {list} (apt-get update, then apt-get install -y {list}{})",
+        if root { "" } else { ", with sudo -n" }
     );
-    for apt_args in [&["update"][..], &["install", "-y", package][..]] {
+    for apt_args in [&["update", "-qq"][..], &["install", "-y", "-qq"][..]] {
         let mut argv: Vec<&str> = if root { vec![] } else { vec!["sudo", "-n"] };
         argv.push("apt-get");
         argv.extend(apt_args);
+        if apt_args[0] == "install" {
+            argv.extend(packages);
+        }
         let status = Command::new(argv[0])
             .args(&argv[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .context("running apt-get")?;
         if !status.success() {
-            bail!("{} failed: {status}", argv.join(" "));
+            bail!("{} failed ({status})", argv.join(" "));
         }
     }
     Ok(())

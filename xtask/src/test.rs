@@ -1,0 +1,193 @@
+//! `cargo xtask test`: the one test command. Installs what the tests need (saying so first), then
+//! runs the workspace's tests, the `no_std` cross-build of `infer` and the board on QEMU, and
+//! checks that the tests' build shares burn with `cargo xtask train`'s.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+use crate::setup::{artifacts, cargo, ensure_packages, trainer_binary};
+
+/// Options of `test`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Steps (each says what it installs before it does):
+  1. Fashion-MNIST, OpenBLAS and a font for the pictures, through apt when missing
+  2. the trainer's build, then the tests' build, which must reuse its burn (else an error)
+  3. cargo test --workspace
+  4. infer for the Cortex-M4F (no_std, no heap): rustup target add thumbv7em-none-eabihf
+  5. the board on QEMU (apt-get install qemu-system-arm): a small f16 model trained here and
+     every shipped model that fits its flash, each bit-identical to the host
+  6. with --gpu: the wgpu training test (GPU or Mesa's lavapipe; the first build of the wgpu
+     stack takes about 25 minutes more)
+
+Examples:
+  cargo xtask test            # everything CI runs but the GPU test
+  cargo xtask test --quick    # steps 1-3 only, for a tight edit loop
+  cargo xtask test --gpu      # as CI: with the GPU backend's test")]
+pub struct TestArgs {
+    /// Skip what needs the cross target or QEMU (steps 4 and 5).
+    #[arg(long)]
+    quick: bool,
+    /// Add the GPU backend's test (builds burn's wgpu stack).
+    #[arg(long, conflicts_with = "quick")]
+    gpu: bool,
+}
+
+/// Runs `test`.
+pub fn run(args: &TestArgs) -> anyhow::Result<()> {
+    let mut steps = Steps::default();
+    steps.run("what the tests need", || {
+        crate::setup::ensure_fashion_mnist()?;
+        ensure_packages(
+            &[(
+                "fonts-dejavu-core",
+                "test -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+            )],
+            "The pictures' labels need a font",
+        )?;
+        if args.gpu {
+            ensure_packages(
+                &[
+                    ("libvulkan1", "ldconfig -p | grep -q libvulkan.so.1"),
+                    (
+                        "mesa-vulkan-drivers",
+                        "ls /usr/share/vulkan/icd.d/ | grep -q lvp",
+                    ),
+                ],
+                "The GPU test needs a Vulkan driver (lavapipe runs it on the CPU)",
+            )?;
+        }
+        Ok(())
+    })?;
+    steps.run("the tests' build reuses the trainer's burn", || {
+        trainer_binary("trainer", None)?;
+        let built = artifacts(cargo().args(["test", "--workspace", "--no-run"]))?;
+        let rebuilt: Vec<&str> = built
+            .iter()
+            .filter(|artifact| !artifact.fresh && artifact.package.contains("burn"))
+            .map(|artifact| artifact.package.as_str())
+            .collect();
+        if !rebuilt.is_empty() {
+            bail!(
+                "the tests' build compiled {} again after the trainer's build: the two resolve \
+                 different features, so every switch between `cargo xtask train` and the tests \
+                 rebuilds burn. Align them (see setup::trainer_binary).",
+                rebuilt.join(", ")
+            );
+        }
+        Ok(())
+    })?;
+    steps.run("cargo test --workspace", || {
+        let mut command = cargo();
+        command.args(["test", "--workspace"]);
+        if args.quick {
+            // The firmware's size check needs the cross target.
+            command.args(["--", "--skip", "board::tests::"]);
+        }
+        status(&mut command)
+    })?;
+    if !args.quick {
+        steps.run("infer for the Cortex-M4F (no_std, no heap)", || {
+            crate::setup::ensure_rust_target("thumbv7em-none-eabihf")?;
+            status(cargo().args(["build", "-p", "infer", "--target", "thumbv7em-none-eabihf"]))
+        })?;
+        steps.run("the board on QEMU, bit-identical to the host", board)?;
+    }
+    if args.gpu {
+        steps.run("the GPU backend's test", || {
+            status(cargo().args([
+                "test",
+                "-p",
+                "trainer",
+                "--features",
+                "wgpu",
+                "--test",
+                "gpu",
+            ]))
+        })?;
+    }
+    steps.report();
+    Ok(())
+}
+
+/// A small f16 model trained for the check, and every shipped model that fits the board.
+fn board() -> anyhow::Result<()> {
+    crate::board::ensure_tools()?;
+    let dir = std::env::temp_dir().join(format!("fashion-mlp-test-{}", std::process::id()));
+    let small = dir.join("small.fmlp");
+    let trained = Command::new(trainer_binary("trainer", None)?)
+        .args([
+            "--hidden",
+            "128",
+            "--epochs",
+            "1",
+            "--train-images",
+            "6000",
+            "--quiet",
+        ])
+        .arg("--out")
+        .arg(&small)
+        .status()
+        .context("running the trainer")?;
+    if !trained.success() {
+        bail!("training the small model failed ({trained})");
+    }
+    let mut models = vec![small];
+    let shipped = crate::setup::workspace_root().join("models");
+    for entry in std::fs::read_dir(&shipped).with_context(|| format!("{}", shipped.display()))? {
+        let path = entry?.path();
+        let fits = std::fs::metadata(&path).is_ok_and(|m| m.len() < 900_000);
+        if path.extension().is_some_and(|e| e == "fmlp") && fits {
+            models.push(path);
+        }
+    }
+    models.sort();
+    for model in models {
+        crate::board::run(&crate::board::BoardArgs {
+            model,
+            count: 200,
+            json: false,
+            timeout: 600,
+        })?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Runs `command`, its output going to ours; a failure is an error.
+fn status(command: &mut Command) -> anyhow::Result<()> {
+    let status = command.status().context("running cargo")?;
+    if !status.success() {
+        bail!("failed ({status})");
+    }
+    Ok(())
+}
+
+/// The steps run so far and how long each took.
+#[derive(Default)]
+struct Steps(Vec<(&'static str, f64)>);
+
+impl Steps {
+    /// Runs one step, saying which; an error names it.
+    fn run(
+        &mut self,
+        name: &'static str,
+        step: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        eprintln!("== {name}");
+        let started = Instant::now();
+        step().with_context(|| name.to_owned())?;
+        self.0.push((name, started.elapsed().as_secs_f64()));
+        Ok(())
+    }
+
+    fn report(&self) {
+        eprintln!("\nall passed:");
+        for (name, seconds) in &self.0 {
+            eprintln!("  {seconds:6.1} s  {name}");
+        }
+        let total: f64 = self.0.iter().map(|(_, s)| s).sum();
+        eprintln!("  {total:6.1} s  in all");
+    }
+}
