@@ -46,10 +46,25 @@ pub const FILES: [(&str, &str); 4] = [
 pub struct DataArgs {
     /// Directory with the four IDX files (plain or .gz) of Fashion-MNIST or of any other set of
     /// 28x28 images (MNIST, KMNIST, your own); other sets are not checksum-verified.
-    /// Default: the cache data/fashion-mnist/, then /usr/share/datasets/fashion-mnist
-    /// (apt-get install dataset-fashion-mnist), then a download from the official mirror.
-    #[arg(long, value_name = "DIR", env = DIR_ENV)]
+    /// Default: $FASHION_MNIST_DIR when set and not empty, then the cache data/fashion-mnist/,
+    /// then /usr/share/datasets/fashion-mnist (apt-get install dataset-fashion-mnist), then a
+    /// download from the official mirror.
+    #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// The directory the user named: `--data`, else `FASHION_MNIST_DIR` unless it is empty.
+    pub fn dir(&self) -> Option<PathBuf> {
+        self.data.clone().or_else(dir_from_env)
+    }
+}
+
+/// `FASHION_MNIST_DIR`, unless it is unset or empty.
+pub fn dir_from_env() -> Option<PathBuf> {
+    std::env::var_os(DIR_ENV)
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Which half of a dataset.
@@ -84,6 +99,14 @@ pub enum Source {
 }
 
 impl Source {
+    /// The four files read from it (plain, or `.gz` where there is no plain one).
+    pub fn files(&self) -> Vec<PathBuf> {
+        FILES
+            .iter()
+            .map(|(name, _)| file_in(self.dir(), name))
+            .collect()
+    }
+
     /// The directory holding the files.
     pub fn dir(&self) -> &Path {
         match self {
@@ -121,7 +144,7 @@ pub struct Dataset {
 impl Dataset {
     /// Finds (downloading if needed) and loads both halves.
     pub fn load(args: &DataArgs) -> Result<Self> {
-        let source = locate(args.data.as_deref())?;
+        let source = locate(args.dir().as_deref())?;
         let (train, train_verified) = load_part(&source, Part::Train)?;
         let (test, test_verified) = load_part(&source, Part::Test)?;
         Ok(Self {
@@ -130,6 +153,17 @@ impl Dataset {
             is_fashion_mnist: train_verified && test_verified,
             source,
         })
+    }
+
+    /// SHA-256 (lower-case hex) of every image and label, training split first: what a resumed
+    /// run must find again.
+    pub fn sha256(&self) -> String {
+        let mut digest = Sha256::new();
+        for split in [&self.train, &self.test] {
+            digest.update(&split.images);
+            digest.update(&split.labels);
+        }
+        hex(&digest.finalize())
     }
 }
 
@@ -220,10 +254,11 @@ fn missing_files(dir: &Path) -> Option<&'static str> {
 
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Downloads the four files into `dir`, each verified before it is renamed into place.

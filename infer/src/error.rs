@@ -36,7 +36,7 @@ pub enum Error {
     },
     /// A layer's sizes do not chain: its input width is not the previous layer's output width
     /// (or, for the first layer, [`crate::INPUT_SIZE`]), or the last one's output is not
-    /// [`crate::NUM_CLASSES`], or a width is zero.
+    /// [`crate::NUM_CLASSES`].
     LayerShape {
         /// Index of the layer, from 0.
         layer: usize,
@@ -70,13 +70,20 @@ pub enum Error {
     },
     /// The output buffer passed to an encoder is too small.
     BufferTooSmall,
-    /// A value given to the writer cannot be stored in the layer's encoding (f16: beyond
-    /// ±65504, infinite or NaN).
-    NotRepresentable {
+    /// A weight, scale or bias is not a finite f16: NaN or infinite in a file, or a value the
+    /// writer was given that f16 cannot hold (beyond ±65504, infinite or NaN).
+    NotFinite {
         /// Index of the layer, from 0.
         layer: usize,
         /// `weights`, `scales` or `bias`.
         part: &'static str,
+    },
+    /// A layer has no outputs, or more than [`crate::format::MAX_WIDTH`].
+    LayerWidth {
+        /// Index of the layer, from 0.
+        layer: usize,
+        /// Its outputs.
+        width: u32,
     },
 }
 
@@ -138,10 +145,15 @@ impl fmt::Display for Error {
                 )
             }
             Error::BufferTooSmall => write!(f, "output buffer too small for the encoded model"),
-            Error::NotRepresentable { layer, part } => write!(
+            Error::NotFinite { layer, part } => write!(
                 f,
-                "layer {layer} {part} hold a value that f16 cannot represent (beyond ±65504, \
-                 infinite or NaN)"
+                "layer {layer} {part} hold a value that is not a finite f16 (NaN, infinite, or \
+                 beyond ±65504)"
+            ),
+            Error::LayerWidth { layer, width } => write!(
+                f,
+                "layer {layer} has {width} outputs; a layer has 1 to {}",
+                crate::format::MAX_WIDTH
             ),
         }
     }

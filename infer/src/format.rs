@@ -19,6 +19,8 @@ pub const MAGIC: [u8; 4] = *b"FMLP";
 pub const FORMAT_VERSION: u16 = 3;
 /// Most layers a model file may hold.
 pub const MAX_LAYERS: usize = 8;
+/// Most outputs a layer may have (the trainer's `--hidden` checks the same bound).
+pub const MAX_WIDTH: u32 = 65_536;
 
 /// What precedes the model in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -125,8 +127,10 @@ impl<'a> ModelFile<'a> {
         Ok(file)
     }
 
-    /// Checks that the sizes chain from [`INPUT_SIZE`] to [`NUM_CLASSES`], that every layer holds
-    /// exactly the bytes its sizes need, and that the parameters are usable.
+    /// Checks that the sizes chain from [`INPUT_SIZE`] to [`NUM_CLASSES`], that every width is at
+    /// most [`MAX_WIDTH`], that every layer holds exactly the bytes its sizes need, and that every
+    /// parameter is a finite number (a NaN or infinite weight would make every prediction
+    /// meaningless without any error).
     pub fn validate(&self) -> Result<(), Error> {
         if self.layers.is_empty() {
             return Err(Error::LayerCount { found: 0 });
@@ -137,16 +141,17 @@ impl<'a> ModelFile<'a> {
         }
         let mut width = INPUT_SIZE as u32;
         for (index, layer) in self.layers.iter().enumerate() {
-            if layer.d_in != width || layer.d_out == 0 {
-                let (expected, found) = if layer.d_in != width {
-                    (width, layer.d_in)
-                } else {
-                    (1, 0)
-                };
+            if layer.d_in != width {
                 return Err(Error::LayerShape {
                     layer: index,
-                    expected,
-                    found,
+                    expected: width,
+                    found: layer.d_in,
+                });
+            }
+            if layer.d_out == 0 || layer.d_out > MAX_WIDTH {
+                return Err(Error::LayerWidth {
+                    layer: index,
+                    width: layer.d_out,
                 });
             }
             let (bytes_per_weight, scale_bytes) = match layer.encoding {
@@ -171,9 +176,6 @@ impl<'a> ModelFile<'a> {
                     found: layer.scales.len(),
                 });
             }
-            if (0..scale_bytes / 2).any(|j| !f16_at(layer.scales, j).is_finite()) {
-                return Err(Error::BadParameter);
-            }
             let bias_bytes = layer.d_out as usize * 2;
             if layer.bias.len() != bias_bytes {
                 return Err(Error::LayerBytes {
@@ -181,6 +183,19 @@ impl<'a> ModelFile<'a> {
                     expected: bias_bytes,
                     found: layer.bias.len(),
                 });
+            }
+            let f16_weights = match layer.encoding {
+                Encoding::F16 => layer.weights,
+                Encoding::Int8 => &[],
+            };
+            for (part, bytes) in [
+                ("weights", f16_weights),
+                ("scales", layer.scales),
+                ("bias", layer.bias),
+            ] {
+                if !all_finite_f16(bytes) {
+                    return Err(Error::NotFinite { layer: index, part });
+                }
             }
             width = layer.d_out;
         }
@@ -230,6 +245,13 @@ impl<'a> ModelFile<'a> {
             .map(|l| l.d_out as usize)
             .fold(INPUT_SIZE, usize::max)
     }
+}
+
+/// Whether every little-endian f16 in `bytes` is finite (its exponent bits are not all set).
+fn all_finite_f16(bytes: &[u8]) -> bool {
+    bytes
+        .chunks_exact(2)
+        .all(|pair| u16::from_le_bytes([pair[0], pair[1]]) & 0x7C00 != 0x7C00)
 }
 
 /// Reads the f16 value at `index` from little-endian bytes, as f32.
@@ -473,6 +495,77 @@ mod tests {
         let infinite: std::vec::Vec<u8> = (0..4)
             .flat_map(|_| half::f16::INFINITY.to_le_bytes())
             .collect();
-        assert!(matches!(int8_file(&infinite), Err(Error::BadParameter)));
+        assert_eq!(
+            int8_file(&infinite),
+            Err(Error::NotFinite {
+                layer: 0,
+                part: "scales"
+            })
+        );
+    }
+
+    /// `file` encoded without validation, as a writer other than ours might produce it.
+    fn encoded_unchecked(file: &ModelFile<'_>) -> std::vec::Vec<u8> {
+        let mut bytes = std::vec![0; file.encoded_len_bound()];
+        let len = file.encode(&mut bytes).unwrap();
+        bytes.truncate(len);
+        bytes
+    }
+
+    #[test]
+    fn non_finite_weights_and_biases_are_errors_on_reading_and_writing() {
+        let valid = encoded(3);
+        let model = Model::from_bytes(&valid).unwrap();
+        for bits in [0x7E00u16, 0x7C00, 0xFC00] {
+            for (layer, part) in [(0, "weights"), (1, "bias"), (1, "weights")] {
+                let mut buffers = ModelFileBuf::from_file(model.file());
+                let target = &mut buffers.layers[layer];
+                let bytes = if part == "bias" {
+                    &mut target.bias
+                } else {
+                    &mut target.weights
+                };
+                bytes[2..4].copy_from_slice(&bits.to_le_bytes());
+                let expected = Error::NotFinite { layer, part };
+                assert_eq!(buffers.to_vec(), Err(expected), "{bits:#x} writing");
+                let mut file = model.file().clone();
+                file.layers = buffers.layers.iter().map(|l| l.bytes()).collect();
+                let bytes = encoded_unchecked(&file);
+                assert_eq!(
+                    Model::from_bytes(&bytes).unwrap_err(),
+                    expected,
+                    "{bits:#x} reading"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_layer_wider_than_max_width_is_an_error() {
+        let wide = MAX_WIDTH + 1;
+        let (weights, bias) = ([0u8; 8], [0u8; 8]);
+        let mut layers = Vec::new();
+        layers
+            .push(LayerBytes {
+                d_in: INPUT_SIZE as u32,
+                d_out: wide,
+                encoding: Encoding::F16,
+                weights: &weights,
+                scales: &[],
+                bias: &bias,
+            })
+            .unwrap();
+        let file = ModelFile {
+            activation: Activation::Relu,
+            normalization: NORMALIZATION,
+            layers,
+        };
+        assert_eq!(
+            Model::from_bytes(&encoded_unchecked(&file)).unwrap_err(),
+            Error::LayerWidth {
+                layer: 0,
+                width: wide
+            }
+        );
     }
 }

@@ -75,7 +75,7 @@ impl ModelFileBuf {
 
     /// Appends an f16 layer from `d_in × d_out` weights (row `i` holding the weights from input
     /// `i`) and `d_out` biases; a value f16 cannot hold (beyond ±65504, infinite or NaN) is an
-    /// [`Error::NotRepresentable`] naming the layer.
+    /// [`Error::NotFinite`] naming the layer.
     pub fn push_f16(
         &mut self,
         d_in: usize,
@@ -151,7 +151,7 @@ fn f16_bytes(layer: usize, part: &'static str, values: &[f32]) -> Result<Vec<u8>
     for &value in values {
         let half = half::f16::from_f32(value);
         if !half.is_finite() {
-            return Err(Error::NotRepresentable { layer, part });
+            return Err(Error::NotFinite { layer, part });
         }
         out.extend_from_slice(&half.to_le_bytes());
     }

@@ -45,25 +45,38 @@ pub fn svg(points: &[EpochPoint]) -> Result<String> {
     Ok(svg)
 }
 
+/// Highest loss the picture shows: a diverging run's loss can reach any finite value, and
+/// plotters' axis code loops for ever on ranges near f64's limits. Larger values are drawn at
+/// this height and the panel's title says so.
+const LOSS_CEILING: f64 = 1e6;
+
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, points: &[EpochPoint]) -> Result<()> {
     root.fill(&WHITE).map_err(draw_error)?;
     let (left, right) = root.split_horizontally(SIZE.0 / 2);
-    let loss_max = points
+    let finite = |values: &mut dyn Iterator<Item = f64>| -> Vec<f64> {
+        values.filter(|v| v.is_finite()).collect()
+    };
+    let losses = finite(&mut points.iter().flat_map(|p| [p.train_loss, p.test_loss]));
+    let loss_max = losses.iter().copied().fold(0.0, f64::max);
+    let clipped = loss_max > LOSS_CEILING;
+    let loss_top = (loss_max.min(LOSS_CEILING) * 1.05).max(1e-3);
+    let accuracies = finite(
+        &mut points
+            .iter()
+            .flat_map(|p| [p.train_accuracy, p.test_accuracy]),
+    );
+    let accuracy_min = accuracies
         .iter()
-        .flat_map(|p| [p.train_loss, p.test_loss])
-        .fold(0.0, f64::max);
-    let accuracy_min = points
-        .iter()
-        .flat_map(|p| [p.train_accuracy, p.test_accuracy])
-        .fold(1.0, f64::min);
+        .copied()
+        .fold(1.0, f64::min)
+        .clamp(0.0, 1.0);
     let loss = [(|p: &EpochPoint| p.train_loss) as Value, |p| p.test_loss];
-    panel(
-        &left,
-        points,
-        "loss",
-        0.0..(loss_max * 1.05).max(1e-3),
-        loss,
-    )?;
+    let title = if clipped {
+        "loss (clipped at 1e6)"
+    } else {
+        "loss"
+    };
+    panel(&left, points, title, 0.0..loss_top, loss)?;
     let accuracy = [(|p: &EpochPoint| 100.0 * p.train_accuracy) as Value, |p| {
         100.0 * p.test_accuracy
     }];
@@ -88,13 +101,20 @@ fn panel<DB: DrawingBackend>(
     range: std::ops::Range<f64>,
     [train, test]: [Value; 2],
 ) -> Result<()> {
-    let last = points.iter().map(|p| p.epoch).max().unwrap_or(1).max(2) as f64;
+    // Epochs past a million are not drawn to scale (nor trained): the axis stays one plotters
+    // can label.
+    let last = points
+        .iter()
+        .map(|p| p.epoch)
+        .max()
+        .unwrap_or(1)
+        .clamp(2, 1_000_000) as f64;
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(52)
-        .build_cartesian_2d(1.0..last, range)
+        .build_cartesian_2d(1.0..last, range.clone())
         .map_err(draw_error)?;
     chart
         .configure_mesh()
@@ -102,7 +122,12 @@ fn panel<DB: DrawingBackend>(
         .draw()
         .map_err(draw_error)?;
     for (name, value, color) in [("train", train, BLUE), ("test", test, RED)] {
-        let line = points.iter().map(|p| (p.epoch as f64, value(p)));
+        // Points that are not numbers are left out; the others are kept inside the panel.
+        let line = points
+            .iter()
+            .map(|p| (p.epoch as f64, value(p)))
+            .filter(|(_, v)| v.is_finite())
+            .map(|(epoch, v)| (epoch.min(last), v.clamp(range.start, range.end)));
         chart
             .draw_series(LineSeries::new(line, color.stroke_width(2)))
             .map_err(draw_error)?

@@ -63,3 +63,54 @@ fn misclassified_grid_decodes_with_one_cell_per_image() {
     assert_eq!(decoded_size(&png), (6 * 150, 2 * 150));
     assert_eq!(plot::misclassified::size(8), (900, 300));
 }
+
+/// Runs `draw` on another thread and fails if it takes longer than 20 seconds.
+fn within_deadline(what: &str, draw: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        draw();
+        let _ = done.send(());
+    });
+    assert!(
+        finished
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .is_ok(),
+        "{what}: drawing did not finish within 20 s (or panicked)"
+    );
+}
+
+#[test]
+fn curves_of_any_values_are_drawn_without_hanging_or_failing() {
+    let point = |epoch, loss: f64, accuracy: f64| EpochPoint {
+        epoch,
+        train_loss: loss,
+        test_loss: loss * 1.1,
+        train_accuracy: accuracy,
+        test_accuracy: accuracy,
+    };
+    let cases: Vec<(&str, Vec<EpochPoint>)> = vec![
+        ("huge", vec![point(1, 2.3, 0.1), point(2, 7.35e34, 0.1)]),
+        ("largest", vec![point(1, f64::MAX, 0.1), point(2, 1.0, 0.2)]),
+        ("tiny", vec![point(1, 1e-300, 0.5), point(2, 2e-300, 0.5)]),
+        (
+            "NaN",
+            vec![point(1, f64::NAN, f64::NAN), point(2, 1.0, 0.5)],
+        ),
+        (
+            "infinite",
+            vec![point(1, f64::INFINITY, 0.5), point(2, 1.0, 0.5)],
+        ),
+        ("negative", vec![point(1, -5.0, -0.5), point(2, -1.0, 1.5)]),
+        ("constant", vec![point(1, 0.7, 0.9), point(2, 0.7, 0.9)]),
+        ("one point", vec![point(1, 0.7, 0.9)]),
+        ("none", vec![]),
+        ("late epoch", vec![point(usize::MAX, 1.0, 0.5)]),
+    ];
+    for (what, points) in cases {
+        within_deadline(what, move || {
+            let png = plot::curves::png_bytes(&points).expect("a picture");
+            assert_eq!(decoded_size(&png), plot::curves::SIZE);
+            plot::curves::svg(&points).expect("an SVG");
+        });
+    }
+}

@@ -21,7 +21,7 @@ fn dataset() -> Dataset {
 
 fn config(hidden: &[usize], epochs: usize) -> TrainConfig {
     TrainConfig {
-        hidden: hidden.to_vec(),
+        hidden: hidden.to_vec().into(),
         epochs,
         schedule: Schedule::Constant,
         warmup_epochs: 0.0,
@@ -263,5 +263,26 @@ fn validation_scores_the_weights_that_are_exported() {
         trained.history[0].validation_accuracy,
         Some(exported.accuracy(&held_out.labels))
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_stop_asked_for_during_the_last_step_lets_the_run_finish() {
+    let mut dataset = dataset();
+    dataset.train.images.truncate(100 * data::IMAGE_PIXELS);
+    dataset.train.labels.truncate(100);
+    let dir = run_dir("late-stop");
+    // One step in all (100 images, batch 128), with the stop already asked for.
+    let run = Run::new(config(&[8], 1), &dir.join("m.fmlp"), true).unwrap();
+    let stop = AtomicBool::new(true);
+    let trained = train(
+        &run,
+        &dataset,
+        &trainer::device::cpu().autodiff(),
+        None,
+        &stop,
+    )
+    .unwrap();
+    assert_eq!(trained.history.len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -16,7 +16,7 @@ use trainer::model::INPUT_SIZE;
 fn main() {
     let batch_size = 128;
     let config = TrainConfig {
-        hidden: vec![512, 512],
+        hidden: vec![512, 512].into(),
         lr: 0.01,
         schedule: Schedule::Constant,
         warmup_epochs: 0.0,

@@ -65,6 +65,12 @@ impl<'a> Selection<'a> {
     /// The images of `dataset` that `config` trains and validates on.
     pub fn of(config: &TrainConfig, dataset: &'a Dataset) -> Result<Self> {
         let all = dataset.train.len();
+        if all == 0 {
+            return Err(Error::Config(format!(
+                "the training split of {} holds no images",
+                dataset.source
+            )));
+        }
         if config.validation >= all {
             return Err(Error::Config(format!(
                 "--validation {} leaves none of the {all} training images to train on",

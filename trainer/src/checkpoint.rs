@@ -1,5 +1,9 @@
-//! Per-epoch checkpoints: the run's settings, its history, every parameter and every velocity,
-//! so `--resume` continues exactly where the last complete epoch ended.
+//! Per-epoch checkpoints: the run's settings, the data it sees, its history, every parameter and
+//! every velocity, so `--resume` continues exactly where the last complete epoch ended.
+//!
+//! A file is `FMLPCKPT`, the format version (u32, little-endian), the CRC-32 of the payload
+//! (u32, little-endian), then the payload: the postcard-encoded [`Checkpoint`]. The checksum is
+//! verified before the payload is decoded, so a changed byte is an error, not a different run.
 
 use std::path::Path;
 
@@ -14,15 +18,52 @@ use crate::learner::Learner;
 use crate::optim::MomentumSgd;
 use crate::run::EpochRecord;
 
-/// Bumped whenever the layout below changes.
-const CHECKPOINT_VERSION: u32 = 3;
+/// First bytes of every checkpoint.
+const MAGIC: [u8; 8] = *b"FMLPCKPT";
+/// Bumped whenever the layout changes (4: a header with a CRC-32, and the data's identity).
+const CHECKPOINT_VERSION: u32 = 4;
+
+/// Which data a run trains on, so a resumed run can check that it sees the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataIdentity {
+    /// Images in the training split.
+    pub train_images: usize,
+    /// Images in the test split.
+    pub test_images: usize,
+    /// SHA-256 of all images and labels ([`data::Dataset::sha256`]).
+    pub sha256: String,
+}
+
+impl DataIdentity {
+    /// The identity of `dataset`.
+    pub fn of(dataset: &data::Dataset) -> Self {
+        Self {
+            train_images: dataset.train.len(),
+            test_images: dataset.test.len(),
+            sha256: dataset.sha256(),
+        }
+    }
+}
+
+impl std::fmt::Display for DataIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} training and {} test images (SHA-256 {}…)",
+            self.train_images,
+            self.test_images,
+            &self.sha256[..self.sha256.len().min(12)]
+        )
+    }
+}
 
 /// Everything needed to continue a run after its last complete epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    version: u32,
     /// The run's settings.
     pub config: TrainConfig,
+    /// The data the run trains on.
+    pub data: DataIdentity,
     /// Input normalisation.
     pub normalization: Normalization,
     /// One record per completed epoch.
@@ -41,6 +82,7 @@ impl Checkpoint {
     /// Captures the learner's model and optimizer after `history.len()` epochs.
     pub fn capture(
         config: &TrainConfig,
+        data: &DataIdentity,
         normalization: Normalization,
         history: &[EpochRecord],
         learner: &Learner,
@@ -53,8 +95,8 @@ impl Checkpoint {
         };
         learner.model().visit(&mut collect);
         Self {
-            version: CHECKPOINT_VERSION,
             config: config.clone(),
+            data: data.clone(),
             normalization,
             history: history.to_vec(),
             progress: None,
@@ -96,34 +138,63 @@ impl Checkpoint {
         }
     }
 
+    /// The checkpoint file's bytes: header, CRC-32, payload.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let payload = postcard::to_allocvec(self).expect("checkpoint serializes");
+        let mut bytes = Vec::with_capacity(16 + payload.len());
+        bytes.extend_from_slice(&MAGIC);
+        bytes.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&infer::crc32::crc32(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        bytes
+    }
+
+    /// Reads [`Self::to_bytes`]'s output; any other bytes are an error that says what is wrong.
+    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let rest = bytes
+            .strip_prefix(&MAGIC)
+            .ok_or("not a checkpoint of this program (no FMLPCKPT header)")?;
+        let (version, rest) = rest
+            .split_first_chunk::<4>()
+            .ok_or("truncated checkpoint header")?;
+        let version = u32::from_le_bytes(*version);
+        if version != CHECKPOINT_VERSION {
+            return Err(format!(
+                "checkpoint version {version}, this build reads {CHECKPOINT_VERSION}"
+            ));
+        }
+        let (stored, payload) = rest
+            .split_first_chunk::<4>()
+            .ok_or("truncated checkpoint header")?;
+        let (stored, computed) = (u32::from_le_bytes(*stored), infer::crc32::crc32(payload));
+        if stored != computed {
+            return Err(format!(
+                "checkpoint is corrupt: its payload's CRC-32 is {computed:08x}, the file says \
+                 {stored:08x} (truncated, or changed since it was written)"
+            ));
+        }
+        postcard::from_bytes(payload)
+            .map_err(|e| format!("checkpoint is corrupt: its payload does not decode ({e})"))
+    }
+
     /// Writes the checkpoint atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = postcard::to_allocvec(self).expect("checkpoint serializes");
-        data::atomic::write_atomically(path, &bytes).map_err(|cause| Error::Io {
+        data::atomic::write_atomically(path, &self.to_bytes()).map_err(|cause| Error::Io {
             path: path.to_owned(),
             cause,
         })
     }
 
-    /// Reads a checkpoint written by [`Self::save`].
+    /// Reads a checkpoint written by [`Self::save`]; an error names the file.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|cause| Error::Io {
             path: path.to_owned(),
             cause,
         })?;
-        let defect = |defect: String| Error::Checkpoint {
+        Self::from_bytes(&bytes).map_err(|defect| Error::Checkpoint {
             path: path.to_owned(),
             defect,
-        };
-        let checkpoint: Self = postcard::from_bytes(&bytes)
-            .map_err(|e| defect(format!("not a readable checkpoint ({e})")))?;
-        if checkpoint.version != CHECKPOINT_VERSION {
-            return Err(defect(format!(
-                "checkpoint version {}, this build reads {CHECKPOINT_VERSION}",
-                checkpoint.version
-            )));
-        }
-        Ok(checkpoint)
+        })
     }
 }
 

@@ -29,12 +29,57 @@ impl Schedule {
     }
 }
 
+/// Hidden layer widths, input side first: `512,256` on the command line, `""` for none.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Widths(pub Vec<usize>);
+
+impl std::ops::Deref for Widths {
+    type Target = [usize];
+
+    fn deref(&self) -> &[usize] {
+        &self.0
+    }
+}
+
+impl From<Vec<usize>> for Widths {
+    fn from(widths: Vec<usize>) -> Self {
+        Self(widths)
+    }
+}
+
+impl std::str::FromStr for Widths {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(Self(Vec::new()));
+        }
+        text.split(',')
+            .map(|width| {
+                width
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{width:?} is not a width (a whole number, e.g. 512,256)"))
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map(Self)
+    }
+}
+
+impl std::fmt::Display for Widths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let widths: Vec<String> = self.0.iter().map(usize::to_string).collect();
+        f.write_str(&widths.join(","))
+    }
+}
+
 /// The settings that define a run; printed at its start and stored in its checkpoint and log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct TrainConfig {
-    /// Hidden layer widths, comma-separated (e.g. 512,512; empty for none).
-    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "512,256")]
-    pub hidden: Vec<usize>,
+    /// Hidden layer widths, comma-separated (e.g. 512,512; "" for none).
+    #[arg(long, value_name = "WIDTHS", default_value = "512,256")]
+    pub hidden: Widths,
     /// Activation of the hidden layers.
     #[arg(long, default_value = "relu", value_parser = activation_names())]
     pub activation: ActivationKind,
@@ -103,9 +148,10 @@ impl TrainConfig {
     /// Rejects settings that cannot train, naming the argument.
     pub fn validate(&self) -> Result<()> {
         let fail = |message: String| Err(Error::Config(message));
-        if let Some(width) = self.hidden.iter().find(|&&w| w == 0 || w > 65_536) {
+        let widest = infer::format::MAX_WIDTH as usize;
+        if let Some(width) = self.hidden.iter().find(|&&w| w == 0 || w > widest) {
             return fail(format!(
-                "--hidden width {width} must be between 1 and 65536"
+                "--hidden width {width} must be between 1 and {widest}"
             ));
         }
         if self.hidden.len() + 1 > infer::format::MAX_LAYERS {
@@ -138,17 +184,20 @@ impl TrainConfig {
             return fail("--batch-size must be at least 1".into());
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return fail(format!("--lr {} must be a positive number", self.lr));
+            return fail(format!("--lr {} must be a finite positive number", self.lr));
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return fail(format!("--momentum {} must be in [0, 1)", self.momentum));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return fail(format!("--weight-decay {} must be >= 0", self.weight_decay));
+            return fail(format!(
+                "--weight-decay {} must be a finite number >= 0",
+                self.weight_decay
+            ));
         }
         if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
             return fail(format!(
-                "--warmup-epochs {} must be >= 0",
+                "--warmup-epochs {} must be a finite number >= 0",
                 self.warmup_epochs
             ));
         }
@@ -198,10 +247,9 @@ impl TrainConfig {
             augment,
             seed,
         } = self;
-        let widths: Vec<String> = hidden.iter().map(usize::to_string).collect();
         let mut args = vec![
             "--hidden".to_owned(),
-            widths.join(","),
+            hidden.to_string(),
             "--activation".to_owned(),
             activation.name().to_owned(),
         ];
@@ -339,7 +387,7 @@ mod tests {
     #[test]
     fn the_command_line_gives_back_the_same_configuration() {
         let unusual = TrainConfig {
-            hidden: vec![300, 7],
+            hidden: vec![300, 7].into(),
             activation: ActivationKind::Elu,
             alpha: Some(0.7),
             epochs: 3,
@@ -366,11 +414,18 @@ mod tests {
             },
             seed: 42,
         };
-        for config in [defaults(), unusual] {
+        let no_hidden = TrainConfig {
+            hidden: Widths::default(),
+            ..defaults()
+        };
+        for config in [defaults(), unusual, no_hidden] {
             let line = config.command_line(Path::new("runs/a b.fmlp"));
             assert!(line.ends_with("--out 'runs/a b.fmlp'"), "{line}");
             let args = line.strip_prefix("cargo xtask train ").unwrap();
-            let words = args.split(' ').take_while(|w| *w != "--out");
+            let words = args
+                .split(' ')
+                .take_while(|w| *w != "--out")
+                .map(|w| if w == "''" { "" } else { w });
             let parsed = Cli::try_parse_from(std::iter::once("t").chain(words)).unwrap();
             assert_eq!(parsed.config, config, "{line}");
         }
@@ -381,7 +436,7 @@ mod tests {
         for (config, argument) in [
             (
                 TrainConfig {
-                    hidden: vec![0],
+                    hidden: vec![0].into(),
                     ..defaults()
                 },
                 "--hidden",
@@ -416,7 +471,7 @@ mod tests {
             ),
             (
                 TrainConfig {
-                    hidden: vec![8; 9],
+                    hidden: vec![8; 9].into(),
                     ..defaults()
                 },
                 "--hidden",

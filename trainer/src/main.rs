@@ -3,11 +3,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
 use data::{DataArgs, Dataset};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
+use signal_hook::iterator::Signals;
 use trainer::activation::ActivationKind;
 use trainer::checkpoint::Checkpoint;
 use trainer::config::TrainConfig;
@@ -21,7 +23,15 @@ use trainer::train::train;
 /// Writes OUT (the model), OUT with extension .ckpt (a checkpoint after every epoch, for
 /// --resume) and .log.json (settings, per-epoch loss/accuracy/time, final figures).
 #[derive(Parser, Debug)]
-#[command(version, about, long_about, after_help = EXAMPLES, bin_name = "cargo xtask train")]
+#[command(
+    version,
+    about,
+    long_about,
+    after_help = EXAMPLES,
+    bin_name = "cargo xtask train",
+    allow_negative_numbers = true,
+    args_override_self = true
+)]
 struct Cli {
     #[command(flatten)]
     config: TrainConfig,
@@ -30,7 +40,8 @@ struct Cli {
     /// Model file to write.
     #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
     out: PathBuf,
-    /// Continue from OUT's checkpoint (its settings are used; the others given are ignored).
+    /// Continue from OUT's checkpoint, with the settings and data it was started with (settings
+    /// given that differ are an error); without a checkpoint, a new run starts.
     #[arg(long)]
     resume: bool,
     /// Where to train: cpu, or gpu (needs a build with `--features wgpu`).
@@ -61,16 +72,29 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
+    // A file-size limit makes writes fail with an error naming the file, not kill the process.
+    signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))
+        .context("installing the SIGXFSZ handler")?;
     let cli = Cli::parse();
     let checkpoint_path = RunPaths::new(&cli.out).checkpoint;
     let checkpoint = if cli.resume && !checkpoint_path.exists() {
         eprintln!(
-            "--resume: no checkpoint at {} yet, so training starts from the beginning",
+            "--resume: no checkpoint at {} yet, so a new run starts with the settings given",
             checkpoint_path.display()
         );
         None
     } else if cli.resume {
         let checkpoint = Checkpoint::load(&checkpoint_path)?;
+        if cli.config != TrainConfig::default() && cli.config != checkpoint.config {
+            anyhow::bail!(
+                "--resume continues {} with the settings it was started with ({}), and the \
+                 settings given differ ({}): drop them to resume, or start a new run with \
+                 another --out",
+                checkpoint_path.display(),
+                checkpoint.config.args().join(" "),
+                cli.config.args().join(" ")
+            );
+        }
         let within = checkpoint.progress.as_ref().map_or(String::new(), |p| {
             format!(" and {} steps of epoch {}", p.steps_done, p.epoch)
         });
@@ -95,6 +119,7 @@ fn run() -> anyhow::Result<()> {
     let device = device(cli.device)?.autodiff();
 
     let dataset = Dataset::load(&cli.data)?;
+    run.check_inputs(&dataset.source.files())?;
     eprintln!(
         "data: {} ({} train, {} test images{})",
         dataset.source,
@@ -108,20 +133,17 @@ fn run() -> anyhow::Result<()> {
     );
     eprintln!("settings: {}", serde_json::to_string(&run.config)?);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let handler_stop = Arc::clone(&stop);
-    ctrlc::set_handler(move || {
-        if handler_stop.swap(true, Ordering::Relaxed) {
-            eprintln!("\nsecond Ctrl-C: quitting without a checkpoint");
-            std::process::exit(130);
-        }
-        eprintln!("\nCtrl-C: finishing this step, then writing a checkpoint (Ctrl-C again quits)");
-    })
-    .context("installing the Ctrl-C handler")?;
-    let trained = match train(&run, &dataset, &device, checkpoint.as_ref(), &stop) {
+    let stop = stop_on_signals()?;
+    let trained = match train(
+        &run,
+        &dataset,
+        &device,
+        checkpoint.as_ref(),
+        &stop.requested,
+    ) {
         Err(error @ trainer::Error::Interrupted { .. }) => {
             eprintln!("{error}");
-            std::process::exit(130);
+            std::process::exit(128 + stop.signal.load(Ordering::Relaxed));
         }
         other => other?,
     };
@@ -129,6 +151,11 @@ fn run() -> anyhow::Result<()> {
     let total_seconds: f64 = trained.history.iter().map(|e| e.seconds).sum();
     if run.config.activation == ActivationKind::Step {
         println!("note: step trained only the output layer; the hidden layers are random");
+    }
+    if stop.requested.load(Ordering::Relaxed) {
+        eprintln!(
+            "the stop request came during the last step: the run is complete, its model written"
+        );
     }
     println!(
         "wrote {} ({} bytes, f16): test accuracy {:.2}% (f32 model {:.2}%, predictions agree on \
@@ -142,4 +169,40 @@ fn run() -> anyhow::Result<()> {
         run.paths.log.display()
     );
     Ok(())
+}
+
+/// Whether a stop was asked for, and by which signal.
+struct Stop {
+    requested: Arc<AtomicBool>,
+    signal: Arc<AtomicI32>,
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM ask the run to stop after the current step and write a
+/// checkpoint; a second one quits at once, without one. The exit status is 128 + the signal.
+fn stop_on_signals() -> anyhow::Result<Stop> {
+    let stop = Stop {
+        requested: Arc::new(AtomicBool::new(false)),
+        signal: Arc::new(AtomicI32::new(SIGINT)),
+    };
+    let (requested, signal) = (Arc::clone(&stop.requested), Arc::clone(&stop.signal));
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).context("installing the Ctrl-C and SIGTERM handlers")?;
+    std::thread::spawn(move || {
+        for received in signals.forever() {
+            let name = if received == SIGTERM {
+                "SIGTERM"
+            } else {
+                "Ctrl-C"
+            };
+            if requested.swap(true, Ordering::Relaxed) {
+                eprintln!("\n{name} again: quitting without a checkpoint");
+                std::process::exit(128 + received);
+            }
+            signal.store(received, Ordering::Relaxed);
+            eprintln!(
+                "\n{name}: finishing this step, then writing a checkpoint (Ctrl-C again quits)"
+            );
+        }
+    });
+    Ok(stop)
 }

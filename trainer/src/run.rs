@@ -30,19 +30,42 @@ pub struct Run {
 impl Run {
     /// A run of `config` writing the model file `model` and its companions beside it; settings
     /// that cannot train are an error naming the argument.
+    /// Nothing is written yet: paths that cannot be written (a directory, a parent that is a
+    /// file, a name not ending in `.fmlp`) are an error naming `--out` before training starts.
     pub fn new(config: TrainConfig, model: &Path, quiet: bool) -> Result<Self> {
         config.validate()?;
+        let paths = RunPaths::new(model);
+        paths.check()?;
         Ok(Self {
             config,
-            paths: RunPaths::new(model),
+            paths,
             quiet,
         })
+    }
+
+    /// Refuses a run whose outputs would overwrite one of its `inputs` (the data files), naming
+    /// both.
+    pub fn check_inputs(&self, inputs: &[PathBuf]) -> Result<()> {
+        for (role, output) in self.paths.all() {
+            if let Some(input) = inputs
+                .iter()
+                .find(|input| data::atomic::same_file(input, output))
+            {
+                return Err(Error::Config(format!(
+                    "--out {}: the run's {role} would be written over {}, one of its data files",
+                    self.paths.model.display(),
+                    input.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The log of this run after `epochs`, with the model's summary once it is written.
     pub fn log(
         &self,
         dataset: &Dataset,
+        images: Images,
         normalization: Normalization,
         epochs: &[EpochRecord],
         model: Option<ModelSummary>,
@@ -51,6 +74,7 @@ impl Run {
             command: self.config.command_line(&self.paths.model),
             config: self.config.clone(),
             data: dataset.source.to_string(),
+            images,
             normalization,
             epochs: epochs.to_vec(),
             model,
@@ -72,6 +96,33 @@ pub struct RunPaths {
 }
 
 impl RunPaths {
+    /// Each path with what it holds.
+    pub fn all(&self) -> [(&'static str, &Path); 5] {
+        [
+            ("model file", &self.model),
+            ("checkpoint", &self.checkpoint),
+            ("log", &self.log),
+            ("curves (PNG)", &self.curves[0]),
+            ("curves (SVG)", &self.curves[1]),
+        ]
+    }
+
+    /// Checks that every path can be written, before anything is.
+    fn check(&self) -> Result<()> {
+        let out = self.model.display();
+        if self.model.extension().is_none_or(|e| e != "fmlp") {
+            return Err(Error::Config(format!(
+                "--out {out}: a model file's name ends in .fmlp (its checkpoint, log and curves \
+                 are written beside it as .ckpt, .log.json, .curves.png and .curves.svg)"
+            )));
+        }
+        for (role, path) in self.all() {
+            data::atomic::check_output(path)
+                .map_err(|e| Error::Config(format!("--out {out}: the {role} {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Paths derived from the model file's path.
     pub fn new(model: &Path) -> Self {
         Self {
@@ -86,14 +137,27 @@ impl RunPaths {
     }
 }
 
-/// A finished run: the trained model and what it learned.
+/// A run's model and what it learned: after the last epoch, or so far.
 pub struct Trained {
-    /// The f32 model after the last epoch (its weight average with `--ema`).
+    /// The f32 model (its weight average with `--ema`).
     pub model: Mlp,
+    /// How many images it trained, validated and was tested on.
+    pub images: Images,
     /// Input normalisation.
     pub normalization: Normalization,
     /// Per-epoch records, resumed epochs included.
     pub history: Vec<EpochRecord>,
+}
+
+/// How many images a run used of each kind (`--train-images` and `--validation` applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Images {
+    /// Trained on.
+    pub train: usize,
+    /// Held out and scored every epoch.
+    pub validation: usize,
+    /// Scored every epoch and at the end.
+    pub test: usize,
 }
 
 /// What one epoch did.
@@ -126,6 +190,8 @@ pub struct RunLog {
     pub config: TrainConfig,
     /// Where the data came from.
     pub data: String,
+    /// How many images of each kind the run used.
+    pub images: Images,
     /// Input normalisation.
     pub normalization: Normalization,
     /// Per-epoch records.
@@ -210,13 +276,14 @@ pub fn finish(
         path: run.paths.model.clone(),
         cause,
     })?;
-    run.log(
+    let log = run.log(
         dataset,
+        trained.images,
         trained.normalization,
         &trained.history,
         Some(summary.clone()),
-    )
-    .write(&run.paths.log)?;
+    );
+    log.write(&run.paths.log)?;
     Ok(summary)
 }
 

@@ -9,10 +9,10 @@ use burn::tensor::Device;
 use data::Dataset;
 
 use crate::batch::{Batch, Batcher, Selection, normalize, pixel_statistics};
-use crate::checkpoint::{Checkpoint, EpochProgress};
+use crate::checkpoint::{Checkpoint, DataIdentity, EpochProgress};
 use crate::error::{Error, Result};
 use crate::learner::{Learner, evaluate};
-use crate::run::{EpochRecord, Run, Trained, write_curves};
+use crate::run::{EpochRecord, Images, Run, Trained, write_curves};
 
 /// Trains `run` on `dataset`, writing a checkpoint and the log after every epoch. With `resume`,
 /// continues from that checkpoint (whose settings must equal the run's). When `stop` becomes true
@@ -27,6 +27,26 @@ pub fn train(
 ) -> Result<Trained> {
     let config = &run.config;
     let selection = Selection::of(config, dataset)?;
+    if dataset.test.is_empty() {
+        return Err(Error::Config(format!(
+            "the test split of {} holds no images",
+            dataset.source
+        )));
+    }
+    if let Some(asked) = config.train_images.filter(|&n| n > selection.train.len())
+        && !run.quiet
+    {
+        eprintln!(
+            "note: --train-images {asked}: {} images are there to train on, so all of them are used",
+            selection.train.len()
+        );
+    }
+    let data = DataIdentity::of(dataset);
+    let images = Images {
+        train: selection.train.len(),
+        validation: selection.validation.as_ref().map_or(0, |split| split.len()),
+        test: dataset.test.len(),
+    };
     let normalization = match resume {
         Some(checkpoint) => checkpoint.normalization,
         None => pixel_statistics(&selection.train),
@@ -46,10 +66,20 @@ pub fn train(
     let mut learner = Learner::new(config, batcher.steps_per_epoch(), device);
     let (mut history, mut progress) = (Vec::new(), None);
     if let Some(checkpoint) = resume {
-        if checkpoint.config != *config {
+        let defect = if checkpoint.config != *config {
+            Some("was written by a run with other settings".to_owned())
+        } else if checkpoint.data != data {
+            Some(format!(
+                "was trained on {}, but the data now has {} ({}); resume with the same --data",
+                checkpoint.data, data, dataset.source
+            ))
+        } else {
+            None
+        };
+        if let Some(defect) = defect {
             return Err(Error::Checkpoint {
                 path: run.paths.checkpoint.clone(),
-                defect: "was written by a run with other settings".into(),
+                defect,
             });
         }
         checkpoint.restore(&run.paths.checkpoint, &mut learner)?;
@@ -57,7 +87,7 @@ pub fn train(
         progress = checkpoint.progress.clone();
     }
     let save = |history: &[EpochRecord], learner: &Learner, progress: Option<EpochProgress>| {
-        let mut checkpoint = Checkpoint::capture(config, normalization, history, learner);
+        let mut checkpoint = Checkpoint::capture(config, &data, normalization, history, learner);
         checkpoint.progress = progress;
         checkpoint.save(&run.paths.checkpoint)
     };
@@ -109,7 +139,7 @@ pub fn train(
         }
         history.push(record);
         save(&history, &learner, None)?;
-        run.log(dataset, normalization, &history, None)
+        run.log(dataset, images, normalization, &history, None)
             .write(&run.paths.log)?;
         if let Err(error) = write_curves(&run.paths.curves, &history)
             && (epoch == 1 || !run.quiet)
@@ -126,6 +156,7 @@ pub fn train(
     }
     Ok(Trained {
         model: learner.scored_model(),
+        images,
         normalization,
         history,
     })

@@ -17,7 +17,7 @@ const WINDOW: usize = 50;
 fn gpu_loss_curve_matches_cpu() {
     let dataset = Dataset::load(&DataArgs::default()).expect("Fashion-MNIST");
     let config = TrainConfig {
-        hidden: vec![64],
+        hidden: vec![64].into(),
         batch_size: BATCH,
         schedule: Schedule::Constant,
         warmup_epochs: 0.0,

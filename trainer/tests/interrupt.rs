@@ -104,10 +104,12 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_model() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn ctrl_c_writes_a_checkpoint_inside_the_epoch_and_resume_matches() {
+/// Sends `signal` (a `kill` name) to a run 300 ms into training: it must finish the step, write
+/// a checkpoint that records the position inside the epoch, exit with `status`, and a resumed
+/// run must end with the same model as an uninterrupted one.
+fn stop_then_resume_matches(signal: &str, status: i32) {
     let settings = ["--hidden", "16", "--epochs", "2", "--seed", "5"];
-    let dir = run_dir("sigint");
+    let dir = run_dir(&format!("signal-{signal}"));
     let reference = uninterrupted(&settings, &dir.join("reference.fmlp"));
 
     let out = dir.join("interrupted.fmlp");
@@ -120,15 +122,15 @@ fn ctrl_c_writes_a_checkpoint_inside_the_epoch_and_resume_matches() {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
-            .args(["-INT", &pid])
+            .args([&format!("-{signal}"), &pid])
             .status()
             .unwrap()
             .success()
     );
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{rest}");
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(status), "{signal}: {rest}");
     assert!(
         rest.contains("checkpoint written") && rest.contains("--resume"),
         "{rest}"
@@ -151,4 +153,14 @@ fn ctrl_c_writes_a_checkpoint_inside_the_epoch_and_resume_matches() {
         "resumed model differs"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ctrl_c_writes_a_checkpoint_inside_the_epoch_and_resume_matches() {
+    stop_then_resume_matches("INT", 130);
+}
+
+#[test]
+fn sigterm_is_handled_like_ctrl_c_with_status_143() {
+    stop_then_resume_matches("TERM", 143);
 }

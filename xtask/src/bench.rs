@@ -5,7 +5,7 @@
 //! process starts) and exclude a warm-up; ours runs first, then PyTorch's, one after the other.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -51,6 +51,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.threads == 0 || args.epochs == 0 {
         bail!("--threads and --epochs must be at least 1");
     }
+    crate::files::check_outputs(&[("--model", &args.model)], &[])?;
     if let Some(python) = &args.compare_pytorch {
         check_torch(python)?;
     }
@@ -123,10 +124,7 @@ fn train_epochs(args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
         .arg("--data")
         .arg(data_dir);
     with_threads(&mut command, args.threads);
-    let output = command
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("running trainer-bench")?;
+    let output = crate::setup::run_child(command.stdout(Stdio::piped()), "trainer-bench")?;
     if !output.status.success() {
         bail!("trainer-bench failed ({})", output.status);
     }
@@ -187,10 +185,7 @@ fn pytorch(python: &Path, args: &BenchArgs, data_dir: &Path) -> anyhow::Result<V
         ])
         .arg(data_dir);
     with_threads(&mut command, args.threads);
-    let output = command
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
+    let output = crate::setup::run_child(command.stdout(Stdio::piped()), "bench_pytorch.py")?;
     if !output.status.success() {
         bail!("{} failed ({})", script.display(), output.status);
     }

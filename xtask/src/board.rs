@@ -51,8 +51,8 @@ struct BoardReport {
 
 /// Runs `board`.
 pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
-    ensure_tools()?;
     let file = crate::files::ModelFileOnDisk::read(&args.model)?;
+    ensure_tools()?;
     let (model, model_bytes) = (file.model(), &file.bytes);
     let elf = build(&args.model)?;
 
@@ -61,15 +61,14 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
     if count == 0 {
         bail!("--count must be at least 1");
     }
-    let dir = std::env::temp_dir().join(format!("fashion-mlp-board-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let scratch = crate::files::TempDir::new("fashion-mlp-board")?;
+    let dir = scratch.path();
     std::fs::write(
         dir.join("images.bin"),
         &test.images[..count * infer::INPUT_SIZE],
     )?;
-    let report = emulate(&elf, &dir, args.timeout)?;
+    let report = emulate(&elf, dir, args.timeout)?;
     let results = std::fs::read(dir.join("results.bin")).context("reading the board's results")?;
-    let _ = std::fs::remove_dir_all(&dir);
     if report.count != count || results.len() != count * RECORD {
         bail!(
             "the board returned {} results for {count} images",

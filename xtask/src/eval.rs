@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 use data::fetch::{Part, load_part, locate};
 use data::{CLASS_NAMES, DataArgs, NUM_CLASSES, Split};
 
@@ -85,21 +85,38 @@ impl Scores {
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let file = crate::files::ModelFileOnDisk::read(&args.model)?;
     let (model, bytes) = (file.model(), &file.bytes);
-    let (split, source) = load_split(args)?;
-    let scores = score(&model, &split).map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
+    let (split, source, data_files) = load_split(args)?;
+    if split.is_empty() {
+        bail!("{source}: no images to evaluate");
+    }
     let csv = args
         .csv
         .clone()
         .unwrap_or_else(|| args.model.with_extension("predictions.csv"));
+    let pictures = [
+        args.model.with_extension("confusion.png"),
+        args.model.with_extension("misclassified.png"),
+    ];
+    let mut inputs = vec![("--model", args.model.as_path())];
+    inputs.extend(
+        data_files
+            .iter()
+            .map(|file| ("a data file", file.as_path())),
+    );
+    crate::files::check_outputs(
+        &[
+            ("--csv", &csv),
+            ("the confusion picture", &pictures[0]),
+            ("the misclassified picture", &pictures[1]),
+        ],
+        &inputs,
+    )?;
+    let scores = score(&model, &split).map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
     let mut text = String::from("id,label\n");
     for (id, label) in scores.predictions.iter().enumerate() {
         writeln!(text, "{id},{label}").expect("write to String");
     }
     crate::files::write(&csv, text.as_bytes())?;
-    let pictures = [
-        args.model.with_extension("confusion.png"),
-        args.model.with_extension("misclassified.png"),
-    ];
     if let Err(error) = draw(&scores, &split, &pictures) {
         eprintln!("warning: no pictures: {error}");
     }
@@ -114,22 +131,21 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_split(args: &EvalArgs) -> anyhow::Result<(Split, String)> {
+/// The images to score, where they came from, and the files read.
+fn load_split(args: &EvalArgs) -> anyhow::Result<(Split, String, Vec<PathBuf>)> {
     if let (Some(images), Some(labels)) = (&args.images, &args.labels) {
         let split = Split::load(images, labels)?;
-        return Ok((
-            split,
-            format!("{} + {}", images.display(), labels.display()),
-        ));
+        let source = format!("{} + {}", images.display(), labels.display());
+        return Ok((split, source, vec![images.clone(), labels.clone()]));
     }
-    let (split, source) = match args.data.data.as_deref() {
+    let (split, source) = match args.data.dir() {
         Some(dir) => {
-            let source = locate(Some(dir))?;
+            let source = locate(Some(&dir))?;
             (load_part(&source, Part::Test)?.0, source)
         }
         None => crate::setup::fashion_mnist_test()?,
     };
-    Ok((split, format!("{source}, test split")))
+    Ok((split, format!("{source}, test split"), source.files()))
 }
 
 /// Runs `model` on every image of `split`.

@@ -3,15 +3,15 @@
 //! `nn.Sequential`, the activation between them) in safetensors, with the activation, its α and
 //! the input normalisation in the metadata.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use half::f16;
 use infer::format::f16_at;
 use infer::{Activation, Model};
-use safetensors::{Dtype, tensor::TensorView};
 
 use crate::files::ModelFileOnDisk;
+use crate::safetensors::{self, Dtype, Tensor};
 
 /// Element type of exported tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,6 +42,7 @@ pub struct ExportArgs {
 /// Runs `export`.
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let input = ModelFileOnDisk::read(&args.model)?;
+    crate::files::check_outputs(&[("--out", &args.out)], &[("--model", &args.model)])?;
     let out = to_safetensors(&input.model(), args.dtype)?;
     crate::files::write(&args.out, &out)?;
     println!(
@@ -63,36 +64,62 @@ pub fn tensor_names(layer: usize) -> (String, String) {
 
 /// The model as a safetensors state dict of the course's template.
 pub fn to_safetensors(model: &Model<'_>, dtype: ExportDtype) -> anyhow::Result<Vec<u8>> {
-    let file = model.file();
-    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (index, layer) in file.layers.iter().enumerate() {
-        let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
-        // Ours is [d_in, d_out]; nn.Linear's weight is [out_features, in_features].
-        let transposed: Vec<f16> = (0..d_out)
-            .flat_map(|j| (0..d_in).map(move |i| (i, j)))
-            .map(|(i, j)| f16::from_f32(layer.weight(i, j)))
-            .collect();
-        let bias: Vec<f16> = (0..d_out)
-            .map(|j| f16::from_f32(f16_at(layer.bias, j)))
-            .collect();
-        let (weight_name, bias_name) = tensor_names(index);
-        buffers.push((weight_name, vec![d_out, d_in], encode(&transposed, dtype)));
-        buffers.push((bias_name, vec![d_out], encode(&bias, dtype)));
-    }
-    let st_dtype = match dtype {
+    let dtype = match dtype {
         ExportDtype::F32 => Dtype::F32,
         ExportDtype::F16 => Dtype::F16,
     };
-    let views = buffers
+    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = state_dict(model)
+        .into_iter()
+        .map(|(name, shape, values)| {
+            let bytes = match dtype {
+                Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                Dtype::F16 => values
+                    .iter()
+                    .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+            };
+            (name, shape, bytes)
+        })
+        .collect();
+    let tensors: Vec<(String, Tensor<'_>)> = encoded
         .iter()
         .map(|(name, shape, data)| {
-            Ok((
-                name.clone(),
-                TensorView::new(st_dtype, shape.clone(), data)?,
-            ))
+            let tensor = Tensor {
+                dtype,
+                shape: shape.clone(),
+                data,
+            };
+            (name.clone(), tensor)
         })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    let mut metadata = HashMap::from([
+        .collect();
+    Ok(safetensors::write(&tensors, &metadata(model)))
+}
+
+/// The model's state dict in the template's names and layouts: each `nn.Linear`'s weight
+/// `[out_features, in_features]` and bias `[out_features]`, as f32 (an f16 or int8 weight's
+/// exact value).
+pub fn state_dict(model: &Model<'_>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut tensors = Vec::new();
+    for (index, layer) in model.file().layers.iter().enumerate() {
+        let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+        // Ours is [d_in, d_out]; nn.Linear's weight is [out_features, in_features].
+        let transposed: Vec<f32> = (0..d_out)
+            .flat_map(|j| (0..d_in).map(move |i| (i, j)))
+            .map(|(i, j)| layer.weight(i, j))
+            .collect();
+        let bias: Vec<f32> = (0..d_out).map(|j| f16_at(layer.bias, j)).collect();
+        let (weight_name, bias_name) = tensor_names(index);
+        tensors.push((weight_name, vec![d_out, d_in], transposed));
+        tensors.push((bias_name, vec![d_out], bias));
+    }
+    tensors
+}
+
+/// What a state dict has no place for: the activation (and its α), the input normalisation and
+/// where the file came from.
+pub fn metadata(model: &Model<'_>) -> BTreeMap<String, String> {
+    let file = model.file();
+    let mut metadata = BTreeMap::from([
         ("format".to_owned(), "pt".to_owned()),
         (
             "source".to_owned(),
@@ -125,15 +152,5 @@ pub fn to_safetensors(model: &Model<'_>, dtype: ExportDtype) -> anyhow::Result<V
         }
         _ => {}
     }
-    Ok(safetensors::serialize(views, Some(metadata))?)
-}
-
-fn encode(values: &[f16], dtype: ExportDtype) -> Vec<u8> {
-    match dtype {
-        ExportDtype::F32 => values
-            .iter()
-            .flat_map(|v| v.to_f32().to_le_bytes())
-            .collect(),
-        ExportDtype::F16 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    }
+    metadata
 }

@@ -1,15 +1,15 @@
 //! `cargo xtask import`: a model file from a safetensors state dict of the course's template
 //! (see `export`), e.g. trained in PyTorch, so it reaches `infer` and the board too.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, bail};
-use infer::format::{MAX_LAYERS, f16_at};
+use infer::format::MAX_LAYERS;
 use infer::{Activation, ActivationKind, ModelFileBuf, Normalization};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::export::tensor_names;
+use crate::safetensors;
 
 /// Normalisation assumed for an imported state dict without one in its metadata: the course's
 /// Fashion-MNIST constants.
@@ -31,14 +31,15 @@ pub struct ImportArgs {
 
 /// Runs `import`.
 pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
-    let raw =
-        std::fs::read(&args.from).with_context(|| format!("reading {}", args.from.display()))?;
-    let (bytes, notes) =
-        from_safetensors(&raw).map_err(|e| anyhow!("{}: {e}", args.from.display()))?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| args.from.with_extension("fmlp"));
+    crate::files::check_outputs(&[("--out", &out)], &[("--from", &args.from)])?;
+    let raw =
+        std::fs::read(&args.from).with_context(|| format!("reading {}", args.from.display()))?;
+    let (bytes, notes) =
+        from_safetensors(&raw).map_err(|e| anyhow!("{}: {e}", args.from.display()))?;
     crate::files::write(&out, &bytes)?;
     for note in notes {
         eprintln!("note: {note}");
@@ -47,14 +48,26 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A model file built from a state dict, and notes on defaults that were assumed.
+/// A model file built from a safetensors state dict, and notes on defaults that were assumed.
 pub fn from_safetensors(raw: &[u8]) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
-    let tensors = SafeTensors::deserialize(raw).context("not a safetensors file")?;
-    let (_, metadata) = SafeTensors::read_metadata(raw)?;
-    let metadata = metadata.metadata().clone().unwrap_or_default();
+    let file = safetensors::read(raw).map_err(|e| anyhow!("{e}"))?;
+    let tensors = file
+        .tensors
+        .iter()
+        .map(|(name, tensor)| (name.clone(), (tensor.shape.clone(), tensor.values())))
+        .collect();
+    from_state_dict(tensors, &file.metadata)
+}
+
+/// A model file built from the tensors of the template's state dict (name → shape and values)
+/// and the metadata `export` writes; a tensor the template does not have is an error naming it.
+pub fn from_state_dict(
+    mut tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    metadata: &BTreeMap<String, String>,
+) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
     let mut notes = Vec::new();
     let count = (0..)
-        .take_while(|&k| tensors.tensor(&tensor_names(k).0).is_ok())
+        .take_while(|&k| tensors.contains_key(&tensor_names(k).0))
         .count();
     if count == 0 {
         bail!(
@@ -64,7 +77,7 @@ pub fn from_safetensors(raw: &[u8]) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
     if count > MAX_LAYERS {
         bail!("{count} layers; the model file holds at most {MAX_LAYERS}");
     }
-    let activation = activation_from(&metadata, count - 1, &mut notes)?;
+    let activation = activation_from(metadata, count - 1, &mut notes)?;
     let normalization = match (
         metadata.get("normalization_mean"),
         metadata.get("normalization_std"),
@@ -85,33 +98,33 @@ pub fn from_safetensors(raw: &[u8]) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
     let mut width = infer::INPUT_SIZE;
     for k in 0..count {
         let (weight_name, bias_name) = tensor_names(k);
-        let weight = tensors.tensor(&weight_name)?;
-        let &[d_out, d_in] = weight.shape() else {
-            bail!(
-                "{weight_name} has shape {:?}; expected [out_features, in_features]",
-                weight.shape()
-            );
+        let (shape, w) = tensors.remove(&weight_name).expect("counted above");
+        let &[d_out, d_in] = shape.as_slice() else {
+            bail!("{weight_name} has shape {shape:?}; expected [out_features, in_features]");
         };
         if d_in != width {
             bail!("{weight_name} has {d_in} input features; expected {width}");
         }
-        let bias = tensors
-            .tensor(&bias_name)
-            .map_err(|_| anyhow!("{bias_name} is missing"))?;
-        if bias.shape() != [d_out] {
-            bail!(
-                "{bias_name} has shape {:?}; expected [{d_out}]",
-                bias.shape()
-            );
+        let (bias_shape, bias) = tensors
+            .remove(&bias_name)
+            .with_context(|| format!("{bias_name} is missing"))?;
+        if bias_shape != [d_out] {
+            bail!("{bias_name} has shape {bias_shape:?}; expected [{d_out}]");
         }
         // nn.Linear's weight is [out_features, in_features]; ours is [d_in, d_out].
-        let w = values(&weight_name, &weight)?;
         let transposed: Vec<f32> = (0..d_in)
             .flat_map(|i| (0..d_out).map(move |j| (i, j)))
             .map(|(i, j)| w[j * d_in + i])
             .collect();
-        file.push_f16(d_in, d_out, &transposed, &values(&bias_name, &bias)?)?;
+        file.push_f16(d_in, d_out, &transposed, &bias)?;
         width = d_out;
+    }
+    if let Some(extra) = tensors.keys().next() {
+        bail!(
+            "tensor {extra} is not part of the template's {count} layers (mlp.0 to mlp.{}): \
+             refusing to drop it silently",
+            2 * (count - 1)
+        );
     }
     if width != infer::NUM_CLASSES {
         bail!(
@@ -122,21 +135,9 @@ pub fn from_safetensors(raw: &[u8]) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
     Ok((file.to_vec()?, notes))
 }
 
-fn values(name: &str, view: &TensorView<'_>) -> anyhow::Result<Vec<f32>> {
-    let data = view.data();
-    Ok(match view.dtype() {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-        Dtype::F16 => (0..data.len() / 2).map(|i| f16_at(data, i)).collect(),
-        other => bail!("{name} is {other:?}; only F32 and F16 are read"),
-    })
-}
-
 /// The activation the metadata names (`relu` when it names none), with its α.
 fn activation_from(
-    metadata: &HashMap<String, String>,
+    metadata: &BTreeMap<String, String>,
     hidden: usize,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Activation> {
@@ -203,28 +204,26 @@ mod tests {
     }
 
     #[test]
-    fn export_round_trips_through_the_safetensors_crate() {
+    fn export_then_import_gives_back_the_same_file() {
         let bytes = model_bytes();
         let model = Model::from_bytes(&bytes).unwrap();
         for dtype in [ExportDtype::F32, ExportDtype::F16] {
             let exported = to_safetensors(&model, dtype).unwrap();
-            let tensors = SafeTensors::deserialize(&exported).unwrap();
-            let mut names = tensors.names();
-            names.sort();
+            let file = safetensors::read(&exported).unwrap();
+            let names: Vec<&String> = file.tensors.keys().collect();
             assert_eq!(
                 names,
                 ["mlp.0.bias", "mlp.0.weight", "mlp.2.bias", "mlp.2.weight"]
             );
-            let weight = tensors.tensor("mlp.2.weight").unwrap();
-            assert_eq!(weight.shape(), [10, 3]);
-            let got = values("mlp.2.weight", &weight).unwrap();
+            let weight = &file.tensors["mlp.2.weight"];
+            assert_eq!(weight.shape, [10, 3]);
+            let got = weight.values();
             let layer = &model.file().layers[1];
             for j in 0..10 {
                 for i in 0..3 {
-                    assert_eq!(got[j * 3 + i], f16_at(layer.weights, i * 10 + j));
+                    assert_eq!(got[j * 3 + i], layer.weight(i, j));
                 }
             }
-            // And back: the very same model file.
             let (imported, notes) = from_safetensors(&exported).unwrap();
             assert!(notes.is_empty(), "{notes:?}");
             assert_eq!(imported, bytes, "{dtype:?}");
@@ -232,50 +231,70 @@ mod tests {
     }
 
     #[test]
-    fn import_names_missing_and_misshaped_tensors() {
+    fn import_names_missing_misshaped_and_extra_tensors() {
         let zeros = vec![0u8; 4 * 784 * 10];
         let st = |entries: Vec<(&str, Vec<usize>)>| {
-            let views: Vec<_> = entries
+            let tensors: Vec<(String, safetensors::Tensor<'_>)> = entries
                 .into_iter()
                 .map(|(name, shape)| {
                     let n: usize = shape.iter().product();
-                    (
-                        name.to_owned(),
-                        TensorView::new(Dtype::F32, shape, &zeros[..4 * n]).unwrap(),
-                    )
+                    let tensor = safetensors::Tensor {
+                        dtype: safetensors::Dtype::F32,
+                        shape,
+                        data: &zeros[..4 * n],
+                    };
+                    (name.to_owned(), tensor)
                 })
                 .collect();
-            safetensors::serialize(views, None).unwrap()
+            safetensors::write(&tensors, &BTreeMap::new())
         };
         let error = |raw: Vec<u8>| from_safetensors(&raw).unwrap_err().to_string();
-        assert!(error(st(vec![("fc.weight", vec![10, 784])])).contains("mlp.0.weight"));
-        assert!(error(st(vec![("mlp.0.weight", vec![10, 784])])).contains("mlp.0.bias is missing"));
-        assert!(
-            error(st(vec![
-                ("mlp.0.weight", vec![10, 783]),
-                ("mlp.0.bias", vec![10])
-            ]))
-            .contains("784")
-        );
-        assert!(
-            error(st(vec![
-                ("mlp.0.weight", vec![4, 784]),
-                ("mlp.0.bias", vec![4])
-            ]))
-            .contains("4 outputs")
-        );
-        assert!(
-            error(st(vec![
-                ("mlp.0.weight", vec![10, 784]),
-                ("mlp.0.bias", vec![9])
-            ]))
-            .contains("[10]")
-        );
-        let (ok, notes) = from_safetensors(&st(vec![
-            ("mlp.0.weight", vec![10, 784]),
-            ("mlp.0.bias", vec![10]),
-        ]))
-        .unwrap();
+        let one_layer = |extra: Vec<(&'static str, Vec<usize>)>| {
+            let mut entries = vec![("mlp.0.weight", vec![10, 784]), ("mlp.0.bias", vec![10])];
+            entries.extend(extra);
+            st(entries)
+        };
+        for (raw, says) in [
+            (st(vec![("fc.weight", vec![10, 784])]), "mlp.0.weight"),
+            (
+                st(vec![("mlp.0.weight", vec![10, 784])]),
+                "mlp.0.bias is missing",
+            ),
+            (
+                st(vec![
+                    ("mlp.0.weight", vec![10, 783]),
+                    ("mlp.0.bias", vec![10]),
+                ]),
+                "784",
+            ),
+            (
+                st(vec![
+                    ("mlp.0.weight", vec![4, 784]),
+                    ("mlp.0.bias", vec![4]),
+                ]),
+                "4 outputs",
+            ),
+            (
+                st(vec![
+                    ("mlp.0.weight", vec![10, 784]),
+                    ("mlp.0.bias", vec![9]),
+                ]),
+                "[10]",
+            ),
+            (one_layer(vec![("foo", vec![1])]), "tensor foo"),
+            (
+                one_layer(vec![("mlp.1.weight", vec![1])]),
+                "tensor mlp.1.weight",
+            ),
+            (
+                one_layer(vec![("mlp.4.weight", vec![1])]),
+                "tensor mlp.4.weight",
+            ),
+        ] {
+            let message = error(raw);
+            assert!(message.contains(says), "{says:?}: {message}");
+        }
+        let (ok, notes) = from_safetensors(&one_layer(vec![])).unwrap();
         assert!(Model::from_bytes(&ok).is_ok());
         assert_eq!(notes.len(), 2, "{notes:?}");
     }

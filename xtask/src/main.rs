@@ -1,21 +1,9 @@
 //! `cargo xtask`: the project's commands. Run it without arguments for the list.
 
-mod bench;
-mod board;
-mod eval;
-mod export;
-mod files;
-mod import;
-mod models;
-mod quantize;
-mod robust;
-mod setup;
-mod show;
-mod sweep;
-mod test;
-mod train;
-
 use clap::{Parser, Subcommand};
+use xtask::{
+    bench, board, eval, export, import, models, quantize, robust, show, sweep, test, train,
+};
 
 /// fashion-mlp's tasks: train a Fashion-MNIST MLP, then evaluate its f16 model file.
 #[derive(Parser)]
@@ -85,6 +73,12 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
+    // A file-size limit makes writes fail with an error naming the file (and the temporary file
+    // removed), rather than kill the process half-way.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )?;
     match Cli::parse().task {
         Task::Train { args } => train::run(args),
         Task::Eval(args) => eval::run(&args),

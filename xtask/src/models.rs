@@ -90,6 +90,18 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
 /// Ships a run: copies the model, scores it through `infer` as `eval` does, and writes the JSON.
 /// An int8 file made by `quantize` (`RUN.int8.fmlp`) is shipped with `RUN`'s log.
 fn add(dir: &Path, model: &Path, name: &str, wall_seconds: Option<f64>) -> anyhow::Result<()> {
+    let plain = Path::new(name).file_name().is_some_and(|n| n == name);
+    if !plain || name.starts_with('.') {
+        bail!("--name {name:?} must be a plain file name (no directories, not starting with .)");
+    }
+    let (target, json_path) = (
+        dir.join(format!("{name}.fmlp")),
+        dir.join(format!("{name}.json")),
+    );
+    crate::files::check_outputs(
+        &[("the shipped model", &target), ("its JSON", &json_path)],
+        &[("--add", model)],
+    )?;
     let model_name = model.to_string_lossy();
     let trained = match model_name.strip_suffix(".int8.fmlp") {
         Some(stem) => PathBuf::from(format!("{stem}.fmlp")),
@@ -107,9 +119,6 @@ fn add(dir: &Path, model: &Path, name: &str, wall_seconds: Option<f64>) -> anyho
     let scores = crate::eval::score(&parsed, &test).map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = &log["config"];
     let last = log["epochs"].as_array().and_then(|e| e.last()).cloned();
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let target = dir.join(format!("{name}.fmlp"));
-    crate::files::write(&target, bytes)?;
     let trained_by = log["command"].as_str().with_context(|| {
         format!(
             "{} has no command (written by an older trainer): train the run again",
@@ -117,6 +126,7 @@ fn add(dir: &Path, model: &Path, name: &str, wall_seconds: Option<f64>) -> anyho
         )
     })?;
     let command = shipped_command(trained_by, &trained, model, &target);
+    crate::files::write(&target, bytes)?;
     let entry = json!({
         "name": name,
         "file": target.file_name().map(|f| f.to_string_lossy().into_owned()),
@@ -131,7 +141,6 @@ fn add(dir: &Path, model: &Path, name: &str, wall_seconds: Option<f64>) -> anyho
         "wall_seconds": wall_seconds,
         "config": config,
     });
-    let json_path = dir.join(format!("{name}.json"));
     crate::files::write(&json_path, serde_json::to_string_pretty(&entry)?.as_bytes())?;
     println!("{}", serde_json::to_string_pretty(&entry)?);
     Ok(())

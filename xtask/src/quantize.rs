@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 use half::f16;
 use infer::ModelFileBuf;
 use infer::format::Encoding;
@@ -26,6 +26,17 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
     let input = ModelFileOnDisk::read(&args.model)?;
     let model = input.model();
     let file = model.file();
+    if file.layers.iter().all(|l| l.encoding == Encoding::Int8) {
+        bail!(
+            "{}: every layer is int8 already; quantise the f16 file it came from",
+            args.model.display()
+        );
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.model.with_extension("int8.fmlp"));
+    crate::files::check_outputs(&[("--out", &out)], &[("--model", &args.model)])?;
     let mut quantized = ModelFileBuf::new(file.activation, file.normalization);
     for layer in &file.layers {
         let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
@@ -60,13 +71,9 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
         )?;
     }
     let quantized = quantized.to_vec().map_err(|e| anyhow!("encoding: {e}"))?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| args.model.with_extension("int8.fmlp"));
     crate::files::write(&out, &quantized)?;
     println!(
-        "wrote {} ({} bytes, int8; the f16 file has {} bytes)",
+        "wrote {} ({} bytes, int8; the input file has {} bytes)",
         out.display(),
         quantized.len(),
         input.bytes.len()

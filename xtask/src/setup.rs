@@ -2,7 +2,7 @@
 //! the system packages the commands need, installed through apt (saying so first) when missing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 
 use anyhow::{Context, bail};
 
@@ -28,15 +28,104 @@ pub fn cargo() -> Command {
     command
 }
 
-/// Runs the trainer's binary with `args`, built as [`trainer_binary`] builds it.
-pub fn run_trainer(
-    args: &[String],
-    features: Option<&str>,
-) -> anyhow::Result<std::process::ExitStatus> {
-    Command::new(trainer_binary("trainer", features)?)
-        .args(args)
-        .status()
-        .context("running the trainer")
+/// Runs the trainer's binary with `args`, built as [`trainer_binary`] builds it, through
+/// [`run_child`].
+pub fn run_trainer(args: &[String], features: Option<&str>) -> anyhow::Result<ExitStatus> {
+    let mut command = Command::new(trainer_binary("trainer", features)?);
+    Ok(run_child(command.args(args), "the trainer")?.status)
+}
+
+/// Runs `command` and waits for it; its stdout is returned when the caller piped it. The child
+/// runs in its own process group, and SIGINT, SIGTERM and SIGHUP that reach xtask are passed on
+/// to it, once each: a terminal's Ctrl-C (sent to xtask's group) or a `kill` of xtask stop the
+/// child the way they would stop it alone, and xtask exits only after the child (no orphan goes
+/// on writing files). A child killed by a signal is an error that names the signal.
+#[cfg(unix)]
+pub fn run_child(command: &mut Command, what: &str) -> anyhow::Result<Output> {
+    use std::io::Read;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing the signal handlers")?;
+    let handle = signals.handle();
+    let mut child = command
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let pid = child.id() as libc::pid_t;
+    // Read the piped output while waiting, so a full pipe cannot block the child.
+    let reader = child.stdout.take().map(|mut stdout| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stdout.read_to_end(&mut bytes);
+            bytes
+        })
+    });
+    let forwarder = std::thread::spawn(move || {
+        for signal in signals.forever() {
+            // SAFETY: kill(2) touches no memory of ours. The child is reaped only after this
+            // thread has stopped, so `pid` is still the child's, never a reused one.
+            unsafe { libc::kill(pid, signal) };
+        }
+    });
+    // Wait for the child to end without reaping it (WNOWAIT), then stop forwarding, then reap.
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid value; waitid only writes into it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a live, writable siginfo_t; `pid` is our unreaped child.
+        let waited = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if waited == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+        {
+            break;
+        }
+    }
+    handle.close();
+    let _ = forwarder.join();
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {what}"))?;
+    if let Some(signal) = status.signal() {
+        bail!(
+            "{what} was killed by signal {signal} ({})",
+            signal_name(signal)
+        );
+    }
+    let stdout = reader.map_or_else(Vec::new, |r| r.join().unwrap_or_default());
+    Ok(Output {
+        status,
+        stdout,
+        stderr: Vec::new(),
+    })
+}
+
+/// Runs `command` and waits for it (no signal forwarding off Unix).
+#[cfg(not(unix))]
+pub fn run_child(command: &mut Command, what: &str) -> anyhow::Result<Output> {
+    command.output().with_context(|| format!("running {what}"))
+}
+
+/// The usual name of a signal that ends processes.
+#[cfg(unix)]
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGKILL => "SIGKILL: killed from outside, or by the kernel when memory ran out",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXFSZ => "SIGXFSZ: a file grew past the file-size limit (ulimit -f)",
+        libc::SIGXCPU => "SIGXCPU: the CPU-time limit (ulimit -t)",
+        _ => "see man 7 signal",
+    }
 }
 
 /// Builds the workspace's binaries and returns the path of the trainer crate's `binary`
@@ -261,4 +350,42 @@ fn apt_install(packages: &[&str], why: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_to_xtask_reaches_the_child_which_it_waits_for() {
+        // The child exits 7 on SIGTERM, else runs for a minute.
+        let mut child = Command::new("sh");
+        child.args([
+            "-c",
+            "trap 'exit 7' TERM; i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done",
+        ]);
+        let raiser = std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();
+        });
+        let started = std::time::Instant::now();
+        let status = run_child(&mut child, "the child").unwrap().status;
+        raiser.join().unwrap();
+        assert_eq!(status.code(), Some(7));
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the signal did not reach the child"
+        );
+    }
+
+    #[test]
+    fn a_child_killed_by_a_signal_is_an_error_that_names_it() {
+        let mut child = Command::new("sh");
+        child.args(["-c", "kill -KILL $$"]);
+        let error = run_child(&mut child, "the child").unwrap_err().to_string();
+        assert!(
+            error.contains("the child was killed by signal 9 (SIGKILL"),
+            "{error}"
+        );
+    }
 }

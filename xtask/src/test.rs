@@ -114,22 +114,18 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
 /// A small f16 model trained for the check, and every shipped model that fits the board.
 fn board() -> anyhow::Result<()> {
     crate::board::ensure_tools()?;
-    let dir = std::env::temp_dir().join(format!("fashion-mlp-test-{}", std::process::id()));
-    let small = dir.join("small.fmlp");
-    let trained = Command::new(trainer_binary("trainer", None)?)
-        .args([
-            "--hidden",
-            "128",
-            "--epochs",
-            "1",
-            "--train-images",
-            "6000",
-            "--quiet",
-        ])
-        .arg("--out")
-        .arg(&small)
-        .status()
-        .context("running the trainer")?;
+    let scratch = crate::files::TempDir::new("fashion-mlp-test")?;
+    let small = scratch.path().join("small.fmlp");
+    let mut args: Vec<String> = ["--hidden", "128", "--epochs", "1", "--train-images", "6000"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.extend([
+        "--quiet".into(),
+        "--out".into(),
+        small.display().to_string(),
+    ]);
+    let trained = crate::setup::run_trainer(&args, None)?;
     if !trained.success() {
         bail!("training the small model failed ({trained})");
     }
@@ -151,7 +147,6 @@ fn board() -> anyhow::Result<()> {
             timeout: 600,
         })?;
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

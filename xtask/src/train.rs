@@ -20,12 +20,13 @@ pub fn run(mut args: Vec<String>) -> anyhow::Result<()> {
     let data_given = args
         .iter()
         .any(|a| a == "--data" || a.starts_with("--data="))
-        || std::env::var_os(data::fetch::DIR_ENV).is_some();
+        || data::fetch::dir_from_env().is_some();
     if !asks_help && !data_given {
         ensure_fashion_mnist()?;
     }
     let status = run_trainer(&args, features.as_deref())?;
     if !status.success() {
+        // The trainer said why; pass its exit status on (130 after Ctrl-C, 143 after SIGTERM).
         std::process::exit(status.code().unwrap_or(1));
     }
     Ok(())

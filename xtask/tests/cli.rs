@@ -1,19 +1,63 @@
-//! Damaged or foreign model files are one-line errors naming the file, never a panic.
+//! The commands' errors: damaged, foreign or non-finite model files, outputs that would write
+//! over an input or cannot be files, empty data. Each is one line naming the file or flag, never
+//! a panic, and nothing is written.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
-fn eval(model: &Path) -> (Option<i32>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["eval", "--model"])
-        .arg(model)
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
         .env("RUST_BACKTRACE", "1")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn eval(model: &Path) -> (Option<i32>, String) {
+    let output = xtask(&["eval", "--model", model.to_str().unwrap()]);
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Asserts a failure with one line of error that contains every one of `says`.
+fn assert_one_line_error(output: &Output, says: &[&str], what: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{what}: {stderr}");
+    for part in says {
+        assert!(
+            stderr.contains(part),
+            "{what}: {part:?} missing from {stderr}"
+        );
+    }
+    assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}");
+}
+
+/// A fresh directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xtask-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A valid 784-4-10 f16 model file with small weights.
+fn small_model() -> Vec<u8> {
+    let mut file = infer::ModelFileBuf::new(
+        infer::Activation::Relu,
+        infer::Normalization {
+            mean: 0.3,
+            std: 0.35,
+        },
+    );
+    let w1: Vec<f32> = (0..784 * 4).map(|i| (i % 7) as f32 * 0.01 - 0.03).collect();
+    let w2: Vec<f32> = (0..40).map(|i| (i % 5) as f32 * 0.1 - 0.2).collect();
+    file.push_f16(784, 4, &w1, &[0.1; 4])
+        .unwrap()
+        .push_f16(4, 10, &w2, &[0.0; 10])
+        .unwrap();
+    file.to_vec().unwrap()
 }
 
 /// A valid file but for its first layer's input width (encoded by hand: the writer refuses it).
@@ -97,7 +141,7 @@ fn damaged_and_foreign_model_files_are_one_line_errors() {
 }
 
 /// An IDX images file and labels file of `count` images (pixel values and labels cycling).
-fn idx_files(dir: &Path, count: u32) -> (std::path::PathBuf, std::path::PathBuf) {
+fn idx_files(dir: &Path, count: u32) -> (PathBuf, PathBuf) {
     let mut images = vec![0, 0, 8, 3];
     for dimension in [count, 28, 28] {
         images.extend_from_slice(&dimension.to_be_bytes());
@@ -150,5 +194,257 @@ fn eval_scores_a_model_wider_than_8192() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["total"], 20);
     assert_eq!(report["correct"], 2, "every image predicted 3: {report}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_model_with_a_nan_or_infinite_parameter_is_refused_by_every_command() {
+    let dir = scratch("nan");
+    let good = small_model();
+    let decoded = infer::Model::from_bytes(&good).unwrap();
+    for (bits, name) in [(0x7E00u16, "nan.fmlp"), (0x7C00, "inf.fmlp")] {
+        let mut weights = decoded.file().layers[1].weights.to_vec();
+        weights[6..8].copy_from_slice(&bits.to_le_bytes());
+        let mut file = decoded.file().clone();
+        file.layers[1].weights = &weights;
+        // Encoded without the writer's checks, with a valid CRC.
+        let mut bytes = vec![0; file.encoded_len_bound()];
+        let len = file.encode(&mut bytes).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes[..len]).unwrap();
+        let model = path.to_str().unwrap();
+        let out = dir.join("out").to_str().unwrap().to_owned();
+        for args in [
+            vec!["eval", "--model", model],
+            vec!["show", "--model", model],
+            vec!["robust", "--model", model],
+            vec!["export", "--model", model, "--out", &out],
+            vec!["quantize", "--model", model, "--out", &out],
+            vec!["board", "--model", model],
+        ] {
+            let says = [name, "layer 1 weights", "not a finite f16"];
+            assert_one_line_error(&xtask(&args), &says, &format!("{args:?}"));
+        }
+        assert!(!dir.join("out").exists());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn outputs_over_inputs_or_that_cannot_be_files_are_refused_naming_both() {
+    let dir = scratch("outputs");
+    let model = dir.join("m.fmlp");
+    std::fs::write(&model, small_model()).unwrap();
+    let (images, labels) = idx_files(&dir, 20);
+    std::fs::create_dir_all(dir.join("a_dir")).unwrap();
+    std::fs::write(dir.join("afile"), b"x").unwrap();
+    let at = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (m, i, l) = (
+        at("m.fmlp"),
+        at("images-idx3-ubyte"),
+        at("labels-idx1-ubyte"),
+    );
+    let shipped = at("shipped");
+    let eval = |csv: &'static str| {
+        let csv = dir.join(csv).to_str().unwrap().to_owned();
+        [
+            "eval", "--model", &m, "--images", &i, "--labels", &l, "--csv",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([csv])
+        .collect::<Vec<String>>()
+    };
+    let owned = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            eval("images-idx3-ubyte"),
+            vec!["--csv", "is also a data file"],
+        ),
+        (eval("m.fmlp"), vec!["--csv", "is also --model"]),
+        (eval("a_dir"), vec!["--csv", "is a directory"]),
+        (eval("afile/p.csv"), vec!["--csv", "is not a directory"]),
+        (
+            eval("m.confusion.png"),
+            vec!["the confusion picture", "is also --csv"],
+        ),
+        (
+            owned(&["quantize", "--model", &m, "--out", &m]),
+            vec!["--out", "is also --model"],
+        ),
+        (
+            owned(&["export", "--model", &m, "--out", &m]),
+            vec!["--out", "is also --model"],
+        ),
+        (
+            owned(&["import", "--from", &m]),
+            vec!["--out", "is also --from"],
+        ),
+        (
+            owned(&[
+                "models",
+                "--dir",
+                &shipped,
+                "--add",
+                &m,
+                "--name",
+                "../../escape",
+            ]),
+            vec!["--name", "plain file name"],
+        ),
+    ];
+    for (args, says) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_one_line_error(&xtask(&args), &says, &format!("{args:?}"));
+    }
+    assert_eq!(std::fs::read(&model).unwrap(), small_model());
+    assert_eq!(std::fs::read(&images).unwrap().len(), 16 + 20 * 784);
+    assert_eq!(std::fs::read(&labels).unwrap().len(), 8 + 20);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn quantizing_an_int8_file_is_refused() {
+    let dir = scratch("int8");
+    let model = dir.join("m.fmlp");
+    std::fs::write(&model, small_model()).unwrap();
+    let m = model.to_str().unwrap();
+    let int8 = dir.join("m.int8.fmlp");
+    let output = xtask(&["quantize", "--model", m]);
+    assert!(output.status.success(), "{output:?}");
+    let again = xtask(&["quantize", "--model", int8.to_str().unwrap()]);
+    assert_one_line_error(&again, &["m.int8.fmlp", "int8 already"], "int8");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_empty_evaluation_set_is_an_error() {
+    let dir = scratch("empty");
+    let model = dir.join("m.fmlp");
+    std::fs::write(&model, small_model()).unwrap();
+    let (images, labels) = idx_files(&dir, 0);
+    let output = xtask(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&output, &["no images to evaluate"], "empty");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_empty_fashion_mnist_dir_variable_means_unset() {
+    let dir = scratch("env");
+    let model = dir.join("m.fmlp");
+    std::fs::write(&model, small_model()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["eval", "--json", "--model", model.to_str().unwrap()])
+        .env("FASHION_MNIST_DIR", "")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["total"], 10000);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn two_evals_writing_one_csv_at_once_leave_one_whole_file() {
+    let dir = scratch("race");
+    let (images, labels) = idx_files(&dir, 50);
+    let models: Vec<PathBuf> = (0..2)
+        .map(|k| {
+            let path = dir.join(format!("m{k}.fmlp"));
+            let mut bytes = small_model();
+            if k == 1 {
+                // Another model: every prediction class 3.
+                let mut file = infer::ModelFileBuf::from_file(
+                    infer::Model::from_bytes(&bytes).unwrap().file(),
+                );
+                let mut bias = [0.0f32; 10];
+                bias[3] = 100.0;
+                file.layers[1].bias = bias
+                    .iter()
+                    .flat_map(|b| half::f16::from_f32(*b).to_le_bytes())
+                    .collect();
+                bytes = file.to_vec().unwrap();
+            }
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect();
+    let csv = dir.join("same.csv");
+    let expected: Vec<Vec<u8>> = models
+        .iter()
+        .map(|model| {
+            let own = model.with_extension("own.csv");
+            let output = eval_command(model, &images, &labels, &own)
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{output:?}");
+            std::fs::read(own).unwrap()
+        })
+        .collect();
+    assert_ne!(expected[0], expected[1]);
+    for _ in 0..10 {
+        let mut children: Vec<_> = models
+            .iter()
+            .map(|model| eval_command(model, &images, &labels, &csv).spawn().unwrap())
+            .collect();
+        for child in &mut children {
+            assert!(child.wait().unwrap().success());
+        }
+        let written = std::fs::read(&csv).unwrap();
+        assert!(
+            expected.contains(&written),
+            "a mix of both runs' predictions"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn eval_command(model: &Path, images: &Path, labels: &Path, csv: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command
+        .args(["eval", "--json", "--model"])
+        .arg(model)
+        .arg("--images")
+        .arg(images)
+        .arg("--labels")
+        .arg(labels)
+        .arg("--csv")
+        .arg(csv)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+#[test]
+fn a_file_size_limit_is_an_error_naming_the_file_and_leaves_no_temporary_file() {
+    let dir = scratch("fsize");
+    let model = dir.join("m.fmlp");
+    std::fs::write(&model, small_model()).unwrap();
+    let out = dir.join("q.fmlp");
+    // 512 bytes: the quantised file is larger.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 1; exec {} quantize --model {} --out {}",
+            env!("CARGO_BIN_EXE_xtask"),
+            model.display(),
+            out.display()
+        ))
+        .output()
+        .unwrap();
+    assert_one_line_error(&output, &["q.fmlp", "File too large"], "ulimit -f");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("m.fmlp")]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -48,8 +48,11 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     anyhow::ensure!(cli.epochs > 0, "--epochs must be at least 1");
+    if let Some(out) = &cli.out {
+        data::atomic::check_output(out).map_err(|e| anyhow::anyhow!("--out: {e}"))?;
+    }
     let config = TrainConfig {
-        hidden: cli.hidden.clone(),
+        hidden: cli.hidden.clone().into(),
         epochs: cli.epochs + 1,
         batch_size: cli.batch_size,
         schedule: Schedule::Constant,
