@@ -50,6 +50,11 @@ impl Activation {
         }
     }
 
+    /// PReLU's learned α (`[1]`, tracked like any parameter); `None` for the others.
+    pub fn learned_alpha(&self) -> Option<Tensor<1>> {
+        self.prelu_alpha.as_ref().map(Param::val)
+    }
+
     fn prelu_alpha<const D: usize>(&self) -> Tensor<D> {
         let alpha = self.prelu_alpha.as_ref().expect("PReLU holds its α");
         alpha.val().reshape([1; D])

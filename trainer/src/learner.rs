@@ -80,6 +80,12 @@ impl Learner {
     /// seeded by the batch), our loss, backward, our optimizer. A NaN or infinite loss leaves
     /// the model as it was, for the caller to report.
     pub fn step(&mut self, batch: &Batch, step: usize) -> StepOutcome {
+        // On a worker of rayon's pool: the step's parallel passes then start where they run,
+        // instead of each being handed over from this thread (with one thread, no hand-over).
+        rayon::scope(|_| self.step_on_this_thread(batch, step))
+    }
+
+    fn step_on_this_thread(&mut self, batch: &Batch, step: usize) -> StepOutcome {
         let lr = self.learning_rate.at(step);
         let input = Tensor::from_data(
             TensorData::new(batch.pixels.clone(), [batch.labels.len(), INPUT_SIZE]),
@@ -147,6 +153,17 @@ pub fn evaluate(
     loss_fn: &CrossEntropy,
     device: &Device,
 ) -> Evaluation {
+    // On rayon's pool, like a step.
+    rayon::scope(|_| evaluate_on_this_thread(model, pixels, labels, loss_fn, device))
+}
+
+fn evaluate_on_this_thread(
+    model: &Mlp,
+    pixels: &[f32],
+    labels: &[u8],
+    loss_fn: &CrossEntropy,
+    device: &Device,
+) -> Evaluation {
     let model = model.valid();
     let device = device.clone().inner();
     let n = labels.len();
@@ -164,5 +181,73 @@ pub fn evaluate(
     Evaluation {
         predictions,
         loss: loss_sum / n.max(1) as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TrainConfig {
+        TrainConfig {
+            hidden: vec![512].into(),
+            batch_size: 24,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// Every weight and bias after a few steps from `initial`, a 784-512-10 ReLU network (wide
+    /// enough that the fused products share out their columns), on `threads` threads.
+    fn weights_after_steps(initial: &Mlp, threads: usize) -> Vec<f32> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut learner = Learner::new(&config(), 10, &crate::device::cpu().autodiff());
+            // (The same start for every run: other tests draw from the device's generator too.)
+            learner.set_model(initial.clone());
+            for step in 0..3 {
+                let batch = Batch {
+                    pixels: (0..24 * INPUT_SIZE)
+                        .map(|i| ((i * 7919 + step * 31) % 255) as f32 / 64.0 - 2.0)
+                        .collect(),
+                    labels: (0..24).map(|i| ((i + step) % NUM_CLASSES) as u8).collect(),
+                    dropout_seed: step as u64,
+                };
+                assert!(learner.step(&batch, step).loss.is_finite());
+            }
+            let mut values = Vec::new();
+            for layer in &learner.model().layers {
+                values.extend(layer.weight.val().into_data().iter::<f32>());
+                let bias = layer.bias.as_ref().unwrap().val();
+                values.extend(bias.into_data().iter::<f32>());
+            }
+            values
+        })
+    }
+
+    #[test]
+    fn same_seed_and_thread_count_same_weights_to_the_bit() {
+        let initial = Learner::new(&config(), 10, &crate::device::cpu().autodiff())
+            .model()
+            .clone();
+        for threads in [1, 2, 3] {
+            let a = weights_after_steps(&initial, threads);
+            let b = weights_after_steps(&initial, threads);
+            let same = a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same && a.len() == b.len(), "{threads} threads: runs differ");
+        }
+        // Other thread counts only round differently.
+        let (one, two) = (
+            weights_after_steps(&initial, 1),
+            weights_after_steps(&initial, 2),
+        );
+        let largest = one.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(
+            one.iter()
+                .zip(&two)
+                .all(|(a, b)| (a - b).abs() <= 1e-4 * largest)
+        );
     }
 }

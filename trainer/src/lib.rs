@@ -16,6 +16,9 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod export;
+// burn-ndarray is deprecated upstream, but it is the CPU backend these kernels extend (`device`).
+#[allow(deprecated)]
+pub mod fused;
 pub mod learner;
 pub mod loss;
 pub mod model;

@@ -23,8 +23,18 @@ impl CrossEntropy {
         Tensor::from_data(TensorData::new(q, [labels.len(), classes]), device)
     }
 
-    /// The mean loss of `logits` (`[batch, classes]`) against `targets` from [`Self::targets`].
+    /// The mean loss of `logits` (`[batch, classes]`) against `targets` from [`Self::targets`]:
+    /// one fused pass on burn-ndarray's device, the composition below elsewhere.
     pub fn forward(&self, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+        if crate::fused::runs_on(&logits.device()) {
+            return crate::fused::cross_entropy(logits, targets);
+        }
+        self.forward_composed(logits, targets)
+    }
+
+    /// The loss through burn's op-by-op composition (every device but burn-ndarray's): the
+    /// reference of the fused loss.
+    pub fn forward_composed(&self, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
         let row_max = logits.clone().max_dim(1).detach();
         let shifted = logits - row_max;
         let log_sum_exp = shifted.clone().exp().sum_dim(1).log();

@@ -75,28 +75,53 @@ impl Mlp {
     /// kept with probability 1 − rate and then scaled by 1 / (1 − rate), zeroed otherwise. The
     /// mask comes from `dropout.seed`, so a resumed run draws the same masks.
     pub fn forward_with_dropout(&self, input: Tensor<2>, dropout: Dropout) -> Tensor<2> {
+        let fused = crate::fused::runs_on(&input.device());
         let mut rng = SplitMix64::new(dropout.seed);
         let keep = 1.0 - dropout.rate;
+        let mut x = input;
+        for (index, layer) in self.layers.iter().enumerate() {
+            let activation = self.activations.get(index);
+            x = match (fused, &layer.bias) {
+                (true, Some(bias)) => {
+                    let act = crate::fused::Act {
+                        kind: activation.map_or(ActivationKind::Identity, Activation::kind),
+                        alpha: self.alpha,
+                    };
+                    let prelu_alpha = activation.and_then(Activation::learned_alpha);
+                    crate::fused::dense(x, layer.weight.val(), bias.val(), prelu_alpha, act)
+                }
+                _ => match activation {
+                    Some(activation) => activation.forward(layer.forward(x)),
+                    None => layer.forward(x),
+                },
+            };
+            if activation.is_some() && dropout.rate > 0.0 {
+                let [rows, columns] = x.dims();
+                let mask: Vec<f32> = (0..rows * columns)
+                    .map(|_| {
+                        if rng.uniform() < keep {
+                            1.0 / keep
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let mask = Tensor::from_data(TensorData::new(mask, [rows, columns]), &x.device());
+                x = x * mask;
+            }
+        }
+        x
+    }
+
+    /// The logits through burn's op-by-op composition (`Linear`, then our activation module),
+    /// as every device but burn-ndarray's runs them: the reference the fused layers are tested
+    /// against.
+    pub fn forward_composed(&self, input: Tensor<2>) -> Tensor<2> {
         let mut x = input;
         for (index, layer) in self.layers.iter().enumerate() {
             x = layer.forward(x);
             if let Some(activation) = self.activations.get(index) {
                 x = activation.forward(x);
-                if dropout.rate > 0.0 {
-                    let [rows, columns] = x.dims();
-                    let mask: Vec<f32> = (0..rows * columns)
-                        .map(|_| {
-                            if rng.uniform() < keep {
-                                1.0 / keep
-                            } else {
-                                0.0
-                            }
-                        })
-                        .collect();
-                    let mask =
-                        Tensor::from_data(TensorData::new(mask, [rows, columns]), &x.device());
-                    x = x * mask;
-                }
             }
         }
         x

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
 
+use crate::fused::StepCoefficients;
+
 /// SGD with momentum β and weight decay γ, optionally keeping an exponential moving average of
 /// the weights (`--ema`): after every step `a ← δ·a + (1 − δ)·w`, starting from the first
 /// step's weights.
@@ -97,32 +99,59 @@ impl ModuleMapper for Step<'_> {
         };
         let require_grad = tensor.is_require_grad();
         let w = tensor.inner();
-        let shape = w.shape();
-        let (beta, gamma, eta) = (self.optim.beta, self.optim.gamma, self.eta);
-        // v ← β·v − γ·η·w − η·g
-        let decay_and_gradient = w.clone().mul_scalar(-gamma * eta) - g.mul_scalar(eta);
-        let v = match self.optim.velocities.remove(&id) {
-            Some(v) => v.reshape(shape).mul_scalar(beta) + decay_and_gradient,
-            None => decay_and_gradient,
+        let step = StepCoefficients {
+            beta: self.optim.beta,
+            gamma_eta: self.optim.gamma * self.eta,
+            eta: self.eta,
+            average_decay: self.optim.average_decay,
         };
-        // w ← w + v
-        let w = w + v.clone();
-        if let Some(decay) = self.optim.average_decay {
-            // a ← δ·a + (1 − δ)·w
-            let flat = w.clone().flatten(0, D - 1);
-            let average = match self.optim.averages.remove(&id) {
-                Some(a) => a.mul_scalar(decay) + flat.mul_scalar(1.0 - decay),
-                None => flat,
-            };
+        let velocity = self.optim.velocities.remove(&id);
+        let average = self.optim.averages.remove(&id);
+        let (w, velocity, average) = if crate::fused::runs_on(&w.device()) {
+            crate::fused::momentum_step(w, velocity, g, average, step)
+        } else {
+            composed_step(w, velocity, g, average, step)
+        };
+        if let Some(average) = average {
             self.optim.averages.insert(id, average);
         }
+        self.optim.velocities.insert(id, velocity);
         let mut updated = Tensor::from_inner(w);
         if require_grad {
             updated = updated.require_grad();
         }
-        self.optim.velocities.insert(id, v.flatten(0, D - 1));
         Param::from_mapped_value(id, updated, mapper)
     }
+}
+
+/// One step of our SGD through burn's element-wise operations (every device but
+/// burn-ndarray's, whose fused pass computes the same): the new weight, and the flattened new
+/// velocity and average.
+pub(crate) fn composed_step<const D: usize>(
+    w: Tensor<D>,
+    velocity: Option<Tensor<1>>,
+    g: Tensor<D>,
+    average: Option<Tensor<1>>,
+    step: StepCoefficients,
+) -> (Tensor<D>, Tensor<1>, Option<Tensor<1>>) {
+    let shape = w.shape();
+    // v ← β·v − γ·η·w − η·g
+    let decay_and_gradient = w.clone().mul_scalar(-step.gamma_eta) - g.mul_scalar(step.eta);
+    let v = match velocity {
+        Some(v) => v.reshape(shape).mul_scalar(step.beta) + decay_and_gradient,
+        None => decay_and_gradient,
+    };
+    // w ← w + v
+    let w = w + v.clone();
+    let average = step.average_decay.map(|decay| {
+        // a ← δ·a + (1 − δ)·w
+        let flat = w.clone().flatten(0, D - 1);
+        match average {
+            Some(a) => a.mul_scalar(decay) + flat.mul_scalar(1.0 - decay),
+            None => flat,
+        }
+    });
+    (w, v.flatten(0, D - 1), average)
 }
 
 struct Averaged<'a> {

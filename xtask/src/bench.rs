@@ -114,8 +114,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Our side of the training benchmark, through the trainer's `trainer-bench` binary: built
-/// first, then run directly, because cargo would rebuild OpenBLAS's bindings (and burn) for a
-/// changed `OPENBLAS_NUM_THREADS`.
+/// first (as `train` builds it), then run directly with its thread count pinned.
 fn train_epochs(args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
     let mut command = Command::new(crate::setup::trainer_binary("trainer-bench", None)?);
     command
@@ -131,12 +130,12 @@ fn train_epochs(args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
     last_json_line(&output.stdout, "trainer-bench")
 }
 
-/// Pins every thread pool the trainer (rayon, OpenBLAS) or PyTorch (OpenMP, MKL) may use.
+/// Pins every thread pool the trainer (rayon) or PyTorch and NumPy (OpenMP, MKL, OpenBLAS) may
+/// use.
 fn with_threads(command: &mut Command, threads: usize) {
     for name in [
         "RAYON_NUM_THREADS",
         "OPENBLAS_NUM_THREADS",
-        "MATMUL_NUM_THREADS",
         "OMP_NUM_THREADS",
         "MKL_NUM_THREADS",
     ] {

@@ -129,17 +129,14 @@ fn signal_name(signal: i32) -> &'static str {
 }
 
 /// Builds the workspace's binaries and returns the path of the trainer crate's `binary`
-/// (`trainer` or `trainer-bench`), after OpenBLAS is made available to link against.
+/// (`trainer` or `trainer-bench`).
 ///
 /// The build selects the whole workspace with its dev-dependencies (`--examples` asks cargo to
 /// resolve them; there are none to build), the selection `cargo test --workspace` resolves: cargo
 /// unifies a dependency's features over what it builds, and a narrower `-p trainer` gives serde,
 /// regex-syntax and fastrand fewer features, which rebuilt burn's whole stack (8 minutes on 2
 /// cores) between `cargo xtask train` and the tests. `cargo xtask test` checks that they agree.
-/// `OPENBLAS_*` variables stay out of cargo's environment: openblas-src rebuilds (and burn after
-/// it) when they change.
 pub fn trainer_binary(binary: &str, features: Option<&str>) -> anyhow::Result<PathBuf> {
-    ensure_openblas()?;
     let first = !target_dir().join("debug").join(binary).exists();
     if first {
         eprintln!(
@@ -237,30 +234,6 @@ pub fn ensure_fashion_mnist() -> anyhow::Result<data::Source> {
     )
     .map_err(|apt| anyhow::anyhow!("{error}\n({apt})"))?;
     data::fetch::locate(None).map_err(Into::into)
-}
-
-/// On Linux the trainer links the system OpenBLAS: installs Debian's libopenblas-dev when the
-/// linker would not find it, so a fresh machine builds the trainer.
-fn ensure_openblas() -> anyhow::Result<()> {
-    if !cfg!(target_os = "linux") {
-        return Ok(());
-    }
-    let found = Command::new("ldconfig")
-        .arg("-p")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libopenblas.so "));
-    let dev_link = [
-        "/usr/lib/x86_64-linux-gnu",
-        "/usr/lib/aarch64-linux-gnu",
-        "/usr/lib64",
-        "/usr/lib",
-    ]
-    .iter()
-    .any(|dir| std::path::Path::new(dir).join("libopenblas.so").exists());
-    if found || dev_link {
-        return Ok(());
-    }
-    apt_install(&["libopenblas-dev"], "The trainer links OpenBLAS")
 }
 
 /// The Cortex-M4F's Rust target, added through rustup when missing (saying so first).

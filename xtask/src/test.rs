@@ -12,7 +12,7 @@ use crate::setup::{artifacts, cargo, ensure_packages, trainer_binary};
 /// Options of `test`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Steps (each says what it installs before it does):
-  1. Fashion-MNIST, OpenBLAS and a font for the pictures, through apt when missing
+  1. Fashion-MNIST and a font for the pictures, through apt when missing
   2. the trainer's build, then the tests' build, which must reuse its burn (else an error)
   3. cargo test --workspace
   4. infer for the Cortex-M4F (no_std, no heap): rustup target add thumbv7em-none-eabihf

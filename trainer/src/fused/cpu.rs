@@ -1,0 +1,624 @@
+//! The fused operations on burn-ndarray's tensors. Matrix products go through the `gemm` crate
+//! (burn-flex's: AVX-512, AVX2+FMA or portable kernels chosen at run time, threads from rayon's
+//! pool) with strides instead of transposed copies; element-wise passes are split over rayon's
+//! threads too.
+
+use burn::backend::NdArray;
+use burn::backend::TensorMetadata;
+use burn::backend::ndarray::NdArrayTensor;
+use burn::backend::tensor::FloatTensor;
+use ndarray::{ArcArray, IxDyn};
+use rayon::prelude::*;
+
+use super::{Act, Firsts, FusedOps, StepCoefficients};
+
+/// A row-major matrix: its values and its shape.
+#[derive(Debug, Clone)]
+pub(super) struct Matrix {
+    pub values: ArcArray<f32, IxDyn>,
+    pub rows: usize,
+    pub columns: usize,
+}
+
+impl Matrix {
+    /// A rank-2 tensor's values, in standard (row-major) layout.
+    pub fn of(tensor: NdArrayTensor) -> Self {
+        let values = values(tensor);
+        let &[rows, columns] = values.shape() else {
+            panic!("a rank-2 tensor, not {:?}", values.shape());
+        };
+        Self {
+            values,
+            rows,
+            columns,
+        }
+    }
+
+    fn new(values: Vec<f32>, rows: usize, columns: usize) -> Self {
+        let values = ArcArray::from_shape_vec(IxDyn(&[rows, columns]), values)
+            .expect("rows × columns values");
+        Self {
+            values,
+            rows,
+            columns,
+        }
+    }
+
+    pub fn slice(&self) -> &[f32] {
+        self.values.as_slice().expect("standard layout")
+    }
+
+    pub fn tensor(self) -> NdArrayTensor {
+        NdArrayTensor::from(self.values)
+    }
+}
+
+/// The f32 values of `tensor` as an array of any rank, in standard (row-major) layout.
+pub(super) fn values(tensor: NdArrayTensor) -> ArcArray<f32, IxDyn> {
+    let array = match tensor {
+        NdArrayTensor::F32(storage) => storage.into_shared(),
+        other => panic!(
+            "the fused operations take f32 tensors, not {:?}",
+            other.dtype()
+        ),
+    };
+    if array.is_standard_layout() {
+        array
+    } else {
+        array.as_standard_layout().into_owned().into_shared()
+    }
+}
+
+/// A rank-1 tensor of `values`.
+pub(super) fn vector(values: Vec<f32>) -> NdArrayTensor {
+    let len = values.len();
+    NdArrayTensor::from(ArcArray::from_shape_vec(IxDyn(&[len]), values).expect("a vector"))
+}
+
+/// An operand of [`product`]: values and the strides (in elements) between rows and between
+/// columns of the matrix it stands for, so a transpose is a swap of strides, not a copy.
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    values: &'a [f32],
+    row_stride: usize,
+    column_stride: usize,
+}
+
+impl<'a> Operand<'a> {
+    fn plain(values: &'a [f32], columns: usize) -> Self {
+        Self {
+            values,
+            row_stride: columns,
+            column_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `columns` columns.
+    fn transposed(values: &'a [f32], columns: usize) -> Self {
+        Self {
+            values,
+            row_stride: 1,
+            column_stride: columns,
+        }
+    }
+}
+
+/// Whether a product shares out its columns between rayon's threads, or runs on this one (as
+/// when it runs beside another product).
+#[derive(Clone, Copy, PartialEq)]
+enum Threads {
+    Share,
+    One,
+}
+
+/// `out (m × n, row-major) += a (m × k) · b (k × n)`.
+fn product_into(out: &mut [f32], (m, n, k): (usize, usize, usize), a: Operand, b: Operand) {
+    assert!(out.len() >= m * n);
+    // SAFETY: `out` holds the m × n values, initialised and exclusive.
+    unsafe { product_at(out.as_mut_ptr(), (m, n, k), a, b, true, Threads::Share) }
+}
+
+/// `a (m × k) · b (k × n)` as a new row-major buffer, written once by the product (no zero
+/// fill first).
+fn product(m: usize, n: usize, k: usize, a: Operand, b: Operand, threads: Threads) -> Vec<f32> {
+    let mut out = Vec::with_capacity(m * n);
+    // SAFETY: the buffer has room for m × n values; with `accumulate` off the product writes
+    // every one of them and reads none.
+    unsafe {
+        product_at(out.as_mut_ptr(), (m, n, k), a, b, false, threads);
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// The product into `out` (m × n, row-major), added to `out`'s values when `accumulate`. With
+/// [`Threads::Share`] and a large product, each of rayon's threads computes a run of the
+/// output's columns (measured faster than gemm's own split on these shapes: 190 against 144
+/// GFLOP/s for 128×784·784×512 on 2 cores).
+///
+/// # Safety
+/// `out` is valid for writing m × n values (and for reading them when `accumulate`), and no one
+/// else accesses them meanwhile.
+unsafe fn product_at(
+    out: *mut f32,
+    (m, n, k): (usize, usize, usize),
+    a: Operand,
+    b: Operand,
+    accumulate: bool,
+    threads: Threads,
+) {
+    assert!(
+        m == 0 || k == 0 || a.values.len() > (m - 1) * a.row_stride + (k - 1) * a.column_stride
+    );
+    assert!(
+        n == 0 || k == 0 || b.values.len() > (k - 1) * b.row_stride + (n - 1) * b.column_stride
+    );
+    let workers = match threads {
+        Threads::Share if m * n * k >= 1 << 20 => rayon::current_num_threads().min(n / 16).max(1),
+        _ => 1,
+    };
+    // Runs of whole 16-column groups (the AVX-512 kernels' width).
+    let run = n.div_ceil(workers).next_multiple_of(16).min(n.max(1));
+    let out = out as usize;
+    let columns = |first: usize| {
+        let count = run.min(n - first);
+        // SAFETY: columns `first .. first + count` of every row of `out` and of `b` are inside
+        // them (asserted above; `out` by the contract), and each run is given to one task, so
+        // the writes do not overlap.
+        unsafe {
+            gemm::gemm(
+                m,
+                count,
+                k,
+                (out as *mut f32).add(first),
+                1,
+                n as isize,
+                accumulate,
+                a.values.as_ptr(),
+                a.column_stride as isize,
+                a.row_stride as isize,
+                b.values.as_ptr().add(first * b.column_stride),
+                b.column_stride as isize,
+                b.row_stride as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    };
+    if workers > 1 {
+        (0..n).into_par_iter().step_by(run).for_each(columns);
+    } else if n > 0 {
+        columns(0);
+    }
+}
+
+/// `v`, or 0 when it is subnormal. Every operand of a matrix product passes through here (the
+/// activations, `δz`, the weights), because a subnormal operand makes the SIMD kernels take a
+/// microcode assist per multiply, 100 times slower (a softmax saturating in a confident model
+/// gives them). Values below 1.2e-38 do not matter to the model.
+#[inline]
+fn flush_subnormal(v: f32) -> f32 {
+    if v.abs() < f32::MIN_POSITIVE { 0.0 } else { v }
+}
+
+/// Values an element-wise task takes: enough to amortise handing it to another thread, few
+/// enough to share the passes over a layer of 64k values between 2-4 cores.
+const TASK: usize = 16_384;
+
+/// The values of a task of a pass over rows of `row` values: whole rows, about [`TASK`].
+fn piece(row: usize) -> usize {
+    (TASK / row.max(1)).max(1) * row.max(1)
+}
+
+/// `values[i] = flush(f(values[i]))` for every value, in parallel pieces.
+fn map_in_place(values: &mut [f32], row: usize, f: impl Fn(f32) -> f32 + Sync + Send) {
+    values
+        .par_chunks_mut(piece(row))
+        .for_each(|values| values.iter_mut().for_each(|v| *v = flush_subnormal(f(*v))));
+}
+
+/// Calls `$body` with `$f` bound to `$activation`'s function as a closure of its own type, so
+/// each activation's loop is compiled (and vectorised) for it alone rather than matching the
+/// kind at every value.
+macro_rules! with_activation {
+    ($activation:expr, |$f:ident| $body:expr) => {{
+        use infer::{Activation, ActivationKind as Kind};
+        let alpha = $activation.alpha;
+        match $activation.kind {
+            Kind::Identity => {
+                let $f = |v: f32| v;
+                $body
+            }
+            Kind::Step => {
+                let $f = |v: f32| Activation::Step.apply(0, v);
+                $body
+            }
+            Kind::Logistic => {
+                let $f = |v: f32| Activation::Logistic.apply(0, v);
+                $body
+            }
+            Kind::Tanh => {
+                let $f = |v: f32| Activation::Tanh.apply(0, v);
+                $body
+            }
+            Kind::Arctan => {
+                let $f = |v: f32| Activation::Arctan.apply(0, v);
+                $body
+            }
+            Kind::Relu => {
+                let $f = |v: f32| if v < 0.0 { 0.0 } else { v };
+                $body
+            }
+            Kind::Prelu => {
+                let prelu = Activation::new(Kind::Prelu, &[alpha]);
+                let $f = |v: f32| prelu.apply(0, v);
+                $body
+            }
+            Kind::Elu => {
+                let $f = |v: f32| Activation::Elu { alpha }.apply(0, v);
+                $body
+            }
+            Kind::Softplus => {
+                let $f = |v: f32| Activation::Softplus.apply(0, v);
+                $body
+            }
+        }
+    }};
+}
+
+/// `z = x·W + b`: the bias rows are the product's starting value (no separate add).
+pub(super) fn linear(x: &Matrix, weight: &Matrix, bias: &[f32]) -> Matrix {
+    let (n, d_in, d_out) = (x.rows, x.columns, weight.columns);
+    assert_eq!(weight.rows, d_in, "x·W needs x's columns to be W's rows");
+    assert_eq!(bias.len(), d_out, "one bias per output");
+    let mut z: Vec<f32> = Vec::with_capacity(n * d_out);
+    for _ in 0..n {
+        z.extend_from_slice(bias);
+    }
+    product_into(
+        &mut z,
+        (n, d_out, d_in),
+        Operand::plain(x.slice(), d_in),
+        Operand::plain(weight.slice(), d_out),
+    );
+    Matrix::new(z, n, d_out)
+}
+
+/// Calls `$body` with `$d` bound to f' of `$activation` (the analytic derivatives of
+/// `trainer::activation`: the right-hand one at the kinks, 0 for `step`) as a closure of its own
+/// type, like [`with_activation`].
+macro_rules! with_derivative {
+    ($activation:expr, |$d:ident| $body:expr) => {{
+        use infer::ActivationKind as Kind;
+        let alpha = $activation.alpha;
+        match $activation.kind {
+            Kind::Identity => {
+                let $d = |_: f32| 1.0;
+                $body
+            }
+            Kind::Step => {
+                let $d = |_: f32| 0.0;
+                $body
+            }
+            Kind::Logistic => {
+                let $d = |z: f32| {
+                    let e = (-z.abs()).exp();
+                    e / ((e + 1.0) * (e + 1.0))
+                };
+                $body
+            }
+            Kind::Softplus => {
+                let $d = |z: f32| {
+                    let e = (-z.abs()).exp();
+                    (if z >= 0.0 { 1.0 } else { e }) / (1.0 + e)
+                };
+                $body
+            }
+            Kind::Tanh => {
+                let $d = |z: f32| {
+                    let e2 = (-2.0 * z.abs()).exp();
+                    4.0 * e2 / ((e2 + 1.0) * (e2 + 1.0))
+                };
+                $body
+            }
+            Kind::Arctan => {
+                let $d = |z: f32| 1.0 / (z * z + 1.0);
+                $body
+            }
+            Kind::Relu => {
+                let $d = |z: f32| if z < 0.0 { 0.0 } else { 1.0 };
+                $body
+            }
+            Kind::Prelu => {
+                let $d = |z: f32| if z < 0.0 { alpha } else { 1.0 };
+                $body
+            }
+            Kind::Elu => {
+                let $d = |z: f32| if z < 0.0 { alpha * z.exp() } else { 1.0 };
+                $body
+            }
+        }
+    }};
+}
+
+/// `f(z)` element-wise, as `infer` computes it (`alpha`: ELU's α or PReLU's).
+pub(super) fn activate(z: &Matrix, activation: Act) -> Matrix {
+    let mut a = z.slice().to_vec();
+    with_activation!(activation, |f| map_in_place(&mut a, z.columns, f));
+    Matrix::new(a, z.rows, z.columns)
+}
+
+/// A dense layer's gradients.
+pub(super) struct DenseGradients {
+    /// `∂x = δz·Wᵀ`, when asked for.
+    pub x: Option<Matrix>,
+    /// `∂W = xᵀ·δz`.
+    pub weight: Matrix,
+    /// `∂b = Σ_rows δz`.
+    pub bias: Vec<f32>,
+    /// PReLU's `∂α = Σ_{z<0} z·δa`.
+    pub alpha: f32,
+}
+
+/// The gradients of a dense layer: `δz = δa ⊙ f'(z)`, `∂b` and PReLU's `∂α` in one pass, then
+/// `∂W = xᵀ·δz` and (when `need_dx`) `∂x = δz·Wᵀ` as products with swapped strides.
+pub(super) fn dense_backward(
+    x: &Matrix,
+    weight: &Matrix,
+    z: &Matrix,
+    grad: Matrix,
+    activation: Act,
+    need_dx: bool,
+) -> DenseGradients {
+    let (n, d_in, d_out) = (x.rows, x.columns, z.columns);
+    // The upstream gradient becomes δz in place (copied first only if someone else holds it).
+    let mut grad = grad.values;
+    let dz = grad.as_slice_mut().expect("standard layout");
+    let prelu = activation.kind == infer::ActivationKind::Prelu;
+    let (bias, alpha) = with_derivative!(activation, |derivative| {
+        delta_pass(dz, z.slice(), d_out, prelu, derivative)
+    });
+    let dz: &[f32] = dz;
+    let weight_gradient = |threads| {
+        let x = Operand::transposed(x.slice(), d_in);
+        product(d_in, d_out, n, x, Operand::plain(dz, d_out), threads)
+    };
+    let input_gradient = |threads| {
+        let w = Operand::transposed(weight.slice(), d_out);
+        Matrix::new(
+            product(n, d_in, d_out, Operand::plain(dz, d_out), w, threads),
+            n,
+            d_in,
+        )
+    };
+    // ∂W and ∂x are independent: side by side, each on a thread of its own, they share the
+    // cores better than each split in turn.
+    let (dw, dx) = if need_dx && rayon::current_num_threads() > 1 {
+        let (dw, dx) = rayon::join(
+            || weight_gradient(Threads::One),
+            || input_gradient(Threads::One),
+        );
+        (dw, Some(dx))
+    } else {
+        (
+            weight_gradient(Threads::Share),
+            need_dx.then(|| input_gradient(Threads::Share)),
+        )
+    };
+    DenseGradients {
+        x: dx,
+        weight: Matrix::new(dw, d_in, d_out),
+        bias,
+        alpha,
+    }
+}
+
+/// `δz = δa ⊙ f'(z)` in place (`dz` holds `δa`), with `Σ_rows δz` gathered in the same pass,
+/// and for PReLU `Σ_{z<0} z·δa`, its `∂α`.
+fn delta_pass(
+    dz: &mut [f32],
+    z: &[f32],
+    columns: usize,
+    prelu: bool,
+    derivative: impl Fn(f32) -> f32 + Sync + Send,
+) -> (Vec<f32>, f32) {
+    let piece = piece(columns);
+    dz.par_chunks_mut(piece)
+        .zip(z.par_chunks(piece))
+        .map(|(dz, z)| {
+            // PReLU's ∂α takes δa before it is scaled; the others skip that branchy sum.
+            let alpha = if prelu {
+                dz.iter()
+                    .zip(z)
+                    .map(|(&g, &z)| if z < 0.0 { z * g } else { 0.0 })
+                    .sum()
+            } else {
+                0.0
+            };
+            let mut sums = vec![0.0f32; columns];
+            for (dz_row, z_row) in dz.chunks_exact_mut(columns).zip(z.chunks_exact(columns)) {
+                for ((g, &z), sum) in dz_row.iter_mut().zip(z_row).zip(&mut sums) {
+                    *g = flush_subnormal(*g * derivative(z));
+                    *sum += *g;
+                }
+            }
+            (sums, alpha)
+        })
+        // Gathered in piece order, then summed in that order: rayon's `reduce` would combine
+        // pieces in an order that depends on which thread stole what, and float sums in another
+        // order differ in their last bits; same seed and thread count must give the same bytes.
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(
+            (vec![0.0; columns], 0.0),
+            |(mut a, alpha_a), (b, alpha_b)| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                (a, alpha_a + alpha_b)
+            },
+        )
+}
+
+/// Our cross-entropy of logits `z` against targets `q` (`[n, k]`): the mean loss, and each
+/// row's softmax for the backward pass.
+pub(super) fn cross_entropy(z: &Matrix, q: &Matrix) -> (f32, Matrix) {
+    let (n, k) = (z.rows, z.columns);
+    let mut p = z.slice().to_vec();
+    let mut loss = 0.0f64;
+    for (row, q) in p
+        .chunks_exact_mut(k.max(1))
+        .zip(q.slice().chunks_exact(k.max(1)))
+    {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let (mut target, mut sum) = (0.0f32, 0.0f32);
+        for (v, &q) in row.iter_mut().zip(q) {
+            let shifted = *v - max;
+            target += q * shifted;
+            *v = shifted.exp();
+            sum += *v;
+        }
+        loss += f64::from(sum.ln() - target);
+        row.iter_mut().for_each(|v| *v /= sum);
+    }
+    ((loss / n.max(1) as f64) as f32, Matrix::new(p, n, k))
+}
+
+/// `δz = (softmax − q) · g / n`, for the loss's upstream gradient `g`.
+pub(super) fn cross_entropy_backward(p: &Matrix, q: &Matrix, upstream: f32) -> Matrix {
+    let scale = upstream / p.rows.max(1) as f32;
+    let dz = p
+        .slice()
+        .iter()
+        .zip(q.slice())
+        .map(|(p, q)| (p - q) * scale)
+        .collect();
+    Matrix::new(dz, p.rows, p.columns)
+}
+
+/// One SGD step in one pass over each element: `w` and `v` in place (`first`: `v` holds no
+/// velocity yet), and the average `a` when one is kept (`(a, first)`: `a` holds none yet). The
+/// composed step's roundings: each coefficient rounded to f32 once, the same products and sums
+/// (and a subnormal weight flushed to 0).
+fn sgd_pass(
+    w: &mut [f32],
+    (v, first): (&mut [f32], bool),
+    g: &[f32],
+    average: Option<(&mut [f32], bool)>,
+    step: StepCoefficients,
+) {
+    let (beta, decay, eta) = (step.beta as f32, (-step.gamma_eta) as f32, step.eta as f32);
+    let update = |w: &mut f32, v: &mut f32, g: f32| {
+        // v ← β·v − γη·w − η·g; w ← w + v
+        let decay_and_gradient = *w * decay - g * eta;
+        *v = if first {
+            decay_and_gradient
+        } else {
+            *v * beta + decay_and_gradient
+        };
+        *w = flush_subnormal(*w + *v);
+    };
+    let chunks = w
+        .par_chunks_mut(TASK)
+        .zip(v.par_chunks_mut(TASK))
+        .zip(g.par_chunks(TASK));
+    match (average, step.average_decay) {
+        (Some((a, first_average)), Some(delta)) => {
+            let (keep, take) = (delta as f32, (1.0 - delta) as f32);
+            chunks
+                .zip(a.par_chunks_mut(TASK))
+                .for_each(|(((w, v), g), a)| {
+                    for (((w, v), &g), a) in w.iter_mut().zip(v).zip(g).zip(a) {
+                        update(w, v, g);
+                        // a ← δ·a + (1 − δ)·w
+                        *a = if first_average {
+                            *w
+                        } else {
+                            *a * keep + *w * take
+                        };
+                    }
+                });
+        }
+        _ => chunks.for_each(|((w, v), g)| {
+            for ((w, v), &g) in w.iter_mut().zip(v).zip(g) {
+                update(w, v, g);
+            }
+        }),
+    }
+}
+
+/// The scalar of a `[1]` tensor.
+pub(super) fn scalar(tensor: NdArrayTensor) -> f32 {
+    values(tensor)
+        .iter()
+        .next()
+        .copied()
+        .expect("a one-value tensor")
+}
+
+impl FusedOps for NdArray {
+    fn dense(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        activation: Act,
+    ) -> FloatTensor<Self> {
+        let (x, weight, bias) = (Matrix::of(x), Matrix::of(weight), values(bias));
+        let z = linear(&x, &weight, bias.as_slice().expect("standard layout"));
+        activate(&z, activation).tensor()
+    }
+
+    fn prelu_dense(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let activation = Act {
+            kind: infer::ActivationKind::Prelu,
+            alpha: scalar(alpha),
+        };
+        Self::dense(x, weight, bias, activation)
+    }
+
+    fn cross_entropy(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (loss, _) = cross_entropy(&Matrix::of(logits), &Matrix::of(targets));
+        vector(vec![loss])
+    }
+
+    fn momentum_step(
+        weight: FloatTensor<Self>,
+        velocity: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        average: FloatTensor<Self>,
+        step: StepCoefficients,
+        firsts: Firsts,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let shape = weight.shape();
+        let (mut w, mut v, g, mut a) = (
+            values(weight),
+            values(velocity),
+            values(grad),
+            values(average),
+        );
+        let averaging = step.average_decay.is_some();
+        // Copy-on-write: in place when the buffers are not shared, as after the backward pass.
+        sgd_pass(
+            w.as_slice_mut().expect("standard layout"),
+            (v.as_slice_mut().expect("standard layout"), firsts.velocity),
+            g.as_slice().expect("standard layout"),
+            averaging.then(|| (a.as_slice_mut().expect("standard layout"), firsts.average)),
+            step,
+        );
+        let w = w
+            .into_shape_with_order(IxDyn(shape.as_slice()))
+            .expect("the same number of values");
+        (
+            NdArrayTensor::from(w),
+            NdArrayTensor::from(v),
+            NdArrayTensor::from(a),
+        )
+    }
+}
