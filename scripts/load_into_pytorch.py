@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""Load a `cargo xtask export` safetensors file into the course's PyTorch template and print its
-test accuracy on Fashion-MNIST. Optional: needs torch and numpy (see ../shared/reference/README.md
-for a CPU torch), not the safetensors package.
+"""Load a `cargo xtask export` file (safetensors, or `.pt` as `--format pt` and `cargo xtask
+submit` write it) into the course's PyTorch template and print its test accuracy on Fashion-MNIST.
+Optional: needs torch and numpy (see ../shared/reference/README.md for a CPU torch), not the
+safetensors package.
 
     cargo xtask export --model runs/model.fmlp --out runs/model.safetensors
     python3 scripts/load_into_pytorch.py runs/model.safetensors
+    cargo xtask export --model runs/model.fmlp --format pt --out runs/model.pt
+    python3 scripts/load_into_pytorch.py runs/model.pt
 
-The state dict names follow the template (`mlp.0.weight`, `mlp.0.bias`, `mlp.2.weight`, ...:
-Linear layers at even indices of an nn.Sequential); the reference implementation in
-../shared/reference/ keeps them in `linears.N`, so `mlp.{2k}` is loaded into `linears.{k}`. The
-activation and the input normalisation come from the file's metadata.
+The template is the course's: `self.mlp = nn.Sequential(nn.Linear, myActivation(), nn.Linear,
+...)`, so the state dict's names are `mlp.0.weight`, `mlp.0.bias`, `mlp.2.weight`, ...; it is
+loaded with `load_state_dict(strict=True)`, and a `.pt` file with `torch.load(weights_only=True)`
+(no code runs on load). The activation and the input normalisation come from the safetensors
+metadata, or for a `.pt` file from the JSON file beside it (same name, extension .json).
 """
 
 import argparse
@@ -20,6 +24,7 @@ import sys
 
 import numpy as np
 import torch
+from torch import nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "shared", "reference"))
@@ -43,24 +48,52 @@ def read_safetensors(path):
     return tensors, metadata
 
 
+class Template(nn.Module):
+    """The course's template: Linear layers in an nn.Sequential, the activation between them."""
+
+    def __init__(self, dims, activation):
+        super().__init__()
+        layers = []
+        for k, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            layers.append(nn.Linear(a, b))
+            if k < len(dims) - 2:
+                layers.append(ref.myActivation(activation))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.mlp(x.reshape(x.shape[0], -1))
+
+
+def read_pt(path):
+    """(state dict, metadata): the .pt file through torch.load(weights_only=True), the metadata
+    from the JSON file beside it, when there is one."""
+    state = torch.load(path, weights_only=True)
+    sidecar = os.path.splitext(path)[0] + ".json"
+    metadata = {}
+    if os.path.exists(sidecar):
+        with open(sidecar) as f:
+            metadata = json.load(f)
+    return state, metadata
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("file", help="safetensors file from cargo xtask export")
+    ap.add_argument("file", help="safetensors or .pt file from cargo xtask export or submit")
     ap.add_argument("--data-dir", default=ref.DATA_DIR)
     args = ap.parse_args()
 
-    tensors, metadata = read_safetensors(args.file)
-    n_layers = len([k for k in tensors if k.endswith(".weight")])
-    hidden = tuple(tensors[f"mlp.{2 * k}.weight"].shape[0] for k in range(n_layers - 1))
+    if args.file.endswith(".pt"):
+        state, metadata = read_pt(args.file)
+    else:
+        tensors, metadata = read_safetensors(args.file)
+        state = {name: torch.from_numpy(array) for name, array in tensors.items()}
+    n_layers = len([k for k in state if k.endswith(".weight")])
+    dims = [784] + [state[f"mlp.{2 * k}.weight"].shape[0] for k in range(n_layers)]
     activation = metadata.get("activation", "relu")
     if activation not in ref.myActivation.KINDS:
         sys.exit(f"the reference template has no {activation!r} activation ({ref.myActivation.KINDS})")
-    model = ref.myMLP(hidden=hidden, activation=activation)
-    state = {}
-    for k in range(n_layers):
-        state[f"linears.{k}.weight"] = torch.from_numpy(tensors[f"mlp.{2 * k}.weight"])
-        state[f"linears.{k}.bias"] = torch.from_numpy(tensors[f"mlp.{2 * k}.bias"])
-    model.load_state_dict(state)
+    model = Template(dims, activation)
+    model.load_state_dict(state, strict=True)
     model.eval()
 
     mean = float(metadata.get("normalization_mean", ref.MEAN))
@@ -71,8 +104,8 @@ def main():
     with torch.no_grad():
         predicted = model(x).argmax(dim=1).numpy()
     accuracy = float((predicted == labels).mean())
-    print(json.dumps({"file": args.file, "architecture": [784, *hidden, 10], "activation": activation,
-                      "test_accuracy": accuracy}))
+    print(json.dumps({"file": args.file, "architecture": dims, "activation": activation,
+                      "weights_only": args.file.endswith(".pt"), "test_accuracy": accuracy}))
 
 
 if __name__ == "__main__":

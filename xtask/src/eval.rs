@@ -76,6 +76,16 @@ impl Scores {
         self.predictions.len()
     }
 
+    /// The predictions as CSV: a header `id,label`, then one line per image, id from 0 in file
+    /// order.
+    pub fn predictions_csv(&self) -> String {
+        let mut text = String::from("id,label\n");
+        for (id, label) in self.predictions.iter().enumerate() {
+            writeln!(text, "{id},{label}").expect("write to String");
+        }
+        text
+    }
+
     fn class_total(&self, class: usize) -> usize {
         self.confusion[class].iter().sum()
     }
@@ -112,11 +122,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         &inputs,
     )?;
     let scores = score(&model, &split).map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
-    let mut text = String::from("id,label\n");
-    for (id, label) in scores.predictions.iter().enumerate() {
-        writeln!(text, "{id},{label}").expect("write to String");
-    }
-    crate::files::write(&csv, text.as_bytes())?;
+    crate::files::write(&csv, scores.predictions_csv().as_bytes())?;
     if let Err(error) = draw(&scores, &split, &pictures) {
         eprintln!("warning: no pictures: {error}");
     }
@@ -138,7 +144,13 @@ fn load_split(args: &EvalArgs) -> anyhow::Result<(Split, String, Vec<PathBuf>)> 
         let source = format!("{} + {}", images.display(), labels.display());
         return Ok((split, source, vec![images.clone(), labels.clone()]));
     }
-    let (split, source) = match args.data.dir() {
+    test_split(&args.data)
+}
+
+/// The test split of the data set `data` names (Fashion-MNIST by default, installed if need be),
+/// where it came from, and the files read.
+pub fn test_split(data: &DataArgs) -> anyhow::Result<(Split, String, Vec<PathBuf>)> {
+    let (split, source) = match data.dir() {
         Some(dir) => {
             let source = locate(Some(&dir))?;
             (load_part(&source, Part::Test)?.0, source)

@@ -1,10 +1,11 @@
 //! `cargo xtask export`: a model file as the PyTorch state dict of the course's template
 //! (`mlp.0.weight`, `mlp.0.bias`, `mlp.2.weight`, …: `nn.Linear` layers at even indices of an
-//! `nn.Sequential`, the activation between them) in safetensors, with the activation, its α and
-//! the input normalisation in the metadata.
+//! `nn.Sequential`, the activation between them), in safetensors (the activation, its α and the
+//! input normalisation in its metadata) or in torch's own `.pt` format (the same metadata in a
+//! JSON file beside it, [`sidecar`], since a state dict has no place for it).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use half::f16;
 use infer::format::f16_at;
@@ -22,15 +23,26 @@ pub enum ExportDtype {
     F16,
 }
 
+/// File formats of `export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// safetensors, metadata inside.
+    Safetensors,
+    /// PyTorch's zip checkpoint of the state dict, metadata in a JSON file beside it.
+    Pt,
+}
+
 /// Options of `export`.
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
     /// Model file to export.
     #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
     model: PathBuf,
-    /// Output format (only safetensors).
-    #[arg(long, value_parser = ["safetensors"], default_value = "safetensors")]
-    format: String,
+    /// Output format: `safetensors`, or `pt` (what `torch.save(model.state_dict())` writes;
+    /// `torch.load(FILE, weights_only=True)` reads it; the activation and normalisation go to
+    /// FILE with extension .json).
+    #[arg(long, value_enum, default_value = "safetensors")]
+    format: ExportFormat,
     /// Element type of the tensors.
     #[arg(long, value_enum, default_value = "f32")]
     dtype: ExportDtype,
@@ -42,14 +54,56 @@ pub struct ExportArgs {
 /// Runs `export`.
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let input = ModelFileOnDisk::read(&args.model)?;
-    crate::files::check_outputs(&[("--out", &args.out)], &[("--model", &args.model)])?;
-    let out = to_safetensors(&input.model(), args.dtype)?;
-    crate::files::write(&args.out, &out)?;
+    let model = input.model();
+    match args.format {
+        ExportFormat::Safetensors => {
+            crate::files::check_outputs(&[("--out", &args.out)], &[("--model", &args.model)])?;
+            let out = to_safetensors(&model, args.dtype)?;
+            crate::files::write(&args.out, &out)?;
+            println!(
+                "wrote {} ({} bytes, {:?})",
+                args.out.display(),
+                out.len(),
+                args.dtype
+            );
+        }
+        ExportFormat::Pt => write_pt(&model, args.dtype, &args.out, &args.model)?,
+    }
+    Ok(())
+}
+
+/// Where the metadata of a `.pt` file goes: beside it, extension `.json`.
+pub fn sidecar(pt: &Path) -> PathBuf {
+    pt.with_extension("json")
+}
+
+/// Writes `model` (read from `input`) as the `.pt` state dict `out` in `dtype`, and its metadata
+/// as JSON beside it ([`sidecar`]).
+pub fn write_pt(
+    model: &Model<'_>,
+    dtype: ExportDtype,
+    out: &Path,
+    input: &Path,
+) -> anyhow::Result<()> {
+    let json = sidecar(out);
+    crate::files::check_outputs(
+        &[("--out", out), ("the metadata file", &json)],
+        &[("--model", input)],
+    )?;
+    let dtype = match dtype {
+        ExportDtype::F32 => Dtype::F32,
+        ExportDtype::F16 => Dtype::F16,
+    };
+    let bytes = crate::pt::write(&state_dict(model), dtype);
+    let metadata = serde_json::to_string_pretty(&metadata(model))? + "\n";
+    crate::files::write(&json, metadata.as_bytes())?;
+    crate::files::write(out, &bytes)?;
     println!(
-        "wrote {} ({} bytes, {:?})",
-        args.out.display(),
-        out.len(),
-        args.dtype
+        "wrote {} ({} bytes, {dtype:?}; load with torch.load(path, weights_only=True)) and its \
+         activation and normalisation in {}",
+        out.display(),
+        bytes.len(),
+        json.display()
     );
     Ok(())
 }
@@ -98,7 +152,7 @@ pub fn to_safetensors(model: &Model<'_>, dtype: ExportDtype) -> anyhow::Result<V
 /// The model's state dict in the template's names and layouts: each `nn.Linear`'s weight
 /// `[out_features, in_features]` and bias `[out_features]`, as f32 (an f16 or int8 weight's
 /// exact value).
-pub fn state_dict(model: &Model<'_>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+pub fn state_dict(model: &Model<'_>) -> Vec<crate::pt::NamedTensor> {
     let mut tensors = Vec::new();
     for (index, layer) in model.file().layers.iter().enumerate() {
         let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
@@ -120,6 +174,7 @@ pub fn state_dict(model: &Model<'_>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
 pub fn metadata(model: &Model<'_>) -> BTreeMap<String, String> {
     let file = model.file();
     let mut metadata = BTreeMap::from([
+        // safetensors' own convention: the tensors are a PyTorch state dict.
         ("format".to_owned(), "pt".to_owned()),
         (
             "source".to_owned(),

@@ -1,5 +1,6 @@
-//! `cargo xtask import`: a model file from a safetensors state dict of the course's template
-//! (see `export`), e.g. trained in PyTorch, so it reaches `infer` and the board too.
+//! `cargo xtask import`: a model file from a state dict of the course's template (see `export`),
+//! in safetensors or torch's `.pt` format, e.g. trained in PyTorch, so it reaches `infer` and the
+//! board too.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,7 +22,9 @@ const DEFAULT_NORMALIZATION: Normalization = Normalization {
 /// Options of `import`.
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
-    /// safetensors state dict with mlp.0.weight, mlp.0.bias, mlp.2.weight, … (f32 or f16).
+    /// State dict with mlp.0.weight, mlp.0.bias, mlp.2.weight, … (f32 or f16): safetensors, or
+    /// a `.pt` file as `torch.save(model.state_dict(), FILE)` writes it (its activation and
+    /// normalisation read from FILE with extension .json when there is one).
     #[arg(long, value_name = "FILE")]
     from: PathBuf,
     /// Model file to write. Default: FILE with extension .fmlp.
@@ -38,8 +41,19 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
     crate::files::check_outputs(&[("--out", &out)], &[("--from", &args.from)])?;
     let raw =
         std::fs::read(&args.from).with_context(|| format!("reading {}", args.from.display()))?;
-    let (bytes, notes) =
-        from_safetensors(&raw).map_err(|e| anyhow!("{}: {e}", args.from.display()))?;
+    let (bytes, notes) = if raw.starts_with(b"PK\x03\x04") {
+        let json = crate::export::sidecar(&args.from);
+        let metadata = match std::fs::read(&json) {
+            Ok(text) => serde_json::from_slice(&text)
+                .with_context(|| format!("{}: not a JSON object of strings", json.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", json.display())),
+        };
+        from_pt(&raw, &metadata)
+    } else {
+        from_safetensors(&raw)
+    }
+    .map_err(|e| anyhow!("{}: {e}", args.from.display()))?;
     crate::files::write(&out, &bytes)?;
     for note in notes {
         eprintln!("note: {note}");
@@ -57,6 +71,18 @@ pub fn from_safetensors(raw: &[u8]) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
         .map(|(name, tensor)| (name.clone(), (tensor.shape.clone(), tensor.values())))
         .collect();
     from_state_dict(tensors, &file.metadata)
+}
+
+/// A model file built from a `.pt` state dict and the metadata `export` writes beside it.
+pub fn from_pt(
+    raw: &[u8],
+    metadata: &BTreeMap<String, String>,
+) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
+    let mut tensors = BTreeMap::new();
+    for (name, shape, values) in crate::pt::read(raw).map_err(|e| anyhow!("{e}"))? {
+        tensors.insert(name, (shape, values));
+    }
+    from_state_dict(tensors, metadata)
 }
 
 /// A model file built from the tensors of the template's state dict (name → shape and values)
@@ -225,6 +251,18 @@ mod tests {
                 }
             }
             let (imported, notes) = from_safetensors(&exported).unwrap();
+            assert!(notes.is_empty(), "{notes:?}");
+            assert_eq!(imported, bytes, "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn pt_export_then_import_gives_back_the_same_file() {
+        let bytes = model_bytes();
+        let model = Model::from_bytes(&bytes).unwrap();
+        for dtype in [safetensors::Dtype::F32, safetensors::Dtype::F16] {
+            let pt = crate::pt::write(&crate::export::state_dict(&model), dtype);
+            let (imported, notes) = from_pt(&pt, &crate::export::metadata(&model)).unwrap();
             assert!(notes.is_empty(), "{notes:?}");
             assert_eq!(imported, bytes, "{dtype:?}");
         }

@@ -1,6 +1,6 @@
 //! The project's commands (`cargo xtask`), one module each, and what they share: setting up the
 //! machine ([`setup`]), reading models and writing outputs ([`files`]), and the PyTorch formats
-//! ([`safetensors`]). A library so that the fuzz targets reach the importers; the binary
+//! ([`safetensors`], [`pt`]). A library so that the fuzz targets reach the importers; the binary
 //! (`main.rs`) parses the command line and calls the `run` of each module.
 //!
 //! Light on purpose: burn is not a dependency; `train` runs the trainer's own binary.
@@ -12,11 +12,13 @@ pub mod export;
 pub mod files;
 pub mod import;
 pub mod models;
+pub mod pt;
 pub mod quantize;
 pub mod robust;
 pub mod safetensors;
 pub mod setup;
 pub mod show;
+pub mod submit;
 pub mod sweep;
 pub mod test;
 pub mod train;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use xtask::{
-    bench, board, eval, export, import, models, quantize, robust, show, sweep, test, train,
+    bench, board, eval, export, import, models, quantize, robust, show, submit, sweep, test, train,
 };
 
 /// fashion-mlp's tasks: train a Fashion-MNIST MLP, then evaluate its f16 model file.
@@ -53,12 +53,15 @@ enum Task {
     /// Quantise an f16 model file's weights to int8 (one f16 scale per output; biases stay f16):
     /// about half the bytes. Score the result with `eval`.
     Quantize(quantize::QuantizeArgs),
-    /// Export a model file as a PyTorch state dict in safetensors (mlp.0.weight, mlp.0.bias,
-    /// mlp.2.weight, ...: the course's nn.Sequential template), normalisation and activation in
-    /// the metadata.
+    /// Export a model file as a PyTorch state dict (mlp.0.weight, mlp.0.bias, mlp.2.weight, ...:
+    /// the course's nn.Sequential template) in safetensors or torch's .pt format, normalisation
+    /// and activation in the metadata.
     Export(export::ExportArgs),
-    /// Build a model file from such a safetensors state dict (e.g. trained in PyTorch).
+    /// Build a model file from such a state dict, safetensors or .pt (e.g. trained in PyTorch).
     Import(import::ImportArgs),
+    /// Write the course's hand-in: ID_submission.pt and ID_submission.csv (test predictions),
+    /// with accuracy, size and parameter count, after checking the 2 MB limit.
+    Submit(submit::SubmitArgs),
     /// Run every test: installs what they need, then the workspace's tests, the no_std build of
     /// infer and the board on QEMU (`--quick`: the tests only; `--gpu`: also the GPU test).
     Test(test::TestArgs),
@@ -91,6 +94,7 @@ fn run() -> anyhow::Result<()> {
         Task::Export(args) => export::run(&args),
         Task::Quantize(args) => quantize::run(&args),
         Task::Import(args) => import::run(&args),
+        Task::Submit(args) => submit::run(&args),
         Task::Test(args) => test::run(&args),
     }
 }

@@ -448,3 +448,100 @@ fn a_file_size_limit_is_an_error_naming_the_file_and_leaves_no_temporary_file() 
     assert_eq!(left, vec![std::ffi::OsString::from("m.fmlp")]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn submit_writes_the_pt_and_the_csv_eval_would_and_the_pt_imports_back() {
+    let dir = scratch("submit");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (images, labels) = idx_files(&data, 30);
+    for part in ["train", "t10k"] {
+        std::fs::copy(&images, data.join(format!("{part}-images-idx3-ubyte"))).unwrap();
+        std::fs::copy(&labels, data.join(format!("{part}-labels-idx1-ubyte"))).unwrap();
+    }
+    let model = dir.join("m.fmlp");
+    std::fs::write(&model, small_model()).unwrap();
+    let (m, d, out) = (
+        model.to_str().unwrap(),
+        data.to_str().unwrap(),
+        dir.join("hand-in"),
+    );
+    let output = xtask(&[
+        "submit",
+        "--id",
+        "42",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("3190 parameters"), "{stdout}");
+    let eval_csv = dir.join("eval.csv");
+    let eval = xtask(&[
+        "eval",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--csv",
+        eval_csv.to_str().unwrap(),
+    ]);
+    assert!(eval.status.success());
+    assert_eq!(
+        std::fs::read(out.join("42_submission.csv")).unwrap(),
+        std::fs::read(&eval_csv).unwrap()
+    );
+    let back = dir.join("back.fmlp");
+    let pt = out.join("42_submission.pt");
+    let import = xtask(&[
+        "import",
+        "--from",
+        pt.to_str().unwrap(),
+        "--out",
+        back.to_str().unwrap(),
+    ]);
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), small_model());
+    // Over the size limit (1,033,510 parameters, 2,067,020 bytes as f16): refused, nothing
+    // written.
+    let mut file = infer::ModelFileBuf::new(
+        infer::Activation::Relu,
+        infer::Normalization {
+            mean: 0.3,
+            std: 0.35,
+        },
+    );
+    file.push_f16(784, 1300, &vec![0.0; 784 * 1300], &[0.0; 1300])
+        .unwrap()
+        .push_f16(1300, 10, &vec![0.0; 13_000], &[0.0; 10])
+        .unwrap();
+    let big = dir.join("big.fmlp");
+    std::fs::write(&big, file.to_vec().unwrap()).unwrap();
+    let too_big = xtask(&[
+        "submit",
+        "--id",
+        "43",
+        "--model",
+        big.to_str().unwrap(),
+        "--data",
+        d,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&too_big, &["big.fmlp", "limit of 2000000"], "too big");
+    assert!(!out.join("43_submission.pt").exists());
+    assert!(!out.join("43_submission.csv").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,1041 @@
+//! PyTorch's checkpoint format for a state dict of tensors, what `torch.save(model.state_dict(),
+//! path)` writes, read and written here: a zip archive of stored (uncompressed) records under one
+//! folder, `archive/data.pkl` (the dict as a pickle, protocol 2), one record per tensor's storage
+//! (`archive/data/0`, little-endian), `archive/byteorder` and `archive/version`.
+//!
+//! The pickle written uses only the opcodes and the three globals torch itself writes for such a
+//! dict (`collections.OrderedDict`, `torch._utils._rebuild_tensor_v2`, `torch.FloatStorage` or
+//! `HalfStorage`), so `torch.load(path, weights_only=True)` accepts it. The reader interprets the
+//! same small set and nothing else: a pickle that names any other global or uses any other
+//! opcode is refused by name, never run. Every defect (a truncated or damaged archive, a record's
+//! CRC, a storage of the wrong length, a tensor outside its storage) is an error that says which.
+
+use std::collections::BTreeMap;
+
+use half::f16;
+use infer::crc32::crc32;
+
+use crate::safetensors::Dtype;
+
+/// The folder every record sits in.
+const ARCHIVE: &str = "archive";
+
+/// Alignment of each record's data in the file, as torch writes it (so `torch.load(mmap=True)`
+/// works too).
+const ALIGNMENT: usize = 64;
+
+/// Largest pickle read: a state dict of a few tensors needs a few kilobytes.
+const MAX_PICKLE: usize = 16 << 20;
+
+/// Most values the pickle's memo may copy in all, and most entries in one dict: far beyond a
+/// state dict's needs, and they keep a hostile pickle from growing memory or time without bound
+/// by fetching the same large value again and again.
+const MAX_COPIED: usize = 1 << 22;
+const MAX_ENTRIES: usize = 4096;
+
+/// A state dict's tensor: its name, shape and values (row-major, as f32).
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// A state dict as `torch.save` writes it: `tensors` (name, shape, values) stored as `dtype`.
+pub fn write(tensors: &[NamedTensor], dtype: Dtype) -> Vec<u8> {
+    let mut records: Vec<(String, Vec<u8>)> = vec![(
+        format!("{ARCHIVE}/data.pkl"),
+        pickle_state_dict(tensors, dtype),
+    )];
+    records.push((format!("{ARCHIVE}/byteorder"), b"little".to_vec()));
+    for (key, (_, _, values)) in tensors.iter().enumerate() {
+        let bytes = match dtype {
+            Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Dtype::F16 => values
+                .iter()
+                .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                .collect(),
+        };
+        records.push((format!("{ARCHIVE}/data/{key}"), bytes));
+    }
+    records.push((format!("{ARCHIVE}/version"), b"3\n".to_vec()));
+    zip(&records)
+}
+
+/// The tensors of a `.pt` state dict (name → shape and values as f32), in the dict's order.
+pub fn read(raw: &[u8]) -> Result<Vec<NamedTensor>, String> {
+    if !raw.starts_with(b"PK\x03\x04") {
+        return Err(
+            "not a zip archive (PyTorch's format since 1.6); a legacy torch.save file is not read"
+                .into(),
+        );
+    }
+    let records = unzip(raw)?;
+    let folder = records
+        .first()
+        .and_then(|(name, _)| name.split_once('/'))
+        .map(|(folder, _)| folder.to_owned())
+        .ok_or("the archive's first record is not in a folder, as torch writes them")?;
+    let record = |name: &str| {
+        let path = format!("{folder}/{name}");
+        records
+            .iter()
+            .find(|(n, _)| *n == path)
+            .map(|(_, data)| *data)
+            .ok_or_else(|| format!("no record {path} in the archive"))
+    };
+    if let Ok(order) = record("byteorder")
+        && order != b"little"
+    {
+        return Err(format!(
+            "byte order {:?}; only little-endian is read",
+            String::from_utf8_lossy(order)
+        ));
+    }
+    let pickle = record("data.pkl")?;
+    if pickle.len() > MAX_PICKLE {
+        return Err(format!(
+            "data.pkl holds {} bytes, more than a state dict needs",
+            pickle.len()
+        ));
+    }
+    let dict = match Unpickler::default().run(pickle)? {
+        Value::Dict(entries) => entries,
+        other => return Err(format!("data.pkl holds {}, not a dict", other.kind())),
+    };
+    let mut tensors = Vec::new();
+    for (name, value) in dict {
+        let Value::Str(name) = name else {
+            return Err(format!(
+                "a key of the dict is {}, not a string",
+                name.kind()
+            ));
+        };
+        let Value::Tensor(tensor) = value else {
+            return Err(format!("{name} is {}, not a tensor", value.kind()));
+        };
+        let data = record(&format!("data/{}", tensor.storage.key))?;
+        let values = tensor
+            .values(data)
+            .map_err(|e| format!("{name} (storage {}): {e}", tensor.storage.key))?;
+        tensors.push((name, tensor.size, values));
+    }
+    Ok(tensors)
+}
+
+// ---- the pickle ----
+
+/// Pickle opcodes used here (protocol 2, plus protocol 4's framing and memo opcodes, which
+/// `pickle_protocol=4` writes).
+mod op {
+    pub const PROTO: u8 = 0x80;
+    pub const FRAME: u8 = 0x95;
+    pub const STOP: u8 = b'.';
+    pub const GLOBAL: u8 = b'c';
+    pub const STACK_GLOBAL: u8 = 0x93;
+    pub const BINPUT: u8 = b'q';
+    pub const LONG_BINPUT: u8 = b'r';
+    pub const MEMOIZE: u8 = 0x94;
+    pub const BINGET: u8 = b'h';
+    pub const LONG_BINGET: u8 = b'j';
+    pub const MARK: u8 = b'(';
+    pub const EMPTY_TUPLE: u8 = b')';
+    pub const TUPLE: u8 = b't';
+    pub const TUPLE1: u8 = 0x85;
+    pub const TUPLE2: u8 = 0x86;
+    pub const TUPLE3: u8 = 0x87;
+    pub const EMPTY_DICT: u8 = b'}';
+    pub const EMPTY_LIST: u8 = b']';
+    pub const SETITEM: u8 = b's';
+    pub const SETITEMS: u8 = b'u';
+    pub const APPEND: u8 = b'a';
+    pub const APPENDS: u8 = b'e';
+    pub const BINUNICODE: u8 = b'X';
+    pub const SHORT_BINUNICODE: u8 = 0x8c;
+    pub const BININT: u8 = b'J';
+    pub const BININT1: u8 = b'K';
+    pub const BININT2: u8 = b'M';
+    pub const LONG1: u8 = 0x8a;
+    pub const BINFLOAT: u8 = b'G';
+    pub const NONE: u8 = b'N';
+    pub const NEWTRUE: u8 = 0x88;
+    pub const NEWFALSE: u8 = 0x89;
+    pub const BINPERSID: u8 = b'Q';
+    pub const REDUCE: u8 = b'R';
+    pub const BUILD: u8 = b'b';
+}
+
+/// The state dict as torch pickles it: an `OrderedDict` of `_rebuild_tensor_v2(storage, 0,
+/// size, stride, False, OrderedDict())`, storage `key` being the tensor's index.
+fn pickle_state_dict(tensors: &[NamedTensor], dtype: Dtype) -> Vec<u8> {
+    let storage = match dtype {
+        Dtype::F32 => "FloatStorage",
+        Dtype::F16 => "HalfStorage",
+    };
+    let mut p = vec![op::PROTO, 2];
+    let global = |p: &mut Vec<u8>, module: &str, name: &str| {
+        p.push(op::GLOBAL);
+        p.extend_from_slice(format!("{module}\n{name}\n").as_bytes());
+    };
+    let string = |p: &mut Vec<u8>, s: &str| {
+        p.push(op::BINUNICODE);
+        p.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        p.extend_from_slice(s.as_bytes());
+    };
+    let int = |p: &mut Vec<u8>, n: usize| {
+        p.push(op::BININT);
+        p.extend_from_slice(
+            &i32::try_from(n)
+                .expect("tensor sizes fit i32")
+                .to_le_bytes(),
+        );
+    };
+    let ordered_dict = |p: &mut Vec<u8>| {
+        global(p, "collections", "OrderedDict");
+        p.extend_from_slice(&[op::EMPTY_TUPLE, op::REDUCE]);
+    };
+    ordered_dict(&mut p);
+    p.push(op::MARK);
+    for (key, (name, shape, values)) in tensors.iter().enumerate() {
+        string(&mut p, name);
+        global(&mut p, "torch._utils", "_rebuild_tensor_v2");
+        p.push(op::MARK);
+        // The persistent id: ('storage', torch.XStorage, key, 'cpu', numel).
+        p.push(op::MARK);
+        string(&mut p, "storage");
+        global(&mut p, "torch", storage);
+        string(&mut p, &key.to_string());
+        string(&mut p, "cpu");
+        int(&mut p, values.len());
+        p.extend_from_slice(&[op::TUPLE, op::BINPERSID]);
+        int(&mut p, 0); // storage offset
+        p.push(op::MARK);
+        shape.iter().for_each(|&d| int(&mut p, d));
+        p.push(op::TUPLE);
+        p.push(op::MARK);
+        for (axis, _) in shape.iter().enumerate() {
+            int(&mut p, shape[axis + 1..].iter().product());
+        }
+        p.push(op::TUPLE);
+        p.push(op::NEWFALSE); // requires_grad
+        ordered_dict(&mut p); // backward hooks
+        p.extend_from_slice(&[op::TUPLE, op::REDUCE]);
+    }
+    p.extend_from_slice(&[op::SETITEMS, op::STOP]);
+    p
+}
+
+/// The callables a state dict's pickle may name; any other global is refused.
+#[derive(Debug, Clone, PartialEq)]
+enum Global {
+    OrderedDict,
+    RebuildTensor,
+    Storage(StorageType),
+}
+
+/// Element types of storages read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum StorageType {
+    F32,
+    F16,
+    BF16,
+    F64,
+}
+
+impl StorageType {
+    fn size(self) -> usize {
+        match self {
+            StorageType::F16 | StorageType::BF16 => 2,
+            StorageType::F32 => 4,
+            StorageType::F64 => 8,
+        }
+    }
+
+    fn value(self, bytes: &[u8]) -> f32 {
+        match self {
+            StorageType::F32 => f32::from_le_bytes(bytes.try_into().expect("4 bytes")),
+            StorageType::F16 => f16::from_le_bytes(bytes.try_into().expect("2 bytes")).to_f32(),
+            StorageType::BF16 => {
+                f32::from_bits(u32::from(u16::from_le_bytes(bytes.try_into().expect("2"))) << 16)
+            }
+            StorageType::F64 => f64::from_le_bytes(bytes.try_into().expect("8 bytes")) as f32,
+        }
+    }
+}
+
+impl Global {
+    fn named(module: &str, name: &str) -> Result<Self, String> {
+        Ok(match (module, name) {
+            ("collections", "OrderedDict") => Global::OrderedDict,
+            ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensor,
+            ("torch", "FloatStorage") => Global::Storage(StorageType::F32),
+            ("torch", "HalfStorage") => Global::Storage(StorageType::F16),
+            ("torch", "BFloat16Storage") => Global::Storage(StorageType::BF16),
+            ("torch", "DoubleStorage") => Global::Storage(StorageType::F64),
+            _ => {
+                return Err(format!(
+                    "the pickle names {module}.{name}, which a state dict of float tensors does \
+                     not need: refused, not run"
+                ));
+            }
+        })
+    }
+}
+
+/// A storage a tensor points into: its type, its record's key and its element count.
+#[derive(Debug, Clone, PartialEq)]
+struct Storage {
+    kind: StorageType,
+    key: String,
+    numel: usize,
+}
+
+/// A tensor: a view of `size` with `stride` from `offset` into its storage.
+#[derive(Debug, Clone, PartialEq)]
+struct TensorRef {
+    storage: Storage,
+    offset: usize,
+    size: Vec<usize>,
+    stride: Vec<usize>,
+}
+
+impl TensorRef {
+    /// Its elements, read from its storage's record `data`, in row-major order.
+    fn values(&self, data: &[u8]) -> Result<Vec<f32>, String> {
+        let width = self.storage.kind.size();
+        let want = self
+            .storage
+            .numel
+            .checked_mul(width)
+            .ok_or("storage too large")?;
+        if data.len() != want {
+            return Err(format!(
+                "the storage record holds {} bytes; {} elements of {width} bytes need {want}",
+                data.len(),
+                self.storage.numel
+            ));
+        }
+        // A state dict's tensor never holds more elements than its storage (no stride-0 views),
+        // so nothing is allocated beyond what the file holds.
+        let count = self
+            .size
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|&n| n <= self.storage.numel)
+            .ok_or_else(|| {
+                format!(
+                    "size {:?} holds more elements than the storage's {}",
+                    self.size, self.storage.numel
+                )
+            })?;
+        // The last element's index must lie in the storage.
+        let last = self
+            .size
+            .iter()
+            .zip(&self.stride)
+            .try_fold(self.offset, |at, (&d, &s)| {
+                at.checked_add(d.saturating_sub(1).checked_mul(s)?)
+            });
+        if count > 0 && last.is_none_or(|last| last >= self.storage.numel) {
+            return Err(format!(
+                "size {:?} with stride {:?} from offset {} reaches outside the storage's {} \
+                 elements",
+                self.size, self.stride, self.offset, self.storage.numel
+            ));
+        }
+        let mut values = Vec::with_capacity(count);
+        let mut index = vec![0usize; self.size.len()];
+        for _ in 0..count {
+            let at = self.offset
+                + index
+                    .iter()
+                    .zip(&self.stride)
+                    .map(|(i, s)| i * s)
+                    .sum::<usize>();
+            values.push(self.storage.kind.value(&data[at * width..(at + 1) * width]));
+            for axis in (0..index.len()).rev() {
+                index[axis] += 1;
+                if index[axis] < self.size[axis] {
+                    break;
+                }
+                index[axis] = 0;
+            }
+        }
+        Ok(values)
+    }
+}
+
+/// What the unpickler's stack holds.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Mark,
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Tuple(Vec<Value>),
+    List(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+    Global(Global),
+    Storage(Storage),
+    Tensor(TensorRef),
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Mark => "a mark",
+            Value::None => "None",
+            Value::Bool(_) => "a bool",
+            Value::Int(_) => "an int",
+            Value::Float(_) => "a float",
+            Value::Str(_) => "a string",
+            Value::Tuple(_) => "a tuple",
+            Value::List(_) => "a list",
+            Value::Dict(_) => "a dict",
+            Value::Global(_) => "a class",
+            Value::Storage(_) => "a storage",
+            Value::Tensor(_) => "a tensor",
+        }
+    }
+
+    /// How many values it holds, itself included.
+    fn count(&self) -> usize {
+        1 + match self {
+            Value::Tuple(items) | Value::List(items) => items.iter().map(Value::count).sum(),
+            Value::Dict(entries) => entries.iter().map(|(k, v)| k.count() + v.count()).sum(),
+            _ => 0,
+        }
+    }
+
+    fn usize(&self, what: &str) -> Result<usize, String> {
+        match self {
+            Value::Int(n) => usize::try_from(*n).map_err(|_| format!("{what} {n} is negative")),
+            other => Err(format!("{what} is {}, not an int", other.kind())),
+        }
+    }
+
+    fn usizes(&self, what: &str) -> Result<Vec<usize>, String> {
+        match self {
+            Value::Tuple(items) => items.iter().map(|v| v.usize(what)).collect(),
+            other => Err(format!("{what} is {}, not a tuple", other.kind())),
+        }
+    }
+}
+
+/// A pickle machine for the opcodes a state dict of tensors needs.
+#[derive(Default)]
+struct Unpickler {
+    stack: Vec<Value>,
+    memo: BTreeMap<u32, Value>,
+    /// Values copied out of the memo so far.
+    copied: usize,
+}
+
+/// A reader over the pickle's bytes; running out is an error.
+struct Bytes<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|&end| end <= self.data.len());
+        let end = end.ok_or("the pickle ends in the middle of an opcode")?;
+        let bytes = &self.data[self.at..end];
+        self.at = end;
+        Ok(bytes)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+
+    fn line(&mut self) -> Result<String, String> {
+        let rest = &self.data[self.at..];
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("the pickle ends in the middle of a global's name")?;
+        let line = String::from_utf8(rest[..end].to_vec()).map_err(|_| "a name is not UTF-8")?;
+        self.at += end + 1;
+        Ok(line)
+    }
+
+    fn string(&mut self, len: usize) -> Result<String, String> {
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| "a string is not UTF-8".into())
+    }
+}
+
+impl Unpickler {
+    fn pop(&mut self) -> Result<Value, String> {
+        match self.stack.pop() {
+            Some(Value::Mark) | None => Err("the pickle pops an empty stack".into()),
+            Some(value) => Ok(value),
+        }
+    }
+
+    fn top(&mut self) -> Result<&mut Value, String> {
+        self.stack
+            .last_mut()
+            .ok_or_else(|| "the pickle reads an empty stack".to_owned())
+    }
+
+    /// The values above the topmost mark, which is removed.
+    fn pop_to_mark(&mut self) -> Result<Vec<Value>, String> {
+        let mark = self
+            .stack
+            .iter()
+            .rposition(|v| *v == Value::Mark)
+            .ok_or("the pickle closes a mark it never opened")?;
+        let items = self.stack.split_off(mark + 1);
+        self.stack.pop();
+        Ok(items)
+    }
+
+    fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
+        if !items.len().is_multiple_of(2) {
+            return Err("a dict's items do not come in pairs".into());
+        }
+        let Value::Dict(entries) = self.top()? else {
+            return Err("the pickle sets items on something that is not a dict".into());
+        };
+        let mut items = items.into_iter();
+        while let (Some(key), Some(value)) = (items.next(), items.next()) {
+            if let Some(entry) = entries.iter_mut().find(|(k, _)| *k == key) {
+                entry.1 = value;
+            } else if entries.len() < MAX_ENTRIES {
+                entries.push((key, value));
+            } else {
+                return Err(format!("a dict of over {MAX_ENTRIES} entries"));
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, items: Vec<Value>) -> Result<(), String> {
+        match self.top()? {
+            Value::List(list) => {
+                list.extend(items);
+                Ok(())
+            }
+            other => Err(format!("the pickle appends to {}", other.kind())),
+        }
+    }
+
+    fn memo_get(&mut self, index: u32) -> Result<Value, String> {
+        let value = self
+            .memo
+            .get(&index)
+            .ok_or_else(|| format!("the pickle reads memo {index}, never stored"))?;
+        self.copied += value.count();
+        if self.copied > MAX_COPIED {
+            return Err(format!(
+                "the pickle copies over {MAX_COPIED} values out of its memo"
+            ));
+        }
+        Ok(value.clone())
+    }
+
+    fn call(callable: Value, args: Value) -> Result<Value, String> {
+        let Value::Tuple(args) = args else {
+            return Err(format!(
+                "a call's arguments are {}, not a tuple",
+                args.kind()
+            ));
+        };
+        match callable {
+            Value::Global(Global::OrderedDict) if args.is_empty() => Ok(Value::Dict(Vec::new())),
+            Value::Global(Global::RebuildTensor) if (6..=7).contains(&args.len()) => {
+                let Value::Storage(storage) = args[0].clone() else {
+                    return Err(format!("a tensor's storage is {}", args[0].kind()));
+                };
+                let size = args[2].usizes("a tensor's size")?;
+                let stride = args[3].usizes("a tensor's stride")?;
+                if size.len() != stride.len() {
+                    return Err(format!(
+                        "size {size:?} and stride {stride:?} differ in length"
+                    ));
+                }
+                Ok(Value::Tensor(TensorRef {
+                    storage,
+                    offset: args[1].usize("a tensor's storage offset")?,
+                    size,
+                    stride,
+                }))
+            }
+            Value::Global(global) => Err(format!(
+                "the pickle calls {global:?} with {} arguments",
+                args.len()
+            )),
+            other => Err(format!("the pickle calls {}", other.kind())),
+        }
+    }
+
+    fn run(mut self, pickle: &[u8]) -> Result<Value, String> {
+        let mut bytes = Bytes {
+            data: pickle,
+            at: 0,
+        };
+        loop {
+            let at = bytes.at;
+            let code = bytes.u8().map_err(|_| "the pickle ends without STOP")?;
+            match code {
+                op::PROTO => {
+                    bytes.u8()?;
+                }
+                op::FRAME => {
+                    bytes.take(8)?;
+                }
+                op::STOP => return self.pop(),
+                op::GLOBAL => {
+                    let (module, name) = (bytes.line()?, bytes.line()?);
+                    self.stack
+                        .push(Value::Global(Global::named(&module, &name)?));
+                }
+                op::STACK_GLOBAL => {
+                    let (name, module) = (self.pop()?, self.pop()?);
+                    let (Value::Str(module), Value::Str(name)) = (module, name) else {
+                        return Err("STACK_GLOBAL without two strings".into());
+                    };
+                    self.stack
+                        .push(Value::Global(Global::named(&module, &name)?));
+                }
+                op::BINPUT | op::LONG_BINPUT | op::MEMOIZE => {
+                    let index = match code {
+                        op::BINPUT => u32::from(bytes.u8()?),
+                        op::LONG_BINPUT => bytes.u32()?,
+                        _ => self.memo.len() as u32,
+                    };
+                    let value = self.top()?.clone();
+                    self.copied += value.count();
+                    if self.copied > MAX_COPIED {
+                        return Err(format!("the pickle copies over {MAX_COPIED} values"));
+                    }
+                    self.memo.insert(index, value);
+                }
+                op::BINGET => {
+                    let value = self.memo_get(u32::from(bytes.u8()?))?;
+                    self.stack.push(value);
+                }
+                op::LONG_BINGET => {
+                    let value = self.memo_get(bytes.u32()?)?;
+                    self.stack.push(value);
+                }
+                op::MARK => self.stack.push(Value::Mark),
+                op::EMPTY_TUPLE => self.stack.push(Value::Tuple(Vec::new())),
+                op::TUPLE => {
+                    let items = self.pop_to_mark()?;
+                    self.stack.push(Value::Tuple(items));
+                }
+                op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
+                    let n = usize::from(code - op::TUPLE1 + 1);
+                    let mut items = (0..n).map(|_| self.pop()).collect::<Result<Vec<_>, _>>()?;
+                    items.reverse();
+                    self.stack.push(Value::Tuple(items));
+                }
+                op::EMPTY_DICT => self.stack.push(Value::Dict(Vec::new())),
+                op::EMPTY_LIST => self.stack.push(Value::List(Vec::new())),
+                op::SETITEM => {
+                    let (value, key) = (self.pop()?, self.pop()?);
+                    self.set_items(vec![key, value])?;
+                }
+                op::SETITEMS => {
+                    let items = self.pop_to_mark()?;
+                    self.set_items(items)?;
+                }
+                op::APPEND => {
+                    let item = self.pop()?;
+                    self.append(vec![item])?;
+                }
+                op::APPENDS => {
+                    let items = self.pop_to_mark()?;
+                    self.append(items)?;
+                }
+                op::BINUNICODE => {
+                    let len = bytes.u32()? as usize;
+                    let s = bytes.string(len)?;
+                    self.stack.push(Value::Str(s));
+                }
+                op::SHORT_BINUNICODE => {
+                    let len = usize::from(bytes.u8()?);
+                    let s = bytes.string(len)?;
+                    self.stack.push(Value::Str(s));
+                }
+                op::BININT => {
+                    let n = i32::from_le_bytes(bytes.take(4)?.try_into().expect("4"));
+                    self.stack.push(Value::Int(i64::from(n)));
+                }
+                op::BININT1 => {
+                    let n = bytes.u8()?;
+                    self.stack.push(Value::Int(i64::from(n)));
+                }
+                op::BININT2 => {
+                    let n = bytes.u16()?;
+                    self.stack.push(Value::Int(i64::from(n)));
+                }
+                op::LONG1 => {
+                    let len = usize::from(bytes.u8()?);
+                    let digits = bytes.take(len)?;
+                    if len > 8 {
+                        return Err(format!("an integer of {len} bytes"));
+                    }
+                    let mut buffer = [0u8; 8];
+                    buffer[..len].copy_from_slice(digits);
+                    if len > 0 && digits[len - 1] & 0x80 != 0 {
+                        buffer[len..].fill(0xFF);
+                    }
+                    self.stack.push(Value::Int(i64::from_le_bytes(buffer)));
+                }
+                op::BINFLOAT => {
+                    let v = f64::from_be_bytes(bytes.take(8)?.try_into().expect("8"));
+                    self.stack.push(Value::Float(v));
+                }
+                op::NONE => self.stack.push(Value::None),
+                op::NEWTRUE => self.stack.push(Value::Bool(true)),
+                op::NEWFALSE => self.stack.push(Value::Bool(false)),
+                op::BINPERSID => {
+                    let id = self.pop()?;
+                    let storage = match id {
+                        Value::Tuple(items) => match items.as_slice() {
+                            [
+                                Value::Str(tag),
+                                Value::Global(Global::Storage(kind)),
+                                Value::Str(key),
+                                Value::Str(_location),
+                                numel,
+                            ] if tag == "storage" => Storage {
+                                kind: *kind,
+                                key: key.clone(),
+                                numel: numel.usize("a storage's size")?,
+                            },
+                            _ => return Err("a persistent id that is not a storage".into()),
+                        },
+                        other => {
+                            return Err(format!("a persistent id that is {}", other.kind()));
+                        }
+                    };
+                    if storage.key.contains(['/', '\\']) || storage.key.contains("..") {
+                        return Err(format!("a storage key {:?} that is a path", storage.key));
+                    }
+                    self.stack.push(Value::Storage(storage));
+                }
+                op::REDUCE => {
+                    let (args, callable) = (self.pop()?, self.pop()?);
+                    self.stack.push(Self::call(callable, args)?);
+                }
+                op::BUILD => {
+                    // An OrderedDict's attributes (a module's `_metadata`): not part of the
+                    // tensors, so dropped.
+                    self.pop()?;
+                    match self.top()? {
+                        Value::Dict(_) => {}
+                        other => return Err(format!("the pickle builds {}", other.kind())),
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "opcode 0x{other:02x} at byte {at} of the pickle is not one a state \
+                         dict of tensors needs: refused"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+// ---- the zip archive ----
+
+const LOCAL: u32 = 0x0403_4b50;
+const CENTRAL: u32 = 0x0201_4b50;
+const END: u32 = 0x0605_4b50;
+
+fn u16_at(data: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(data.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// A zip archive of `records` (name, data), stored, each record's data aligned to [`ALIGNMENT`]
+/// by a padding extra field (id `FB`, as torch writes).
+fn zip(records: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in records {
+        let offset = out.len();
+        let unpadded = offset + 30 + name.len() + 4;
+        let padding = (ALIGNMENT - unpadded % ALIGNMENT) % ALIGNMENT;
+        let crc = crc32(data);
+        let size = u32::try_from(data.len()).expect("records under 4 GB");
+        let fields = |out: &mut Vec<u8>| {
+            for v in [0u16, 0, 0, 0, 0] {
+                out.extend_from_slice(&v.to_le_bytes()); // version, flags, method, time, date
+            }
+            out.extend_from_slice(&crc.to_le_bytes());
+            out.extend_from_slice(&size.to_le_bytes());
+            out.extend_from_slice(&size.to_le_bytes());
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        };
+        out.extend_from_slice(&LOCAL.to_le_bytes());
+        fields(&mut out);
+        out.extend_from_slice(&(4 + padding as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"FB");
+        out.extend_from_slice(&(padding as u16).to_le_bytes());
+        out.resize(out.len() + padding, b'Z');
+        out.extend_from_slice(data);
+
+        central.extend_from_slice(&CENTRAL.to_le_bytes());
+        central.extend_from_slice(&0u16.to_le_bytes()); // version made by
+        fields(&mut central);
+        for v in [0u16, 0, 0, 0] {
+            central.extend_from_slice(&v.to_le_bytes()); // extra, comment, disk, internal
+        }
+        central.extend_from_slice(&0u32.to_le_bytes()); // external attributes
+        central.extend_from_slice(&(offset as u32).to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let central_at = out.len();
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&END.to_le_bytes());
+    let count = records.len() as u16;
+    for v in [0u16, 0, count, count] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(central_at as u32).to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+/// The records (name, data) of a zip archive of stored records, in the central directory's
+/// order, each checked against its CRC.
+fn unzip(raw: &[u8]) -> Result<Vec<(String, &[u8])>, String> {
+    let truncated = || "the zip archive is truncated or damaged (no end of central directory)";
+    let search_from = raw.len().saturating_sub(22 + 0xFFFF);
+    let end = (search_from..raw.len().saturating_sub(21))
+        .rev()
+        .find(|&at| u32_at(raw, at) == Some(END))
+        .ok_or_else(truncated)?;
+    let count = u16_at(raw, end + 10).ok_or_else(truncated)?;
+    let central_size = u32_at(raw, end + 12).ok_or_else(truncated)?;
+    let central_at = u32_at(raw, end + 16).ok_or_else(truncated)?;
+    if count == u16::MAX || central_size == u32::MAX || central_at == u32::MAX {
+        return Err("a zip64 archive (over 4 GB or 65,535 records): not read".into());
+    }
+    let mut at = central_at as usize;
+    let mut records = Vec::with_capacity(usize::from(count));
+    for index in 0..count {
+        let damaged =
+            || format!("the zip archive's directory entry {index} is truncated or damaged");
+        if u32_at(raw, at) != Some(CENTRAL) {
+            return Err(damaged());
+        }
+        let field16 = |offset| u16_at(raw, at + offset).ok_or_else(damaged);
+        let field32 = |offset| u32_at(raw, at + offset).ok_or_else(damaged);
+        let (method, crc) = (field16(10)?, field32(16)?);
+        let (packed, size) = (field32(20)?, field32(24)?);
+        let (name_len, extra_len, comment_len) = (field16(28)?, field16(30)?, field16(32)?);
+        let local = field32(42)? as usize;
+        let name = raw
+            .get(at + 46..at + 46 + usize::from(name_len))
+            .ok_or_else(damaged)?;
+        let name = String::from_utf8_lossy(name).into_owned();
+        at += 46 + usize::from(name_len) + usize::from(extra_len) + usize::from(comment_len);
+        if method != 0 || packed != size {
+            return Err(format!(
+                "record {name} is compressed (method {method}); torch stores records as they are"
+            ));
+        }
+        let local_damaged = || format!("record {name}: its local header is truncated or damaged");
+        if u32_at(raw, local) != Some(LOCAL) {
+            return Err(local_damaged());
+        }
+        let name_len = u16_at(raw, local + 26).ok_or_else(local_damaged)?;
+        let extra_len = u16_at(raw, local + 28).ok_or_else(local_damaged)?;
+        let start = local + 30 + usize::from(name_len) + usize::from(extra_len);
+        let data = raw
+            .get(start..start + size as usize)
+            .ok_or_else(|| format!("record {name} is truncated: {size} bytes promised"))?;
+        if crc32(data) != crc {
+            return Err(format!(
+                "record {name} is damaged: its CRC-32 does not match"
+            ));
+        }
+        records.push((name, data));
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensors() -> Vec<NamedTensor> {
+        vec![
+            (
+                "mlp.0.weight".into(),
+                vec![3, 4],
+                (0..12).map(|i| i as f32 * 0.25 - 1.0).collect(),
+            ),
+            ("mlp.0.bias".into(), vec![3], vec![0.5, -0.5, 1.5]),
+        ]
+    }
+
+    #[test]
+    fn written_state_dicts_read_back_in_both_dtypes() {
+        for dtype in [Dtype::F32, Dtype::F16] {
+            let raw = write(&tensors(), dtype);
+            assert_eq!(read(&raw).unwrap(), tensors(), "{dtype:?}");
+            // Every record's data is aligned as torch aligns it.
+            for (name, data) in unzip(&raw).unwrap() {
+                let offset = data.as_ptr() as usize - raw.as_ptr() as usize;
+                assert_eq!(offset % ALIGNMENT, 0, "{name}");
+            }
+        }
+    }
+
+    /// An archive whose records are `records`, with `data.pkl` replaced.
+    fn with_pickle(pickle: Vec<u8>) -> Vec<u8> {
+        let raw = write(&tensors(), Dtype::F32);
+        let mut records: Vec<(String, Vec<u8>)> = unzip(&raw)
+            .unwrap()
+            .into_iter()
+            .map(|(name, data)| (name, data.to_vec()))
+            .collect();
+        records[0].1 = pickle;
+        zip(&records)
+    }
+
+    #[test]
+    fn damaged_files_are_errors_that_say_what() {
+        let good = write(&tensors(), Dtype::F32);
+        let pickle = unzip(&good).unwrap()[0].1.to_vec();
+        let error = |raw: &[u8]| read(raw).unwrap_err();
+        // Truncated anywhere: an error, never a panic.
+        for cut in [0, 4, 100, good.len() / 2, good.len() - 1] {
+            let _ = error(&good[..cut]);
+        }
+        assert!(error(&good[..good.len() - 10]).contains("truncated"));
+        // A flipped byte in a storage.
+        let mut flipped = good.clone();
+        let storage_at = unzip(&good).unwrap()[2].1.as_ptr() as usize - good.as_ptr() as usize;
+        flipped[storage_at] ^= 1;
+        assert!(error(&flipped).contains("CRC"));
+        // A global a state dict does not need: named, refused, not run.
+        let global = b"collections\nOrderedDict";
+        let at = pickle
+            .windows(global.len())
+            .position(|w| w == global)
+            .unwrap();
+        let mut evil = pickle.clone();
+        evil.splice(at..at + global.len(), b"posix\nsystem".iter().copied());
+        let message = error(&with_pickle(evil));
+        assert!(message.contains("posix.system"), "{message}");
+        assert!(message.contains("refused"), "{message}");
+        // An opcode outside the set.
+        let mut other = pickle.clone();
+        other.insert(2, b'I'); // INT, a text opcode
+        assert!(error(&with_pickle(other)).contains("opcode 0x49"));
+        // A storage whose record is shorter than its element count.
+        let raw = write(&tensors(), Dtype::F32);
+        let mut records: Vec<(String, Vec<u8>)> = unzip(&raw)
+            .unwrap()
+            .into_iter()
+            .map(|(name, data)| (name, data.to_vec()))
+            .collect();
+        records[2].1.truncate(40);
+        let message = error(&zip(&records));
+        assert!(
+            message.contains("mlp.0.weight") && message.contains("40 bytes"),
+            "{message}"
+        );
+        // Not a zip at all.
+        assert!(error(b"\x80\x02}q\x00.").contains("not a zip"));
+    }
+
+    proptest::proptest! {
+        /// Damage anywhere, in the archive or (re-zipped with good CRCs) in the pickle itself:
+        /// an error or a state dict, never a panic.
+        #[test]
+        fn damaged_archives_and_pickles_never_panic(
+            flips in proptest::collection::vec((0usize..1 << 20, 0u8..=255), 1..6),
+            cut in 0usize..1 << 20,
+        ) {
+            let good = write(&tensors(), Dtype::F16);
+            let mut raw = good.clone();
+            for &(at, byte) in &flips {
+                let at = at % raw.len();
+                raw[at] = byte;
+            }
+            let _ = read(&raw);
+            let _ = read(&good[..cut % good.len()]);
+            let mut pickle = unzip(&good).unwrap()[0].1.to_vec();
+            for &(at, byte) in &flips {
+                let at = at % pickle.len();
+                pickle[at] = byte;
+            }
+            let _ = read(&with_pickle(pickle.clone()));
+            pickle.truncate(cut % pickle.len());
+            let _ = read(&with_pickle(pickle));
+        }
+    }
+
+    /// What PyTorch 2.15 itself writes (`torch.save(model.state_dict(), path)` of the template
+    /// 784-3-10, with the module's `_metadata`, its zip data descriptors and alignment), each
+    /// value `((i·7 + k) mod 13 − 6) / 64` for element i of tensor k: made by the script in the
+    /// test data's README.
+    #[test]
+    fn reads_what_torch_save_writes() {
+        let raw = include_bytes!("../tests/data/torch_saved.pt");
+        let tensors = read(raw).unwrap();
+        let shapes = [
+            ("mlp.0.weight", vec![3, 784]),
+            ("mlp.0.bias", vec![3]),
+            ("mlp.2.weight", vec![10, 3]),
+            ("mlp.2.bias", vec![10]),
+        ];
+        assert_eq!(tensors.len(), shapes.len());
+        for (k, ((name, shape, values), (want_name, want_shape))) in
+            tensors.iter().zip(shapes).enumerate()
+        {
+            assert_eq!((name.as_str(), shape), (want_name, &want_shape));
+            for (i, &v) in values.iter().enumerate() {
+                assert_eq!(
+                    v,
+                    ((i * 7 + k) % 13) as f32 / 64.0 - 6.0 / 64.0,
+                    "{name}[{i}]"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tensors_outside_their_storage_are_refused() {
+        let storage = Storage {
+            kind: StorageType::F32,
+            key: "0".into(),
+            numel: 4,
+        };
+        let tensor = TensorRef {
+            storage,
+            offset: 1,
+            size: vec![2, 2],
+            stride: vec![2, 1],
+        };
+        let data: Vec<u8> = (0..4).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        assert!(tensor.values(&data).unwrap_err().contains("outside"));
+        let transposed = TensorRef {
+            offset: 0,
+            stride: vec![1, 2],
+            ..tensor
+        };
+        assert_eq!(transposed.values(&data).unwrap(), [0.0, 2.0, 1.0, 3.0]);
+    }
+}
