@@ -1,5 +1,6 @@
 //! Forward-pass benchmarks: one 784-512-512-10 image through `Model::predict` (one thread, then
-//! all cores sharing each image through `infer::team`), and the first
+//! all cores sharing each image through `infer::team`), 48 images through `Model::forward_batch`
+//! (one thread; time per image), and the first
 //! layer's kernel alone, dispatched (SIMD where the CPU has it) against the portable loop.
 //! `cargo bench -p infer` (release profile) or `cargo bench -p infer --profile dev`.
 
@@ -56,6 +57,16 @@ fn main() {
         });
     }
 
+    let images: Vec<Vec<u8>> = (0..48)
+        .map(|k| (0..784).map(|i| ((i * 13 + k * 7) % 256) as u8).collect())
+        .collect();
+    let batch: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+    bench(
+        "forward_batch 784-512-512-10, 48 images (per call)",
+        3.0,
+        || model.forward_batch(black_box(&batch)).expect("runs"),
+    );
+
     let w: Vec<u8> = weights(784 * 512)
         .iter()
         .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
@@ -73,6 +84,13 @@ fn main() {
     bench("layer 784x512, dispatched kernel", 2.0, || {
         infer::kernel::columns(black_box(&input), &layer, 0, &mut out)
     });
+    let inputs: Vec<f32> = (0..48 * 784).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+    let mut outs = vec![0.0f32; 48 * 512];
+    bench(
+        "layer 784x512, 48 images through rows (per call)",
+        2.0,
+        || infer::kernel::rows(black_box(&inputs), &layer, &mut outs),
+    );
     bench("layer 784x512, portable loop", 2.0, || {
         infer::kernel::portable::f16_columns(black_box(&input), &layer, 0, &mut out)
     });

@@ -236,6 +236,35 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_bit_identical_to_one_image_at_a_time() {
+        let file = mixed_model();
+        let model = Model::from_bytes(&file).unwrap();
+        let images: Vec<Vec<u8>> = (0..130).map(|k| bytes(INPUT_SIZE, 300 + k)).collect();
+        let mut scratch = Scratch::<784>::new();
+        let one_by_one: Vec<[f32; 10]> = images
+            .iter()
+            .map(|image| model.forward_into(image, &mut scratch).unwrap())
+            .collect();
+        let bits = |logits: &[[f32; 10]]| {
+            logits
+                .iter()
+                .flat_map(|l| l.map(f32::to_bits))
+                .collect::<Vec<_>>()
+        };
+        for count in [0, 1, 5, 6, 7, 13, 64, 65, 130] {
+            let batch: Vec<&[u8]> = images[..count].iter().map(Vec::as_slice).collect();
+            let logits = model.forward_batch(&batch).unwrap();
+            assert_eq!(bits(&logits), bits(&one_by_one[..count]), "{count} images");
+        }
+        let short = [0u8; 783];
+        let mixed: Vec<&[u8]> = vec![&images[0], &short];
+        assert!(matches!(
+            model.forward_batch(&mixed),
+            Err(crate::Error::ImageSize { found: 783 })
+        ));
+    }
+
+    #[test]
     fn team_logits_are_bit_identical_to_one_thread() {
         let file = mixed_model();
         let model = Model::from_bytes(&file).unwrap();

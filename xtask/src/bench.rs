@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: training-epoch time and host inference speed on the benchmark network
-//! (784-512-512-10, ReLU, batch 128), optionally side by side with the PyTorch reference.
+//! (784-512-512-10, ReLU, batch 128), optionally side by side with the PyTorch reference and with
+//! ONNX Runtime (inference only).
 //!
 //! Both sides get the same data, the same thread count (set through the environment before each
 //! process starts) and exclude a warm-up; ours runs first, then PyTorch's, one after the other.
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
   cargo xtask bench                                            # ours only, all cores
   cargo xtask bench --threads 1 --compare-pytorch ~/torch-venv/bin/python
   cargo xtask bench --json --compare-pytorch ~/torch-venv/bin/python
+  cargo xtask bench --compare-pytorch ~/torch-venv/bin/python --compare-onnxruntime ~/torch-venv/bin/python
 
 Run on a quiet machine: every figure is a median of several runs, but another busy process
 still skews both sides.")]
@@ -24,8 +26,8 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
-    /// Threads for both sides (training, batch-1 latency with each image shared by the threads,
-    /// throughput with images split between them).
+    /// Threads for every side (training, batch-1 latency with each image shared by the threads,
+    /// throughput with the images split between them, each part in batches).
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
     /// Timed training epochs on each side (after one warm-up epoch); the median is reported.
@@ -34,7 +36,12 @@ pub struct BenchArgs {
     /// A Python with torch installed: also time the PyTorch reference and print ours / theirs.
     #[arg(long, value_name = "PYTHON")]
     compare_pytorch: Option<PathBuf>,
-    /// Directory of the PyTorch reference (`bench_pytorch.py`).
+    /// A Python with onnxruntime, onnx and numpy installed: also time ONNX Runtime on the same
+    /// network (f32 and its own dynamic int8 quantisation, batch 1 and 1000) and print ours /
+    /// theirs.
+    #[arg(long, value_name = "PYTHON")]
+    compare_onnxruntime: Option<PathBuf>,
+    /// Directory of the PyTorch reference (`bench_pytorch.py`, `bench_onnxruntime.py`).
     #[arg(long, value_name = "DIR", default_value = "../shared/reference")]
     reference: PathBuf,
     /// Where to write the benchmark network's model file.
@@ -53,7 +60,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     crate::files::check_outputs(&[("--model", &args.model)], &[])?;
     if let Some(python) = &args.compare_pytorch {
-        check_torch(python)?;
+        check_module(python, "torch", "--compare-pytorch")?;
+    }
+    if let Some(python) = &args.compare_onnxruntime {
+        check_module(python, "onnxruntime, onnx, numpy", "--compare-onnxruntime")?;
     }
     let (test, source) = crate::setup::fashion_mnist_test()?;
     let data_dir = source.dir().to_owned();
@@ -76,6 +86,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "train_epoch_s": train_epoch_s,
         "train_epoch_s_all": ours["train_epoch_s_all"],
         "infer_kernel": infer::kernel::best().name(),
+        "infer_batch_kernel": infer::kernel::rows_name(),
         "infer_batch1_us_per_image": infer.batch1_us,
         "infer_throughput_images_per_s": infer.throughput,
         "infer_batch1_gflops": infer.gflops,
@@ -99,6 +110,34 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "train_ratio": train_epoch_s / pt_epoch,
             "infer_batch1_ratio": infer.batch1_us / pt_batch1_us,
             "infer_throughput_ratio": infer.throughput * pt_batch1000_us / 1e6,
+        });
+        report
+            .as_object_mut()
+            .expect("an object")
+            .extend(extra.as_object().expect("an object").clone());
+    }
+    if let Some(python) = &args.compare_onnxruntime {
+        eprintln!("the same network on ONNX Runtime ({})...", python.display());
+        let theirs = onnxruntime(python, args, &data_dir)?;
+        let us = |graph: &str, batch: &str| -> anyhow::Result<f64> {
+            Ok(1000.0 * number(&theirs[graph][batch], "ms_per_image_median")?)
+        };
+        let (f32_batch1, f32_batch1000) = (
+            us("infer_ms_per_image", "1")?,
+            us("infer_ms_per_image", "1000")?,
+        );
+        let (int8_batch1, int8_batch1000) = (
+            us("infer_int8_ms_per_image", "1")?,
+            us("infer_int8_ms_per_image", "1000")?,
+        );
+        let extra = json!({
+            "onnxruntime_version": theirs["onnxruntime"],
+            "ort_infer_batch1_us_per_image": f32_batch1,
+            "ort_infer_throughput_images_per_s": 1e6 / f32_batch1000,
+            "ort_int8_infer_batch1_us_per_image": int8_batch1,
+            "ort_int8_infer_throughput_images_per_s": 1e6 / int8_batch1000,
+            "ort_infer_batch1_ratio": infer.batch1_us / f32_batch1,
+            "ort_infer_throughput_ratio": infer.throughput * f32_batch1000 / 1e6,
         });
         report
             .as_object_mut()
@@ -143,15 +182,16 @@ fn with_threads(command: &mut Command, threads: usize) {
     }
 }
 
-fn check_torch(python: &Path) -> anyhow::Result<()> {
+/// Checks that `python` imports `modules` (comma-separated), for `flag`.
+fn check_module(python: &Path, modules: &str, flag: &str) -> anyhow::Result<()> {
     let output = Command::new(python)
-        .args(["-c", "import torch"])
+        .args(["-c", &format!("import {modules}")])
         .output()
-        .with_context(|| format!("--compare-pytorch: running {}", python.display()))?;
+        .with_context(|| format!("{flag}: running {}", python.display()))?;
     if !output.status.success() {
         bail!(
-            "--compare-pytorch: {} cannot import torch (see ../shared/reference/README.md for \
-             a CPU install): {}",
+            "{flag}: {} cannot import {modules} (see ../shared/reference/README.md for the \
+             install): {}",
             python.display(),
             String::from_utf8_lossy(&output.stderr)
                 .lines()
@@ -162,33 +202,53 @@ fn check_torch(python: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pytorch(python: &Path, args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
-    let script = args.reference.join("bench_pytorch.py");
-    if !script.exists() {
+/// Runs the reference's `script` with `python`, `script_args`, the data and the thread count,
+/// and returns the JSON line it prints last.
+fn reference_script(
+    python: &Path,
+    args: &BenchArgs,
+    script: &str,
+    script_args: &[&str],
+    data_dir: &Path,
+) -> anyhow::Result<Value> {
+    let path = args.reference.join(script);
+    if !path.exists() {
         bail!(
-            "--reference: no {} (point --reference at the PyTorch reference)",
-            script.display()
+            "--reference: no {} (point --reference at the reference's directory)",
+            path.display()
         );
     }
     let mut command = Command::new(python);
     command
-        .arg(&script)
-        .args(["--hidden", "512,512", "--batch-size", "128"])
-        .args(["--threads", &args.threads.to_string()])
-        .args([
-            "--train-epochs",
-            &args.epochs.to_string(),
-            "--reps",
-            "3",
-            "--data-dir",
-        ])
+        .arg(&path)
+        .args(script_args)
+        .args(["--threads", &args.threads.to_string(), "--reps", "3"])
+        .arg("--data-dir")
         .arg(data_dir);
     with_threads(&mut command, args.threads);
-    let output = crate::setup::run_child(command.stdout(Stdio::piped()), "bench_pytorch.py")?;
+    let output = crate::setup::run_child(command.stdout(Stdio::piped()), script)?;
     if !output.status.success() {
-        bail!("{} failed ({})", script.display(), output.status);
+        bail!("{} failed ({})", path.display(), output.status);
     }
-    last_json_line(&output.stdout, "bench_pytorch.py")
+    last_json_line(&output.stdout, script)
+}
+
+fn pytorch(python: &Path, args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
+    let epochs = args.epochs.to_string();
+    let script_args = [
+        "--hidden",
+        "512,512",
+        "--batch-size",
+        "128",
+        "--train-epochs",
+        &epochs,
+    ];
+    reference_script(python, args, "bench_pytorch.py", &script_args, data_dir)
+}
+
+fn onnxruntime(python: &Path, args: &BenchArgs, data_dir: &Path) -> anyhow::Result<Value> {
+    let script_args = ["--hidden", "512,512"];
+    reference_script(python, args, "bench_onnxruntime.py", &script_args, data_dir)
 }
 
 fn last_json_line(stdout: &[u8], what: &str) -> anyhow::Result<Value> {
@@ -247,7 +307,13 @@ fn time_inference(
                 .chunks(chunk)
                 .map(|part| {
                     let model = &model;
-                    scope.spawn(move || infer::team::with_team(model, 1, |team| pass(team, part)))
+                    scope.spawn(move || {
+                        let logits = model
+                            .forward_batch(std::hint::black_box(part))
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        std::hint::black_box(logits);
+                        anyhow::Ok(())
+                    })
                 })
                 .collect();
             handles
@@ -331,10 +397,35 @@ fn table(report: &Value) -> String {
         cell(f("pytorch_infer_throughput_images_per_s"), 0),
         cell(f("infer_throughput_ratio"), 2)
     );
+    if report.get("onnxruntime_version").is_some() {
+        out += &format!(
+            "\nONNX Runtime {} on the same network and threads (f32 graph; its own dynamic int8 \
+             quantisation):\n\n\
+             | workload | ours | ONNX Runtime f32 | ours / ORT f32 | ONNX Runtime int8 |\n\
+             |---|---|---|---|---|\n",
+            report["onnxruntime_version"].as_str().unwrap_or("?")
+        );
+        out += &format!(
+            "| inference, batch 1 (µs per image) | {} | {} | {} | {} |\n",
+            cell(f("infer_batch1_us_per_image"), 1),
+            cell(f("ort_infer_batch1_us_per_image"), 1),
+            cell(f("ort_infer_batch1_ratio"), 3),
+            cell(f("ort_int8_infer_batch1_us_per_image"), 1)
+        );
+        out += &format!(
+            "| inference throughput (images/s; ORT at batch 1000) | {} | {} | {} | {} |\n",
+            cell(f("infer_throughput_images_per_s"), 0),
+            cell(f("ort_infer_throughput_images_per_s"), 0),
+            cell(f("ort_infer_throughput_ratio"), 2),
+            cell(f("ort_int8_infer_throughput_images_per_s"), 0)
+        );
+    }
     out += &format!(
-        "\nInference kernel: {}; batch 1 runs at {} GFLOP/s on {} thread(s) (one core's peak \
-         {} GFLOP/s: 2 FMA units x 8 lanes x 2 flops at the clock /proc/cpuinfo reports).\n",
+        "\nInference kernel: {} (throughput: {}); batch 1 runs at {} GFLOP/s on {} thread(s) \
+         (one core's AVX2 peak {} GFLOP/s: 2 FMA units x 8 lanes x 2 flops at the clock \
+         /proc/cpuinfo reports).\n",
         report["infer_kernel"].as_str().unwrap_or("?"),
+        report["infer_batch_kernel"].as_str().unwrap_or("?"),
         cell(f("infer_batch1_gflops"), 1),
         report["threads"],
         cell(f("one_core_peak_gflops"), 0)

@@ -160,9 +160,9 @@ pub fn test_split(data: &DataArgs) -> anyhow::Result<(Split, String, Vec<PathBuf
     Ok((split, format!("{source}, test split"), source.files()))
 }
 
-/// Runs `model` on every image of `split`.
+/// Runs `model` on every image of `split`, in batches (`Model::forward_batch`: the same logits
+/// as one image at a time, the weights read once per batch).
 pub fn score(model: &infer::Model<'_>, split: &Split) -> Result<Scores, infer::Error> {
-    let mut scratch = infer::ScratchVec::for_model(model);
     let mut confusion = [[0; NUM_CLASSES]; NUM_CLASSES];
     let mut predictions = Vec::with_capacity(split.len());
     let bar = indicatif::ProgressBar::new(split.len() as u64);
@@ -170,13 +170,15 @@ pub fn score(model: &infer::Model<'_>, split: &Split) -> Result<Scores, infer::E
         indicatif::ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} images")
             .expect("static template"),
     );
-    for index in 0..split.len() {
-        let predicted = model.predict(split.image(index), &mut scratch)?;
-        confusion[usize::from(split.labels[index])][predicted] += 1;
-        predictions.push(predicted as u8);
-        if index % 256 == 0 {
-            bar.set_position(index as u64);
+    let indices: Vec<usize> = (0..split.len()).collect();
+    for part in indices.chunks(20 * infer::model::BATCH) {
+        let images: Vec<&[u8]> = part.iter().map(|&index| split.image(index)).collect();
+        for (&index, logits) in part.iter().zip(model.forward_batch(&images)?) {
+            let predicted = infer::model::argmax(&logits);
+            confusion[usize::from(split.labels[index])][predicted] += 1;
+            predictions.push(predicted as u8);
         }
+        bar.set_position(predictions.len() as u64);
     }
     bar.finish_and_clear();
     Ok(Scores {

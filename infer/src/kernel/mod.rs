@@ -66,22 +66,12 @@ pub fn best() -> Path {
 /// [`crate::ModelFile`]). An f16 layer's outputs sum `x · w`; an int8 layer's sum `x · q` in
 /// input order (one rounding per term), then add `scale · sum` in one more fused step.
 pub fn columns(input: &[f32], layer: &LayerBytes<'_>, first: usize, out: &mut [f32]) {
-    let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
-    assert_eq!(input.len(), d_in, "the layer's input");
-    let bytes_per_weight = match layer.encoding {
-        Encoding::F16 => 2,
-        Encoding::Int8 => 1,
-    };
-    assert_eq!(
-        layer.weights.len(),
-        bytes_per_weight * d_in * d_out,
-        "validated by ModelFile"
-    );
+    assert_eq!(input.len(), layer.d_in as usize, "the layer's input");
+    check_layer(layer);
     assert!(
-        layer.encoding == Encoding::F16 || layer.scales.len() == 2 * d_out,
-        "validated by ModelFile"
+        first + out.len() <= layer.d_out as usize,
+        "columns inside the layer"
     );
-    assert!(first + out.len() <= d_out, "columns inside the layer");
     match (best(), layer.encoding) {
         (Path::Portable, Encoding::F16) => portable::f16_columns(input, layer, first, out),
         // SAFETY: `best` found AVX2, F16C and FMA; sizes checked above.
@@ -96,6 +86,63 @@ pub fn columns(input: &[f32], layer: &LayerBytes<'_>, first: usize, out: &mut [f
         (Path::CortexM4f, Encoding::F16) => cortex_m4f::f16_columns(input, layer, first, out),
         (_, Encoding::Int8) => portable::int8_columns(input, layer, first, out),
     }
+}
+
+/// [`columns`] for several images at once, all of a layer's outputs: `outs` holds one row of
+/// `d_out` values per image and `inputs` one row of `d_in`. Every output takes the same fused
+/// multiply-adds in the same order as [`columns`] gives it, so the bits are the same; the x86-64
+/// path streams the weights once per four images instead of once per image.
+pub fn rows(inputs: &[f32], layer: &LayerBytes<'_>, outs: &mut [f32]) {
+    let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+    check_layer(layer);
+    let images = outs.len().checked_div(d_out).unwrap_or(0);
+    assert_eq!(outs.len(), images * d_out, "whole rows of outputs");
+    assert_eq!(inputs.len(), images * d_in, "one row of inputs per image");
+    match best() {
+        // SAFETY: `best` found AVX2, F16C and FMA; sizes checked above.
+        #[cfg(target_arch = "x86_64")]
+        Path::X86Avx2 => unsafe { x86_64::rows(inputs, layer, outs, images) },
+        _ => {
+            for (input, out) in inputs
+                .chunks_exact(d_in.max(1))
+                .zip(outs.chunks_exact_mut(d_out))
+            {
+                columns(&input[..d_in], layer, 0, out);
+            }
+        }
+    }
+}
+
+/// Which path [`rows`] takes on this machine, for reports.
+pub fn rows_name() -> &'static str {
+    match best() {
+        #[cfg(target_arch = "x86_64")]
+        Path::X86Avx2 if x86_64::avx512_available() => {
+            "x86-64 AVX-512F + F16C, 12 images x 32 columns at a time"
+        }
+        #[cfg(target_arch = "x86_64")]
+        Path::X86Avx2 => "x86-64 AVX2 + F16C + FMA, 6 images x 16 columns at a time",
+        other => other.name(),
+    }
+}
+
+/// What the kernels rely on, which [`crate::ModelFile`] validated: the weights and scales hold
+/// exactly what the sizes need.
+fn check_layer(layer: &LayerBytes<'_>) {
+    let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+    let bytes_per_weight = match layer.encoding {
+        Encoding::F16 => 2,
+        Encoding::Int8 => 1,
+    };
+    assert_eq!(
+        layer.weights.len(),
+        bytes_per_weight * d_in * d_out,
+        "validated by ModelFile"
+    );
+    assert!(
+        layer.encoding == Encoding::F16 || layer.scales.len() == 2 * d_out,
+        "validated by ModelFile"
+    );
 }
 
 #[cfg(test)]
@@ -194,6 +241,55 @@ mod tests {
     #[test]
     fn dispatched_int8_kernel_is_bit_identical_to_the_portable_loop() {
         assert_bit_identical(Encoding::Int8);
+    }
+
+    #[test]
+    fn rows_of_images_are_bit_identical_to_the_portable_loop_on_each() {
+        for encoding in [Encoding::F16, Encoding::Int8] {
+            for (d_in, d_out) in [(784, 512), (130, 137), (33, 10), (7, 16), (5, 3), (0, 9)] {
+                let seed = (d_in * 17 + d_out) as u32;
+                let stored = match encoding {
+                    Encoding::F16 => weights(d_in * d_out, seed),
+                    Encoding::Int8 => bytes(d_in * d_out),
+                };
+                let mut at_odd_offset = std::vec![0u8];
+                at_odd_offset.extend(stored);
+                let scales = weights(d_out, seed + 1);
+                let scales = if encoding == Encoding::Int8 {
+                    &scales[..]
+                } else {
+                    &[]
+                };
+                let layer = layer(encoding, d_in, d_out, &at_odd_offset[1..], scales);
+                for images in [1, 5, 6, 7, 12, 13, 19, 25] {
+                    let inputs: std::vec::Vec<f32> = (0..images * d_in)
+                        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                        .collect();
+                    let start: std::vec::Vec<f32> = (0..images * d_out)
+                        .map(|j| (j % 29) as f32 * 0.01)
+                        .collect();
+                    let mut got = start.clone();
+                    rows(&inputs, &layer, &mut got);
+                    for b in 0..images {
+                        let mut expected = start[b * d_out..(b + 1) * d_out].to_vec();
+                        let input = &inputs[b * d_in..(b + 1) * d_in];
+                        match encoding {
+                            Encoding::F16 => portable::f16_columns(input, &layer, 0, &mut expected),
+                            Encoding::Int8 => {
+                                portable::int8_columns(input, &layer, 0, &mut expected)
+                            }
+                        }
+                        let got = &got[b * d_out..(b + 1) * d_out];
+                        assert!(
+                            got.iter()
+                                .zip(&expected)
+                                .all(|(g, e)| g.to_bits() == e.to_bits()),
+                            "{encoding:?} {d_in}x{d_out}, {images} images, image {b}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

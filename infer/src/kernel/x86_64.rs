@@ -6,7 +6,7 @@
 use core::arch::x86_64::*;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use crate::format::LayerBytes;
+use crate::format::{Encoding, LayerBytes};
 
 const UNKNOWN: u8 = 0;
 const YES: u8 = 1;
@@ -44,6 +44,25 @@ fn detect() -> bool {
     }
     // Leaf 7 (AVX2 in EBX bit 5) exists when leaf 0 says so.
     __cpuid(0).eax >= 7 && __cpuid_count(7, 0).ebx & (1 << 5) != 0
+}
+
+static DETECTED_512: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// AVX-512F on top of [`available`], with the OS saving the opmask and ZMM registers: for the
+/// batched kernel ([`rows`]) only.
+pub fn avx512_available() -> bool {
+    match DETECTED_512.load(Ordering::Relaxed) {
+        YES => true,
+        NO => false,
+        _ => {
+            // SAFETY: `available` checked OSXSAVE before XGETBV is read.
+            let found = available()
+                && __cpuid_count(7, 0).ebx & (1 << 16) != 0
+                && unsafe { xgetbv0() } & 0b1110_0110 == 0b1110_0110;
+            DETECTED_512.store(if found { YES } else { NO }, Ordering::Relaxed);
+            found
+        }
+    }
 }
 
 #[target_feature(enable = "xsave")]
@@ -227,6 +246,262 @@ unsafe fn block<const R: usize>(input: &[f32], layer: &LayerBytes<'_>, j0: usize
         }
         for (r, acc) in acc.iter().enumerate() {
             _mm256_storeu_ps(out.as_mut_ptr().add(8 * r), *acc);
+        }
+    }
+}
+
+/// Images and columns each pass of [`rows`] takes: with AVX2, 6 images × 16 columns (12
+/// accumulators, two weight registers and a broadcast fill 15 of the 16 registers); with
+/// AVX-512, 12 images × 32 columns (24 of the 32 registers; a row's 32 f16 weights are one
+/// cache line).
+const IMAGES: usize = 6;
+const COLUMNS: usize = 16;
+const IMAGES_512: usize = 12;
+const COLUMNS_512: usize = 32;
+
+/// [`super::rows`]: groups of images through [`together_512`] (when the CPU has AVX-512) or
+/// [`together`], so each weight is loaded and converted once per group; the last columns and
+/// images through [`f16_columns`] / [`int8_columns`]. Each output's lane does the fused
+/// multiply-adds of those kernels in the same order, so the bits are the same.
+///
+/// # Safety
+/// AVX2, F16C and FMA; `inputs` holds `images` rows of `d_in`, `outs` `images` rows of `d_out`;
+/// the layer's sizes hold as [`super::check_layer`] checks.
+#[target_feature(enable = "avx2,f16c,fma")]
+pub unsafe fn rows(inputs: &[f32], layer: &LayerBytes<'_>, outs: &mut [f32], images: usize) {
+    let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+    let mut done = 0;
+    if avx512_available() {
+        // SAFETY: the CPU has AVX-512F; `groups` passes blocks inside the layer and the rows.
+        done = unsafe {
+            groups(
+                inputs,
+                layer,
+                outs,
+                images,
+                IMAGES_512,
+                COLUMNS_512,
+                |x, j0, out| together_512(x, layer, j0, out),
+            )
+        };
+    }
+    // SAFETY: as above, with AVX2.
+    done += unsafe {
+        groups(
+            &inputs[done * d_in..],
+            layer,
+            &mut outs[done * d_out..],
+            images - done,
+            IMAGES,
+            COLUMNS,
+            |x, j0, out| together(x, layer, j0, out),
+        )
+    };
+    for b in done..images {
+        // SAFETY: as this function's contract.
+        unsafe {
+            rest(
+                &inputs[b * d_in..(b + 1) * d_in],
+                layer,
+                &mut outs[b * d_out..(b + 1) * d_out],
+                0,
+            )
+        };
+    }
+}
+
+/// Outputs `first ..` of one image through the one-image kernels.
+///
+/// # Safety
+/// As [`f16_columns`].
+#[target_feature(enable = "avx2,f16c,fma")]
+unsafe fn rest(input: &[f32], layer: &LayerBytes<'_>, out: &mut [f32], first: usize) {
+    // SAFETY: as this function's contract.
+    unsafe {
+        match layer.encoding {
+            Encoding::F16 => f16_columns(input, layer, first, &mut out[first..]),
+            Encoding::Int8 => int8_columns(input, layer, first, &mut out[first..]),
+        }
+    }
+}
+
+/// Whole groups of `group` images: `block(inputs, j0, outs)` on each run of `columns` columns,
+/// [`rest`] on the last columns; returns the images done.
+///
+/// # Safety
+/// As [`rows`].
+#[target_feature(enable = "avx2,f16c,fma")]
+unsafe fn groups(
+    inputs: &[f32],
+    layer: &LayerBytes<'_>,
+    outs: &mut [f32],
+    images: usize,
+    group: usize,
+    columns: usize,
+    mut block: impl FnMut(&[f32], usize, &mut [f32]),
+) -> usize {
+    let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+    let whole = d_out / columns * columns;
+    let mut image = 0;
+    while image + group <= images {
+        let input = &inputs[image * d_in..(image + group) * d_in];
+        let out = &mut outs[image * d_out..(image + group) * d_out];
+        for j0 in (0..whole).step_by(columns) {
+            block(input, j0, out);
+        }
+        if whole < d_out {
+            for b in 0..group {
+                // SAFETY: as this function's contract.
+                unsafe {
+                    rest(
+                        &input[b * d_in..(b + 1) * d_in],
+                        layer,
+                        &mut out[b * d_out..(b + 1) * d_out],
+                        whole,
+                    )
+                };
+            }
+        }
+        image += group;
+    }
+    image
+}
+
+/// [`together`] with AVX-512: columns `j0 .. j0 + 32` of 12 images, two registers of 16 lanes
+/// each.
+///
+/// # Safety
+/// AVX-512F, F16C and FMA; `j0 + 32 <= d_out`; `input` holds 12 rows of `d_in`, `out` 12 rows
+/// of `d_out`; the layer's sizes hold.
+#[target_feature(enable = "avx512f,avx2,f16c,fma")]
+#[inline]
+unsafe fn together_512(input: &[f32], layer: &LayerBytes<'_>, j0: usize, out: &mut [f32]) {
+    let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+    let int8 = layer.encoding == Encoding::Int8;
+    let mut acc = [[_mm512_setzero_ps(); 2]; IMAGES_512];
+    // SAFETY: every pointer read or written below is in bounds by the contract; unaligned.
+    unsafe {
+        if !int8 {
+            for (b, acc) in acc.iter_mut().enumerate() {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_loadu_ps(out.as_ptr().add(b * d_out + j0 + 16 * r));
+                }
+            }
+        }
+        let x = input.as_ptr();
+        if int8 {
+            let mut row = layer.weights.as_ptr().add(j0);
+            for i in 0..d_in {
+                let q = |r: usize| {
+                    let bytes = _mm_loadu_si128(row.add(16 * r).cast());
+                    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))
+                };
+                let w = [q(0), q(1)];
+                for (b, acc) in acc.iter_mut().enumerate() {
+                    let xb = _mm512_set1_ps(*x.add(b * d_in + i));
+                    acc[0] = _mm512_fmadd_ps(xb, w[0], acc[0]);
+                    acc[1] = _mm512_fmadd_ps(xb, w[1], acc[1]);
+                }
+                row = row.add(d_out);
+            }
+            for (b, acc) in acc.iter().enumerate() {
+                for (r, sum) in acc.iter().enumerate() {
+                    let at = j0 + 16 * r;
+                    let scales = layer.scales.as_ptr().add(2 * at);
+                    let scale = _mm512_cvtph_ps(_mm256_loadu_si256(scales.cast()));
+                    let value = out.as_mut_ptr().add(b * d_out + at);
+                    _mm512_storeu_ps(value, _mm512_fmadd_ps(scale, *sum, _mm512_loadu_ps(value)));
+                }
+            }
+        } else {
+            let mut row = layer.weights.as_ptr().add(2 * j0);
+            for i in 0..d_in {
+                let w = [
+                    _mm512_cvtph_ps(_mm256_loadu_si256(row.cast())),
+                    _mm512_cvtph_ps(_mm256_loadu_si256(row.add(32).cast())),
+                ];
+                for (b, acc) in acc.iter_mut().enumerate() {
+                    let xb = _mm512_set1_ps(*x.add(b * d_in + i));
+                    acc[0] = _mm512_fmadd_ps(xb, w[0], acc[0]);
+                    acc[1] = _mm512_fmadd_ps(xb, w[1], acc[1]);
+                }
+                row = row.add(2 * d_out);
+            }
+            for (b, acc) in acc.iter().enumerate() {
+                for (r, acc) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(out.as_mut_ptr().add(b * d_out + j0 + 16 * r), *acc);
+                }
+            }
+        }
+    }
+}
+
+/// Columns `j0 .. j0 + COLUMNS` of [`IMAGES`] images: `out[b][j] += Σ_i input[b][i] · w[i][j]`
+/// (f16: accumulating onto `out`, as [`block`]; int8: summing from 0, then `out + scale · sum`,
+/// as [`block_int8`]).
+///
+/// # Safety
+/// AVX2, F16C and FMA; `j0 + COLUMNS <= d_out`; `input` holds `IMAGES` rows of `d_in`, `out`
+/// `IMAGES` rows of `d_out`; the layer's sizes hold.
+#[target_feature(enable = "avx2,f16c,fma")]
+#[inline]
+unsafe fn together(input: &[f32], layer: &LayerBytes<'_>, j0: usize, out: &mut [f32]) {
+    let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+    let int8 = layer.encoding == Encoding::Int8;
+    let mut acc = [[_mm256_setzero_ps(); 2]; IMAGES];
+    // SAFETY: every pointer read or written below is in bounds by the contract; unaligned.
+    unsafe {
+        if !int8 {
+            for (b, acc) in acc.iter_mut().enumerate() {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_loadu_ps(out.as_ptr().add(b * d_out + j0 + 8 * r));
+                }
+            }
+        }
+        let x = input.as_ptr();
+        if int8 {
+            let mut row = layer.weights.as_ptr().add(j0);
+            for i in 0..d_in {
+                let q = |r: usize| {
+                    let bytes = _mm_loadl_epi64(row.add(8 * r).cast());
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes))
+                };
+                let w = [q(0), q(1)];
+                for (b, acc) in acc.iter_mut().enumerate() {
+                    let xb = _mm256_broadcast_ss(&*x.add(b * d_in + i));
+                    acc[0] = _mm256_fmadd_ps(xb, w[0], acc[0]);
+                    acc[1] = _mm256_fmadd_ps(xb, w[1], acc[1]);
+                }
+                row = row.add(d_out);
+            }
+            for (b, acc) in acc.iter().enumerate() {
+                for (r, sum) in acc.iter().enumerate() {
+                    let at = j0 + 8 * r;
+                    let scales = layer.scales.as_ptr().add(2 * at);
+                    let scale = _mm256_cvtph_ps(_mm_loadu_si128(scales.cast()));
+                    let value = out.as_mut_ptr().add(b * d_out + at);
+                    _mm256_storeu_ps(value, _mm256_fmadd_ps(scale, *sum, _mm256_loadu_ps(value)));
+                }
+            }
+        } else {
+            let mut row = layer.weights.as_ptr().add(2 * j0);
+            for i in 0..d_in {
+                let w = [
+                    _mm256_cvtph_ps(_mm_loadu_si128(row.cast())),
+                    _mm256_cvtph_ps(_mm_loadu_si128(row.add(16).cast())),
+                ];
+                for (b, acc) in acc.iter_mut().enumerate() {
+                    let xb = _mm256_broadcast_ss(&*x.add(b * d_in + i));
+                    acc[0] = _mm256_fmadd_ps(xb, w[0], acc[0]);
+                    acc[1] = _mm256_fmadd_ps(xb, w[1], acc[1]);
+                }
+                row = row.add(2 * d_out);
+            }
+            for (b, acc) in acc.iter().enumerate() {
+                for (r, acc) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(b * d_out + j0 + 8 * r), *acc);
+                }
+            }
         }
     }
 }
