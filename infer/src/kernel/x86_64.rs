@@ -1,7 +1,8 @@
 //! x86-64 with AVX2, F16C and FMA (detected at run time with CPUID and XGETBV, no `std`): eight
 //! outputs per register, blocks of 64 and 8 outputs held in registers while the rows stream by.
-//! Each lane does the same fused multiply-adds in the same order as the portable loop, so the
-//! bits are the same.
+//! Several images at once ([`rows`]) take groups of 6 images (AVX2) or 12 (AVX-512F, when the
+//! CPU and OS have it), so each weight is converted once per group. Each lane does the same
+//! fused multiply-adds in the same order as the portable loop, so the bits are the same.
 
 use core::arch::x86_64::*;
 use core::sync::atomic::{AtomicU8, Ordering};
