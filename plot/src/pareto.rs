@@ -1,5 +1,6 @@
 //! Test accuracy against model-file size, one labelled point per shipped model, with the Pareto
-//! front (no other model is both smaller and more accurate) joined by a line.
+//! front (no other model is both smaller and more accurate) joined by a line; below each model,
+//! its worst accuracy on `cargo xtask robust`'s perturbations, when known.
 
 use plotters::prelude::*;
 
@@ -17,6 +18,8 @@ pub struct ModelPoint {
     pub bytes: usize,
     /// Test accuracy (0..1).
     pub accuracy: f64,
+    /// Worst test accuracy over the robustness perturbations (0..1), when measured.
+    pub robust: Option<f64>,
 }
 
 /// The models on the Pareto front, smallest first.
@@ -50,7 +53,8 @@ pub fn png_bytes(points: &[ModelPoint]) -> Result<Vec<u8>> {
             (lo.min(kb(p)), hi.max(kb(p)))
         });
         let (acc_lo, acc_hi) = points.iter().fold((1.0f64, 0.0f64), |(lo, hi), p| {
-            (lo.min(p.accuracy), hi.max(p.accuracy))
+            let low = p.robust.map_or(p.accuracy, |r| r.min(p.accuracy));
+            (lo.min(low), hi.max(p.accuracy))
         });
         let mut chart = ChartBuilder::on(&root)
             .caption("Test accuracy against model-file size", ("sans-serif", 22))
@@ -65,7 +69,7 @@ pub fn png_bytes(points: &[ModelPoint]) -> Result<Vec<u8>> {
         chart
             .configure_mesh()
             .x_desc("model file (kB, log scale)")
-            .y_desc("test accuracy (%)")
+            .y_desc("test accuracy (%): clean (red), worst perturbed (grey)")
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(draw_error)?;
@@ -76,6 +80,25 @@ pub fn png_bytes(points: &[ModelPoint]) -> Result<Vec<u8>> {
             ))
             .map_err(draw_error)?;
         for p in points {
+            if let Some(robust) = p.robust {
+                let low = (kb(p), 100.0 * robust);
+                chart
+                    .draw_series(LineSeries::new(
+                        [low, (kb(p), 100.0 * p.accuracy)],
+                        &BLACK.mix(0.3),
+                    ))
+                    .map_err(draw_error)?;
+                chart
+                    .draw_series([Circle::new(low, 4, BLACK.mix(0.5).filled())])
+                    .map_err(draw_error)?;
+                chart
+                    .draw_series([Text::new(
+                        format!("worst {:.2} %", 100.0 * robust),
+                        low,
+                        ("sans-serif", 12),
+                    )])
+                    .map_err(draw_error)?;
+            }
             let at = (kb(p), 100.0 * p.accuracy);
             chart
                 .draw_series([Circle::new(at, 5, RED.filled())])
@@ -101,6 +124,7 @@ mod tests {
             name: name.into(),
             bytes,
             accuracy,
+            robust: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! `cargo xtask models`: the shipped models under `models/`, each `NAME.fmlp` with `NAME.json`
 //! beside it (the command that made it, seed, accuracies, bytes, wall time). `--add RUN` copies a
 //! finished run there and writes its JSON from the run's log; without it, prints the Markdown
-//! table of every shipped model and draws `models/pareto.png`.
+//! table of every shipped model, with its worst accuracy on `robust`'s perturbations (measured
+//! now, through `infer`), and draws `models/pareto.png`.
 
 use std::path::{Path, PathBuf};
 
@@ -49,16 +50,18 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
         bail!("no model JSON files in {}", args.dir.display());
     }
     entries.sort_by_key(|e| e["bytes"].as_u64().unwrap_or(0));
+    let worst = worst_perturbed(&args.dir, &entries)?;
     println!(
-        "| model | bytes | test accuracy | validation accuracy | training wall time | command |\n\
-         |---|---|---|---|---|---|"
+        "| model | bytes | test accuracy | worst perturbed accuracy | validation accuracy | \
+         training wall time | command |\n|---|---|---|---|---|---|---|"
     );
-    for e in &entries {
+    for (e, (worst_name, worst_accuracy)) in entries.iter().zip(&worst) {
         println!(
-            "| {} | {} | {:.2} % | {} | {} | `{}` |",
+            "| {} | {} | {:.2} % | {:.2} % ({worst_name}) | {} | {} | `{}` |",
             e["name"].as_str().unwrap_or("?"),
             e["bytes"],
             100.0 * e["test_accuracy"].as_f64().unwrap_or(0.0),
+            100.0 * worst_accuracy,
             e["validation_accuracy"]
                 .as_f64()
                 .map_or("-".into(), |v| format!(
@@ -74,10 +77,12 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
     }
     let points: Vec<plot::pareto::ModelPoint> = entries
         .iter()
-        .map(|e| plot::pareto::ModelPoint {
+        .zip(&worst)
+        .map(|(e, (_, worst))| plot::pareto::ModelPoint {
             name: e["name"].as_str().unwrap_or("?").to_owned(),
             bytes: e["bytes"].as_u64().unwrap_or(0) as usize,
             accuracy: e["test_accuracy"].as_f64().unwrap_or(0.0),
+            robust: Some(*worst),
         })
         .collect();
     let picture = args.dir.join("pareto.png");
@@ -85,6 +90,34 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
     crate::files::write(&picture, &png)?;
     eprintln!("wrote {}", picture.display());
     Ok(())
+}
+
+/// Each entry's worst accuracy over `robust`'s perturbations, with the perturbation's name,
+/// measured on the model file the entry names.
+fn worst_perturbed(dir: &Path, entries: &[Value]) -> anyhow::Result<Vec<(&'static str, f64)>> {
+    let (test, _) = crate::setup::fashion_mnist_test()?;
+    let splits = crate::robust::perturbed(&test);
+    let mut worst = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let file = entry["file"]
+            .as_str()
+            .with_context(|| format!("a model JSON in {} names no file", dir.display()))?;
+        let model_file = crate::files::ModelFileOnDisk::read(&dir.join(file))?;
+        let model = model_file.model();
+        let mut lowest = ("none", f64::INFINITY);
+        for (name, split) in &splits {
+            let accuracy = crate::robust::accuracy(&model, split)?;
+            if accuracy < lowest.1 {
+                lowest = (name, accuracy);
+            }
+        }
+        eprintln!(
+            "{file}: worst perturbed accuracy {:.4} ({})",
+            lowest.1, lowest.0
+        );
+        worst.push(lowest);
+    }
+    Ok(worst)
 }
 
 /// Ships a run: copies the model, scores it through `infer` as `eval` does, and writes the JSON.

@@ -100,6 +100,34 @@ fn perturbations() -> Vec<(&'static str, Perturb)> {
     ]
 }
 
+/// The test set under each perturbation (the first, "none", unchanged), with its name.
+pub fn perturbed(test: &Split) -> Vec<(&'static str, Split)> {
+    perturbations()
+        .into_iter()
+        .map(|(name, perturb)| {
+            let mut images = Vec::with_capacity(test.images.len());
+            for index in 0..test.len() {
+                let mut unit = transform::to_unit(test.image(index));
+                perturb(&mut unit, index);
+                images.extend(transform::to_pixels(&unit));
+            }
+            debug_assert_eq!(images.len(), test.len() * IMAGE_PIXELS);
+            let split = Split {
+                images,
+                labels: test.labels.clone(),
+            };
+            (name, split)
+        })
+        .collect()
+}
+
+/// `model`'s accuracy on `split`.
+pub fn accuracy(model: &infer::Model<'_>, split: &Split) -> anyhow::Result<f64> {
+    crate::eval::score(model, split)
+        .map(|s| s.correct() as f64 / s.total() as f64)
+        .map_err(|e| anyhow!("{e}"))
+}
+
 /// Runs `robust`.
 pub fn run(args: &RobustArgs) -> anyhow::Result<()> {
     let (test, _) = crate::setup::fashion_mnist_test()?;
@@ -110,25 +138,10 @@ pub fn run(args: &RobustArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let models: Vec<infer::Model<'_>> = files.iter().map(ModelFileOnDisk::model).collect();
     let mut rows = Vec::new();
-    for (name, perturb) in perturbations() {
-        let mut images = Vec::with_capacity(test.images.len());
-        for index in 0..test.len() {
-            let mut unit = transform::to_unit(test.image(index));
-            perturb(&mut unit, index);
-            images.extend(transform::to_pixels(&unit));
-        }
-        let split = Split {
-            images,
-            labels: test.labels.clone(),
-        };
-        debug_assert_eq!(split.images.len(), test.len() * IMAGE_PIXELS);
+    for (name, split) in perturbed(&test) {
         let accuracies = models
             .iter()
-            .map(|model| {
-                crate::eval::score(model, &split)
-                    .map(|s| s.correct() as f64 / s.total() as f64)
-                    .map_err(|e| anyhow!("{e}"))
-            })
+            .map(|model| accuracy(model, &split))
             .collect::<anyhow::Result<Vec<f64>>>()?;
         eprintln!("{name}: {accuracies:.4?}");
         rows.push((name, accuracies));
