@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use half::f16;
 use infer::format::f16_at;
 use infer::{Activation, Model};
 
@@ -21,6 +20,16 @@ pub enum ExportDtype {
     F32,
     /// The file's own 16-bit floats.
     F16,
+}
+
+impl ExportDtype {
+    /// The element type it names.
+    pub fn dtype(self) -> Dtype {
+        match self {
+            ExportDtype::F32 => Dtype::F32,
+            ExportDtype::F16 => Dtype::F16,
+        }
+    }
 }
 
 /// File formats of `export`.
@@ -90,10 +99,7 @@ pub fn write_pt(
         &[("--out", out), ("the metadata file", &json)],
         &[("--model", input)],
     )?;
-    let dtype = match dtype {
-        ExportDtype::F32 => Dtype::F32,
-        ExportDtype::F16 => Dtype::F16,
-    };
+    let dtype = dtype.dtype();
     let bytes = crate::pt::write(&state_dict(model), dtype);
     let metadata = serde_json::to_string_pretty(&metadata(model))? + "\n";
     crate::files::write(&json, metadata.as_bytes())?;
@@ -118,22 +124,10 @@ pub fn tensor_names(layer: usize) -> (String, String) {
 
 /// The model as a safetensors state dict of the course's template.
 pub fn to_safetensors(model: &Model<'_>, dtype: ExportDtype) -> anyhow::Result<Vec<u8>> {
-    let dtype = match dtype {
-        ExportDtype::F32 => Dtype::F32,
-        ExportDtype::F16 => Dtype::F16,
-    };
+    let dtype = dtype.dtype();
     let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = state_dict(model)
         .into_iter()
-        .map(|(name, shape, values)| {
-            let bytes = match dtype {
-                Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                Dtype::F16 => values
-                    .iter()
-                    .flat_map(|v| f16::from_f32(*v).to_le_bytes())
-                    .collect(),
-            };
-            (name, shape, bytes)
-        })
+        .map(|(name, shape, values)| (name, shape, dtype.encode(&values)))
         .collect();
     let tensors: Vec<(String, Tensor<'_>)> = encoded
         .iter()

@@ -44,14 +44,7 @@ pub fn write(tensors: &[NamedTensor], dtype: Dtype) -> Vec<u8> {
     )];
     records.push((format!("{ARCHIVE}/byteorder"), b"little".to_vec()));
     for (key, (_, _, values)) in tensors.iter().enumerate() {
-        let bytes = match dtype {
-            Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            Dtype::F16 => values
-                .iter()
-                .flat_map(|v| f16::from_f32(*v).to_le_bytes())
-                .collect(),
-        };
-        records.push((format!("{ARCHIVE}/data/{key}"), bytes));
+        records.push((format!("{ARCHIVE}/data/{key}"), dtype.encode(values)));
     }
     records.push((format!("{ARCHIVE}/version"), b"3\n".to_vec()));
     zip(&records)

@@ -35,6 +35,17 @@ impl Dtype {
             Dtype::F16 => 2,
         }
     }
+
+    /// `values` as little-endian elements of this type (f16: rounded to nearest).
+    pub fn encode(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Dtype::F16 => values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+        }
+    }
 }
 
 /// One tensor: its dtype, shape and little-endian bytes.

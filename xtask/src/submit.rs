@@ -64,11 +64,7 @@ pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(_, _, values)| values.len())
         .sum();
-    let element = match args.dtype {
-        ExportDtype::F32 => 4,
-        ExportDtype::F16 => 2,
-    };
-    let size = parameters * element;
+    let size = parameters * args.dtype.dtype().size();
     if size > SIZE_LIMIT {
         bail!(
             "{}: {parameters} parameters take {size} bytes as {:?}, over the course's limit of \
