@@ -80,9 +80,16 @@ impl Learner {
     /// seeded by the batch), our loss, backward, our optimizer. A NaN or infinite loss leaves
     /// the model as it was, for the caller to report.
     pub fn step(&mut self, batch: &Batch, step: usize) -> StepOutcome {
-        // On a worker of rayon's pool: the step's parallel passes then start where they run,
-        // instead of each being handed over from this thread (with one thread, no hand-over).
-        rayon::scope(|_| self.step_on_this_thread(batch, step))
+        // On the CPU, on a worker of rayon's pool: the fused kernels' parallel passes then start
+        // where they run, instead of each being handed over from this thread. Other devices stay
+        // on the caller's thread: the GPU backend orders work by the thread that submits it, and
+        // steps issued from whichever worker was free gave a different loss curve from run to
+        // run on lavapipe.
+        if crate::fused::runs_on(&self.device) {
+            rayon::scope(|_| self.step_on_this_thread(batch, step))
+        } else {
+            self.step_on_this_thread(batch, step)
+        }
     }
 
     fn step_on_this_thread(&mut self, batch: &Batch, step: usize) -> StepOutcome {
@@ -153,8 +160,12 @@ pub fn evaluate(
     loss_fn: &CrossEntropy,
     device: &Device,
 ) -> Evaluation {
-    // On rayon's pool, like a step.
-    rayon::scope(|_| evaluate_on_this_thread(model, pixels, labels, loss_fn, device))
+    // On rayon's pool on the CPU, on the caller's thread elsewhere, like a step.
+    if crate::fused::runs_on(device) {
+        rayon::scope(|_| evaluate_on_this_thread(model, pixels, labels, loss_fn, device))
+    } else {
+        evaluate_on_this_thread(model, pixels, labels, loss_fn, device)
+    }
 }
 
 fn evaluate_on_this_thread(
