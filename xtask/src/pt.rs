@@ -412,7 +412,9 @@ impl Value {
     }
 }
 
-/// A pickle machine for the opcodes a state dict of tensors needs.
+/// A pickle machine for the opcodes a state dict of tensors needs. The memo keeps copies, not
+/// shared references: a container memoised before it is filled reads back as it was then,
+/// which torch's own pickles never rely on (they fetch only globals, strings and tuples).
 #[derive(Default)]
 struct Unpickler {
     stack: Vec<Value>,
@@ -1007,6 +1009,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn pickles_that_would_grow_without_bound_are_refused() {
+        // A list of 1,000 ints, memoised, then fetched 5,000 times: 5 million copies.
+        let mut blowup = vec![op::PROTO, 2, op::EMPTY_LIST, op::MARK];
+        for _ in 0..1000 {
+            blowup.extend([op::BININT1, 7]);
+        }
+        blowup.extend([op::APPENDS, op::BINPUT, 0]);
+        for _ in 0..5000 {
+            blowup.extend([op::BINGET, 0]);
+        }
+        blowup.push(op::STOP);
+        let message = read(&with_pickle(blowup)).unwrap_err();
+        assert!(message.contains("copies over"), "{message}");
+        // A dict of more entries than any state dict has.
+        let mut wide = vec![op::PROTO, 2, op::EMPTY_DICT, op::MARK];
+        for k in 0..=MAX_ENTRIES as u32 {
+            wide.push(op::BININT);
+            wide.extend(k.to_le_bytes());
+            wide.extend([op::BININT1, 0]);
+        }
+        wide.extend([op::SETITEMS, op::STOP]);
+        let message = read(&with_pickle(wide)).unwrap_err();
+        assert!(message.contains("entries"), "{message}");
     }
 
     #[test]
