@@ -14,7 +14,7 @@ use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::tensor::FloatTensor;
 
-use super::cpu::{self, Matrix, scalar, values, vector};
+use super::cpu::{self, Matrix, scalar, vector};
 use super::{Act, Firsts, FusedOps, StepCoefficients};
 
 /// What a dense layer's backward step needs: its input, weight, pre-activation and activation
@@ -83,28 +83,37 @@ impl Backward<NdArray, 4> for PreluDense {
     }
 }
 
-/// The layer's forward pass, keeping what its backward step needs.
-fn forward(
+/// A dense layer's output under autodiff: with a tracked parent, the forward pass keeping what
+/// the backward step `BO` needs; otherwise the plain one.
+fn dense_output<BO, C, const N: usize>(
+    prep: OpsKind<BO, NdArray, DenseState, C, N>,
     x: NdArrayTensor,
     weight: NdArrayTensor,
     bias: NdArrayTensor,
     activation: Act,
-) -> (DenseState, NdArrayTensor) {
-    let bias = values(bias);
-    let (x_matrix, weight_matrix) = (Matrix::of(x.clone()), Matrix::of(weight.clone()));
-    let z = cpu::linear(
-        &x_matrix,
-        &weight_matrix,
-        bias.as_slice().expect("standard layout"),
-    );
-    let a = cpu::activate(&z, activation);
-    let state = DenseState {
-        x,
-        weight,
-        z: z.tensor(),
-        activation,
-    };
-    (state, a.tensor())
+) -> FloatTensor<Autodiff<NdArray, C>>
+where
+    BO: Backward<NdArray, N, State = DenseState>,
+    C: CheckpointStrategy,
+{
+    match prep {
+        OpsKind::Tracked(prep) => {
+            let (z, a) = cpu::dense_forward(
+                &Matrix::of(x.clone()),
+                &Matrix::of(weight.clone()),
+                bias,
+                activation,
+            );
+            let state = DenseState {
+                x,
+                weight,
+                z: z.tensor(),
+                activation,
+            };
+            prep.finish(state, a.tensor())
+        }
+        OpsKind::UnTracked(prep) => prep.finish(NdArray::dense(x, weight, bias, activation)),
+    }
 }
 
 /// The cross-entropy's backward step.
@@ -137,18 +146,13 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<NdArray, C> {
             .prepare::<C>([x.node(), weight.node(), bias.node()])
             .compute_bound()
             .stateful();
-        let (x, weight, bias) = (
+        dense_output(
+            prep,
             x.into_primitive(),
             weight.into_primitive(),
             bias.into_primitive(),
-        );
-        match prep {
-            OpsKind::Tracked(prep) => {
-                let (state, a) = forward(x, weight, bias, activation);
-                prep.finish(state, a)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(NdArray::dense(x, weight, bias, activation)),
-        }
+            activation,
+        )
     }
 
     fn prelu_dense(
@@ -165,18 +169,13 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<NdArray, C> {
             kind: infer::ActivationKind::Prelu,
             alpha: scalar(alpha.into_primitive()),
         };
-        let (x, weight, bias) = (
+        dense_output(
+            prep,
             x.into_primitive(),
             weight.into_primitive(),
             bias.into_primitive(),
-        );
-        match prep {
-            OpsKind::Tracked(prep) => {
-                let (state, a) = forward(x, weight, bias, activation);
-                prep.finish(state, a)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(NdArray::dense(x, weight, bias, activation)),
-        }
+            activation,
+        )
     }
 
     fn cross_entropy(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {

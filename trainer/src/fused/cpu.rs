@@ -54,7 +54,7 @@ impl Matrix {
 }
 
 /// The f32 values of `tensor` as an array of any rank, in standard (row-major) layout.
-pub(super) fn values(tensor: NdArrayTensor) -> ArcArray<f32, IxDyn> {
+fn values(tensor: NdArrayTensor) -> ArcArray<f32, IxDyn> {
     let array = match tensor {
         NdArrayTensor::F32(storage) => storage.into_shared(),
         other => panic!(
@@ -271,7 +271,7 @@ macro_rules! with_activation {
 }
 
 /// `z = x·W + b`: the bias rows are the product's starting value (no separate add).
-pub(super) fn linear(x: &Matrix, weight: &Matrix, bias: &[f32]) -> Matrix {
+fn linear(x: &Matrix, weight: &Matrix, bias: &[f32]) -> Matrix {
     let (n, d_in, d_out) = (x.rows, x.columns, weight.columns);
     assert_eq!(weight.rows, d_in, "x·W needs x's columns to be W's rows");
     assert_eq!(bias.len(), d_out, "one bias per output");
@@ -346,10 +346,24 @@ macro_rules! with_derivative {
 }
 
 /// `f(z)` element-wise, as `infer` computes it (`alpha`: ELU's α or PReLU's).
-pub(super) fn activate(z: &Matrix, activation: Act) -> Matrix {
+fn activate(z: &Matrix, activation: Act) -> Matrix {
     let mut a = z.slice().to_vec();
     with_activation!(activation, |f| map_in_place(&mut a, z.columns, f));
     Matrix::new(a, z.rows, z.columns)
+}
+
+/// A dense layer's forward pass: the pre-activation `z = x·W + b` (which the backward step
+/// keeps) and `f(z)`.
+pub(super) fn dense_forward(
+    x: &Matrix,
+    weight: &Matrix,
+    bias: NdArrayTensor,
+    activation: Act,
+) -> (Matrix, Matrix) {
+    let bias = values(bias);
+    let z = linear(x, weight, bias.as_slice().expect("standard layout"));
+    let a = activate(&z, activation);
+    (z, a)
 }
 
 /// A dense layer's gradients.
@@ -565,9 +579,8 @@ impl FusedOps for NdArray {
         bias: FloatTensor<Self>,
         activation: Act,
     ) -> FloatTensor<Self> {
-        let (x, weight, bias) = (Matrix::of(x), Matrix::of(weight), values(bias));
-        let z = linear(&x, &weight, bias.as_slice().expect("standard layout"));
-        activate(&z, activation).tensor()
+        let (_, a) = dense_forward(&Matrix::of(x), &Matrix::of(weight), bias, activation);
+        a.tensor()
     }
 
     fn prelu_dense(
