@@ -170,10 +170,10 @@ pub fn score(model: &infer::Model<'_>, split: &Split) -> Result<Scores, infer::E
         indicatif::ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} images")
             .expect("static template"),
     );
-    let indices: Vec<usize> = (0..split.len()).collect();
-    for part in indices.chunks(20 * infer::model::BATCH) {
-        let images: Vec<&[u8]> = part.iter().map(|&index| split.image(index)).collect();
-        for (&index, logits) in part.iter().zip(model.forward_batch(&images)?) {
+    for start in (0..split.len()).step_by(20 * infer::model::BATCH) {
+        let part = start..split.len().min(start + 20 * infer::model::BATCH);
+        let images: Vec<&[u8]> = part.clone().map(|index| split.image(index)).collect();
+        for (index, logits) in part.zip(model.forward_batch(&images)?) {
             let predicted = infer::model::argmax(&logits);
             confusion[usize::from(split.labels[index])][predicted] += 1;
             predictions.push(predicted as u8);

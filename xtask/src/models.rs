@@ -93,29 +93,33 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
 }
 
 /// Each entry's worst accuracy over `robust`'s perturbations, with the perturbation's name,
-/// measured on the model file the entry names.
+/// measured on the model file the entry names (each perturbed test set made once, for all).
 fn worst_perturbed(dir: &Path, entries: &[Value]) -> anyhow::Result<Vec<(&'static str, f64)>> {
+    let files = entries
+        .iter()
+        .map(|entry| {
+            let file = entry["file"]
+                .as_str()
+                .with_context(|| format!("a model JSON in {} names no file", dir.display()))?;
+            crate::files::ModelFileOnDisk::read(&dir.join(file))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let models: Vec<infer::Model<'_>> = files.iter().map(|f| f.model()).collect();
     let (test, _) = crate::setup::fashion_mnist_test()?;
-    let splits = crate::robust::perturbed(&test);
-    let mut worst = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let file = entry["file"]
-            .as_str()
-            .with_context(|| format!("a model JSON in {} names no file", dir.display()))?;
-        let model_file = crate::files::ModelFileOnDisk::read(&dir.join(file))?;
-        let model = model_file.model();
-        let mut lowest = ("none", f64::INFINITY);
-        for (name, split) in &splits {
-            let accuracy = crate::robust::accuracy(&model, split)?;
+    let mut worst = vec![("none", f64::INFINITY); models.len()];
+    for (name, split) in crate::robust::perturbed(&test) {
+        for (model, lowest) in models.iter().zip(&mut worst) {
+            let accuracy = crate::robust::accuracy(model, &split)?;
             if accuracy < lowest.1 {
-                lowest = (name, accuracy);
+                *lowest = (name, accuracy);
             }
         }
+    }
+    for (file, (name, accuracy)) in files.iter().zip(&worst) {
         eprintln!(
-            "{file}: worst perturbed accuracy {:.4} ({})",
-            lowest.1, lowest.0
+            "{}: worst perturbed accuracy {accuracy:.4} ({name})",
+            file.path.display()
         );
-        worst.push(lowest);
     }
     Ok(worst)
 }

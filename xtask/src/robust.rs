@@ -100,25 +100,23 @@ fn perturbations() -> Vec<(&'static str, Perturb)> {
     ]
 }
 
-/// The test set under each perturbation (the first, "none", unchanged), with its name.
-pub fn perturbed(test: &Split) -> Vec<(&'static str, Split)> {
-    perturbations()
-        .into_iter()
-        .map(|(name, perturb)| {
-            let mut images = Vec::with_capacity(test.images.len());
-            for index in 0..test.len() {
-                let mut unit = transform::to_unit(test.image(index));
-                perturb(&mut unit, index);
-                images.extend(transform::to_pixels(&unit));
-            }
-            debug_assert_eq!(images.len(), test.len() * IMAGE_PIXELS);
-            let split = Split {
-                images,
-                labels: test.labels.clone(),
-            };
-            (name, split)
-        })
-        .collect()
+/// The test set under each perturbation (the first, "none", unchanged), with its name, made
+/// one at a time as the iterator is read.
+pub fn perturbed(test: &Split) -> impl Iterator<Item = (&'static str, Split)> + '_ {
+    perturbations().into_iter().map(move |(name, perturb)| {
+        let mut images = Vec::with_capacity(test.images.len());
+        for index in 0..test.len() {
+            let mut unit = transform::to_unit(test.image(index));
+            perturb(&mut unit, index);
+            images.extend(transform::to_pixels(&unit));
+        }
+        debug_assert_eq!(images.len(), test.len() * IMAGE_PIXELS);
+        let split = Split {
+            images,
+            labels: test.labels.clone(),
+        };
+        (name, split)
+    })
 }
 
 /// `model`'s accuracy on `split`.

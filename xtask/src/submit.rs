@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail};
 use data::DataArgs;
 
-use crate::export::{ExportDtype, state_dict};
+use crate::export::ExportDtype;
 use crate::files::ModelFileOnDisk;
 
 /// The course's limit on the submitted parameters, in bytes.
@@ -60,10 +60,8 @@ fn student_id(id: &str) -> Result<String, String> {
 pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
     let file = ModelFileOnDisk::read(&args.model)?;
     let model = file.model();
-    let parameters: usize = state_dict(&model)
-        .iter()
-        .map(|(_, _, values)| values.len())
-        .sum();
+    // Weights and biases: the state dict's elements.
+    let parameters = model.parameter_count();
     let size = parameters * args.dtype.dtype().size();
     if size > SIZE_LIMIT {
         bail!(
