@@ -117,21 +117,44 @@ impl<'a> Model<'a> {
         if image.len() != INPUT_SIZE {
             return Err(Error::ImageSize { found: image.len() });
         }
-        let (mut input, mut output) = scratch.buffers();
+        let (input, output) = scratch.buffers();
         let needed = self.scratch_width();
         let capacity = input.len().min(output.len());
         if needed > capacity {
             return Err(Error::ScratchTooSmall { needed, capacity });
         }
         self.normalize_into(image, input);
+        let mut logits = [0.0; NUM_CLASSES];
+        logits.copy_from_slice(self.layers(1, input, output));
+        Ok(logits)
+    }
+
+    /// Every layer for `n` images whose normalised pixels fill the start of `input` (one row of
+    /// [`INPUT_SIZE`] each), alternating between the two buffers (each at least `n` ×
+    /// [`Self::scratch_width`] long): bias, weights ([`crate::kernel::rows`]), and the
+    /// activation but after the last layer. Returns the logits, one row of [`NUM_CLASSES`] per
+    /// image.
+    fn layers<'b>(
+        &self,
+        n: usize,
+        mut input: &'b mut [f32],
+        mut output: &'b mut [f32],
+    ) -> &'b [f32] {
         for (index, layer) in self.file.layers.iter().enumerate() {
             let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
-            self.layer_columns(index, &input[..d_in], 0, &mut output[..d_out]);
+            let out = &mut output[..n * d_out];
+            for row in out.chunks_exact_mut(d_out) {
+                for (j, value) in row.iter_mut().enumerate() {
+                    *value = f16_at(layer.bias, j);
+                }
+            }
+            crate::kernel::rows(&input[..n * d_in], layer, out);
+            if index + 1 != self.file.layers.len() {
+                self.file.activation.apply_slice(index, out);
+            }
             core::mem::swap(&mut input, &mut output);
         }
-        let mut logits = [0.0; NUM_CLASSES];
-        logits.copy_from_slice(&input[..NUM_CLASSES]);
-        Ok(logits)
+        &input[..n * NUM_CLASSES]
     }
 
     /// Writes the normalised pixels of `image` (already checked to be [`INPUT_SIZE`] long) to
@@ -178,21 +201,10 @@ impl<'a> Model<'a> {
             for (image, values) in batch.iter().zip(input.chunks_exact_mut(INPUT_SIZE)) {
                 self.normalize_into(image, values);
             }
-            for (index, layer) in self.file.layers.iter().enumerate() {
-                let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
-                let out = &mut output[..n * d_out];
-                for row in out.chunks_exact_mut(d_out) {
-                    for (j, value) in row.iter_mut().enumerate() {
-                        *value = f16_at(layer.bias, j);
-                    }
-                }
-                crate::kernel::rows(&input[..n * d_in], layer, out);
-                if index + 1 != self.file.layers.len() {
-                    self.file.activation.apply_slice(index, out);
-                }
-                core::mem::swap(&mut input, &mut output);
-            }
-            for row in input[..n * NUM_CLASSES].chunks_exact(NUM_CLASSES) {
+            for row in self
+                .layers(n, &mut input, &mut output)
+                .chunks_exact(NUM_CLASSES)
+            {
                 let mut values = [0.0; NUM_CLASSES];
                 values.copy_from_slice(row);
                 logits.push(values);
