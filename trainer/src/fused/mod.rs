@@ -173,12 +173,19 @@ mod tests {
     /// than 1e-5 of the reference's largest magnitude. (A sum that cancels to about 0 carries the
     /// rounding of its large terms, in either computation, so value-wise ratios are noise there.)
     fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-        assert_eq!(got.len(), want.len(), "{what}: lengths");
         let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert_within(what, got, want, scale);
+    }
+
+    /// Within 1e-5 of `scale`. For one sum that cancels, the scale is the sum of its terms'
+    /// magnitudes: the two computations add in different orders, so their roundings differ by
+    /// a fraction of that, not of the (possibly tiny) result.
+    fn assert_within(what: &str, got: &[f32], want: &[f32], scale: f32) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
         for (i, (a, b)) in got.iter().zip(want).enumerate() {
             assert!(
                 (a - b).abs() <= 1e-5 * scale,
-                "{what}[{i}]: fused {a}, composed {b} (largest {scale})"
+                "{what}[{i}]: fused {a}, composed {b} (scale {scale})"
             );
         }
     }
@@ -243,7 +250,10 @@ mod tests {
                 assert_close(&what("dx"), &fused.1, &composed.1);
                 assert_close(&what("dW"), &fused.2, &composed.2);
                 assert_close(&what("db"), &fused.3, &composed.3);
-                assert_close(&what("dα"), &fused.4, &composed.4);
+                // dα = Σ upstream·min(z, 0): one sum over the whole batch.
+                let z = x.clone().matmul(weight.clone()) + bias.clone().unsqueeze::<2>();
+                let terms = (upstream.clone() * z.clamp_max(0.0)).abs().sum();
+                assert_within(&what("dα"), &fused.4, &composed.4, values(terms)[0]);
             }
         }
     }
