@@ -1,19 +1,98 @@
-//! Puts `memory.x` on the linker's path and makes the build depend on the model file named by
-//! `FMLP_MODEL` (set by `cargo xtask board`), which `main.rs` embeds with `include_bytes!`.
+//! Configures the firmware for one board (`FMLP_BOARD`) and one model (`FMLP_MODEL`), both set by
+//! `cargo xtask board`, `classify` and `flash`: puts the board's `memory/<part>.x` on the
+//! linker's path as `memory.x`, selects its UART driver (`cfg(uart = "...")`), and writes
+//! `config.rs` with the activation width the model needs, the SysTick clock and the UART pins.
 
 use std::path::PathBuf;
 
+/// Where the firmware runs: memory map, UART driver and pins, core clock.
+struct Board {
+    name: &'static str,
+    memory: &'static str,
+    uart: &'static str,
+    /// The UART's registers.
+    uart_base: u32,
+    /// (TX, RX) pins for the nRF UART; unused by the CMSDK one.
+    pins: (u32, u32),
+    clock_hz: u32,
+}
+
+const BOARDS: &[Board] = &[
+    // QEMU's MPS2 boards: CMSDK APB UART0, 25 MHz system clock.
+    Board {
+        name: "mps2-an386",
+        memory: "nrf52840",
+        uart: "cmsdk",
+        uart_base: 0x4000_4000,
+        pins: (0, 0),
+        clock_hz: 25_000_000,
+    },
+    // Secure state: UART0's secure alias.
+    Board {
+        name: "mps2-an505",
+        memory: "nrf5340",
+        uart: "cmsdk",
+        uart_base: 0x5020_0000,
+        pins: (0, 0),
+        clock_hz: 20_000_000,
+    },
+    // The BBC micro:bit (v1), real or QEMU's `microbit`: nRF51822, UART on P0.24/P0.25, 16 MHz.
+    Board {
+        name: "microbit",
+        memory: "nrf51822",
+        uart: "nrf",
+        uart_base: 0x4000_2000,
+        pins: (24, 25),
+        clock_hz: 16_000_000,
+    },
+    // Nordic's nRF52840-DK: the UART to its J-Link's virtual COM port is on P0.06/P0.08, 64 MHz.
+    Board {
+        name: "nrf52840-dk",
+        memory: "nrf52840",
+        uart: "nrf",
+        uart_base: 0x4000_2000,
+        pins: (6, 8),
+        clock_hz: 64_000_000,
+    },
+];
+
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    std::fs::copy("memory.x", out.join("memory.x")).expect("memory.x is beside build.rs");
-    println!("cargo:rustc-link-search={}", out.display());
-    println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-env-changed=FMLP_BOARD");
     println!("cargo:rerun-if-env-changed=FMLP_MODEL");
-    match std::env::var("FMLP_MODEL") {
-        Ok(path) => println!("cargo:rerun-if-changed={path}"),
-        Err(_) => panic!(
+    println!("cargo:rustc-check-cfg=cfg(uart, values(\"cmsdk\", \"nrf\"))");
+    let name = std::env::var("FMLP_BOARD").unwrap_or_else(|_| "mps2-an386".into());
+    let Some(board) = BOARDS.iter().find(|b| b.name == name) else {
+        let names: Vec<_> = BOARDS.iter().map(|b| b.name).collect();
+        panic!("FMLP_BOARD={name} is not one of {}", names.join(", "));
+    };
+    let memory = format!("memory/{}.x", board.memory);
+    std::fs::copy(&memory, out.join("memory.x")).expect("memory/<part>.x is beside build.rs");
+    println!("cargo:rerun-if-changed={memory}");
+    println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rustc-cfg=uart=\"{}\"", board.uart);
+
+    let Ok(model) = std::env::var("FMLP_MODEL") else {
+        panic!(
             "FMLP_MODEL must name the model file to embed in flash; `cargo xtask board --model \
              PATH` sets it"
-        ),
-    }
+        )
+    };
+    println!("cargo:rerun-if-changed={model}");
+    let bytes = std::fs::read(&model).unwrap_or_else(|e| panic!("FMLP_MODEL={model}: {e}"));
+    let width = infer::Model::from_bytes(&bytes)
+        .unwrap_or_else(|e| panic!("FMLP_MODEL={model}: {e}"))
+        .scratch_width();
+    let config = format!(
+        "/// Values in each activation buffer: the model's widest layer.\n\
+         pub const WIDTH: usize = {width};\n\
+         /// SysTick's clock (the core clock) on this board, in Hz.\n\
+         pub const CLOCK_HZ: u32 = {};\n\
+         /// The UART's registers.\n\
+         pub const UART_BASE: usize = {:#x};\n\
+         /// The UART's (TX, RX) pins (nRF parts).\n\
+         pub const UART_PINS: (u32, u32) = {:?};\n",
+        board.clock_hz, board.uart_base, board.pins
+    );
+    std::fs::write(out.join("config.rs"), config).expect("OUT_DIR is writable");
 }

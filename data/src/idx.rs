@@ -37,11 +37,7 @@ impl Split {
         labels_path: &Path,
         labels: &[u8],
     ) -> Result<Self> {
-        let images_data = parse(
-            images_path,
-            images,
-            &[None, Some(IMAGE_SIDE), Some(IMAGE_SIDE)],
-        )?;
+        let images_data = images_from_bytes(images_path, images)?;
         let labels_data = parse(labels_path, labels, &[None])?;
         let image_count = images_data.len() / IMAGE_PIXELS;
         if image_count != labels_data.len() {
@@ -84,6 +80,12 @@ impl Split {
     pub fn image(&self, index: usize) -> &[u8] {
         &self.images[index * IMAGE_PIXELS..(index + 1) * IMAGE_PIXELS]
     }
+}
+
+/// The pixels of an IDX images file on its own (`n × 28 × 28` bytes, decompressed), image after
+/// image; `path` only names the file in errors.
+pub fn images_from_bytes<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8]> {
+    parse(path, bytes, &[None, Some(IMAGE_SIDE), Some(IMAGE_SIDE)])
 }
 
 /// Reads a file, decompressing it when it starts with the gzip magic.

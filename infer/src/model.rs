@@ -169,6 +169,7 @@ impl<'a> Model<'a> {
 
     /// Outputs `first .. first + out.len()` of layer `index` for `input`: bias, weights, and the
     /// activation unless it is the last layer.
+    #[cfg(feature = "std")]
     pub(crate) fn layer_columns(&self, index: usize, input: &[f32], first: usize, out: &mut [f32]) {
         let layer = &self.file.layers[index];
         for (j, value) in out.iter_mut().enumerate() {

@@ -1,5 +1,5 @@
-//! `cargo xtask board`: builds the firmware with a model in flash, runs it on QEMU's
-//! mps2-an386 (a Cortex-M4F) under a timeout, and checks it against the host `infer`.
+//! `cargo xtask board`: builds the measuring firmware with a model in flash, runs it on one of
+//! QEMU's Cortex-M machines under a timeout, and checks it against the host `infer`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,25 +7,79 @@ use std::process::Command;
 
 use anyhow::{Context, anyhow, bail};
 
-/// The part whose memory map `board/memory.x` models.
-pub const PART: &str = "nRF52840 (1 MB flash, 256 KB RAM)";
-const TARGET: &str = "thumbv7em-none-eabihf";
-const RECORD: usize = 1 + 4 * infer::NUM_CLASSES;
+/// A core QEMU emulates, and the part whose memory map the firmware is linked for there.
+#[derive(Debug)]
+pub struct Machine {
+    /// QEMU's `-M` name, also the firmware's `FMLP_BOARD` (see `board/build.rs`).
+    pub name: &'static str,
+    /// QEMU's `-cpu`.
+    pub cpu: &'static str,
+    /// The core, for reports.
+    pub core: &'static str,
+    /// The Rust target.
+    pub target: &'static str,
+    /// The part whose flash and RAM `board/memory/` gives the firmware.
+    pub part: &'static str,
+}
+
+/// The machines `--machine` takes; the first is the default.
+pub const MACHINES: &[Machine] = &[
+    Machine {
+        name: "mps2-an386",
+        cpu: "cortex-m4",
+        core: "Cortex-M4F",
+        target: "thumbv7em-none-eabihf",
+        part: "nRF52840 (1 MB flash, 256 KB RAM)",
+    },
+    Machine {
+        name: "mps2-an505",
+        cpu: "cortex-m33",
+        core: "Cortex-M33",
+        target: "thumbv8m.main-none-eabihf",
+        part: "nRF5340 application core (1 MB flash, 512 KB RAM)",
+    },
+    Machine {
+        name: "microbit",
+        cpu: "cortex-m0",
+        core: "Cortex-M0",
+        target: "thumbv6m-none-eabi",
+        part: "nRF51822 (256 KB flash, 16 KB RAM)",
+    },
+];
+
+/// The machine named `name`, or an error listing them.
+pub fn machine(name: &str) -> anyhow::Result<&'static Machine> {
+    MACHINES.iter().find(|m| m.name == name).ok_or_else(|| {
+        let names: Vec<_> = MACHINES.iter().map(|m| m.name).collect();
+        anyhow!("--machine {name}: not one of {}", names.join(", "))
+    })
+}
+
+const RECORD: usize = wire::RESULT_LEN;
 
 /// Options of `board`.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Needs qemu-system-arm and the thumbv7em-none-eabihf target: installs them when \
-missing (apt-get, with sudo -n when not root; rustup target add).
+    after_help = "Machines (QEMU -M, the core, the part whose memory map the firmware gets):
+  mps2-an386   Cortex-M4F  nRF52840 (1 MB flash, 256 KB RAM)           [default]
+  mps2-an505   Cortex-M33  nRF5340 application core (1 MB flash, 512 KB RAM)
+  microbit     Cortex-M0   nRF51822 (256 KB flash, 16 KB RAM): no FPU, so a small model
+
+Needs qemu-system-arm and the core's Rust target: installs them when missing (apt-get, with \
+sudo -n when not root; rustup target add).
 
 Example:
   cargo xtask train --hidden 128 --out runs/small.fmlp
-  cargo xtask board --model runs/small.fmlp --count 500 --json"
+  cargo xtask board --model runs/small.fmlp --count 500 --json
+  cargo xtask board --machine microbit --model models/mlp-72-32-int8.fmlp"
 )]
 pub struct BoardArgs {
     /// Model file to embed in the firmware's flash.
     #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
     pub model: PathBuf,
+    /// QEMU machine (see below).
+    #[arg(long, value_name = "NAME", default_value = "mps2-an386")]
+    pub machine: String,
     /// Test images to run through the board (from the start of the test split).
     #[arg(long, default_value_t = 500)]
     pub count: usize,
@@ -51,10 +105,17 @@ struct BoardReport {
 
 /// Runs `board`.
 pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
+    let machine = machine(&args.machine)?;
     let file = crate::files::ModelFileOnDisk::read(&args.model)?;
-    ensure_tools()?;
+    ensure_tools(machine.target)?;
     let (model, model_bytes) = (file.model(), &file.bytes);
-    let elf = build(&args.model)?;
+    let elf = build(
+        &args.model,
+        machine.name,
+        machine.target,
+        machine.part,
+        "measure",
+    )?;
 
     let (test, _) = crate::setup::fashion_mnist_test()?;
     let count = args.count.min(test.len());
@@ -67,7 +128,7 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
         dir.join("images.bin"),
         &test.images[..count * infer::INPUT_SIZE],
     )?;
-    let report = emulate(&elf, dir, args.timeout)?;
+    let report = emulate(machine, &elf, dir, args.timeout)?;
     let results = std::fs::read(dir.join("results.bin")).context("reading the board's results")?;
     if report.count != count || results.len() != count * RECORD {
         bail!(
@@ -100,7 +161,9 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
         / report.calibration_ticks.max(1) as f64;
     let per_inference = instructions / count as f64;
     let summary = serde_json::json!({
-        "part": PART,
+        "machine": machine.name,
+        "core": machine.core,
+        "part": machine.part,
         "model": args.model,
         "count": count,
         "identical": identical,
@@ -121,7 +184,8 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "board: Cortex-M4F on QEMU mps2-an386, memory map of the {PART}"
+            "board: {} on QEMU {}, memory map of the {}",
+            machine.core, machine.name, machine.part
         );
         let _ = writeln!(
             out,
@@ -159,27 +223,45 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// QEMU and the Cortex-M4F target, installed when missing (saying so first).
-pub fn ensure_tools() -> anyhow::Result<()> {
+/// QEMU and the Rust `target`, installed when missing (saying so first).
+pub fn ensure_tools(target: &str) -> anyhow::Result<()> {
     crate::setup::ensure_packages(
         &[("qemu-system-arm", "qemu-system-arm --version")],
         "The board runs on QEMU",
     )?;
-    crate::setup::ensure_rust_target(TARGET)
+    crate::setup::ensure_rust_target(target)
 }
 
-/// Builds the firmware with `model` embedded and returns the ELF's path.
-pub fn build(model: &Path) -> anyhow::Result<PathBuf> {
-    crate::setup::ensure_rust_target(TARGET)?;
+/// Builds firmware `bin` (`measure` or `app`) for `board` (`FMLP_BOARD`: a QEMU machine or a
+/// real board, see `board/build.rs`) with `model` embedded; returns the ELF's path. `part`
+/// names the flash and RAM it is linked for, in the error when it does not fit.
+pub fn build(
+    model: &Path,
+    board: &str,
+    target: &str,
+    part: &str,
+    bin: &str,
+) -> anyhow::Result<PathBuf> {
+    crate::setup::ensure_rust_target(target)?;
     let root = crate::setup::workspace_root();
-    let board = root.join("board");
-    let target_dir = root.join("target").join("board");
+    // One target dir per board: switching boards does not rebuild the other's firmware.
+    let target_dir = root.join("target").join("board").join(board);
     let model = std::fs::canonicalize(model).with_context(|| format!("{}", model.display()))?;
     let output = crate::setup::cargo()
-        .current_dir(&board)
-        .args(["build", "--release", "--quiet", "--target-dir"])
+        .current_dir(root.join("board"))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--bin",
+            bin,
+            "--target",
+            target,
+        ])
+        .arg("--target-dir")
         .arg(&target_dir)
         .env("FMLP_MODEL", &model)
+        .env("FMLP_BOARD", board)
         .output()
         .context("running cargo build for the board")?;
     if !output.status.success() {
@@ -190,30 +272,24 @@ pub fn build(model: &Path) -> anyhow::Result<PathBuf> {
         {
             let size = std::fs::metadata(&model).map(|m| m.len()).unwrap_or(0);
             bail!(
-                "{}: the model ({size} bytes) and the firmware do not fit the {PART}'s flash.\n\
+                "{}: the model ({size} bytes) and the firmware do not fit the {part}.\n\
                  linker: {}\n\
                  Train a smaller model (e.g. cargo xtask train --hidden 128 --out runs/small.fmlp) \
-                 or, for a bigger part, change board/memory.x.",
+                 or, for a bigger part, change board/memory/.",
                 model.display(),
                 line.trim().trim_start_matches("= note:").trim()
             );
         }
         bail!("building the board firmware failed:\n{stderr}");
     }
-    Ok(target_dir.join(TARGET).join("release").join("board"))
+    Ok(target_dir.join(target).join("release").join(bin))
 }
 
-fn emulate(elf: &Path, dir: &Path, timeout: u64) -> anyhow::Result<BoardReport> {
+fn emulate(machine: &Machine, elf: &Path, dir: &Path, timeout: u64) -> anyhow::Result<BoardReport> {
     let output = Command::new("timeout")
         .arg(timeout.to_string())
-        .args([
-            "qemu-system-arm",
-            "-M",
-            "mps2-an386",
-            "-cpu",
-            "cortex-m4",
-            "-nographic",
-        ])
+        .args(["qemu-system-arm", "-M", machine.name, "-cpu", machine.cpu])
+        .arg("-nographic")
         .args([
             "-icount",
             "shift=0",
@@ -264,8 +340,27 @@ fn emulate(elf: &Path, dir: &Path, timeout: u64) -> anyhow::Result<BoardReport> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A valid 784-16-10 model whose weights vary, for the firmware's tests.
+    pub(crate) fn small_model() -> Vec<u8> {
+        let values = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 + seed) % 201) as f32 / 400.0 - 0.25)
+                .collect()
+        };
+        let normalization = infer::Normalization {
+            mean: 0.3,
+            std: 0.35,
+        };
+        let mut file = infer::ModelFileBuf::new(infer::Activation::Relu, normalization);
+        file.push_f16(784, 16, &values(784 * 16, 1), &values(16, 2))
+            .unwrap()
+            .push_f16(16, 10, &values(160, 3), &values(10, 4))
+            .unwrap();
+        file.to_vec().unwrap()
+    }
 
     /// A valid 784-`hidden`-10 model file with zero weights.
     fn zero_model(hidden: usize) -> Vec<u8> {
@@ -288,7 +383,10 @@ mod tests {
         let path = dir.join("big.fmlp");
         // 784 × 680 f16 weights: 1,066,240 bytes, more than the nRF52840's 1 MB of flash.
         std::fs::write(&path, zero_model(680)).unwrap();
-        let message = build(&path).unwrap_err().to_string();
+        let m4f = &MACHINES[0];
+        let message = build(&path, m4f.name, m4f.target, m4f.part, "measure")
+            .unwrap_err()
+            .to_string();
         assert!(
             message.contains("do not fit") && message.contains("1 MB flash"),
             "{message}"

@@ -7,9 +7,11 @@
 
 pub mod bench;
 pub mod board;
+pub mod classify;
 pub mod eval;
 pub mod export;
 pub mod files;
+pub mod flash;
 pub mod import;
 pub mod models;
 pub mod pt;

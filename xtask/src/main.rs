@@ -2,7 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use xtask::{
-    bench, board, eval, export, import, models, quantize, robust, show, submit, sweep, test, train,
+    bench, board, classify, eval, export, flash, import, models, quantize, robust, show, submit,
+    sweep, test, train,
 };
 
 /// fashion-mlp's tasks: train a Fashion-MNIST MLP, then evaluate its f16 model file.
@@ -34,10 +35,17 @@ enum Task {
     /// Train the same net once per activation and print a Markdown table of test accuracy (of
     /// the f16 file, as `eval` measures it) and epoch time.
     Sweep(sweep::SweepArgs),
-    /// Run `infer` on an emulated Cortex-M4F board (QEMU mps2-an386, nRF52840 memory map) with
-    /// the model in flash; check it against the host and report flash, RAM, stack and
-    /// instructions per inference.
+    /// Run `infer` on an emulated Cortex-M4F, M33 or M0 (QEMU, `--machine`) with the model in
+    /// flash; check it against the host and report flash, RAM, stack and instructions per
+    /// inference.
     Board(board::BoardArgs),
+    /// Send images (PNG or IDX) to a board running the app firmware over a serial port, or to
+    /// that firmware on QEMU (`--qemu`), and print each class and its logits, checked against
+    /// the host `infer`.
+    Classify(classify::ClassifyArgs),
+    /// Build the app firmware (images over a UART) with a model for a real board and flash it
+    /// with probe-rs (nRF52840-DK by default; `--chip`).
+    Flash(flash::FlashArgs),
     /// Time a training epoch and host inference on 784-512-512-10, optionally against the
     /// PyTorch reference (`--compare-pytorch PYTHON`), and print the ratios.
     Bench(bench::BenchArgs),
@@ -87,6 +95,8 @@ fn run() -> anyhow::Result<()> {
         Task::Eval(args) => eval::run(&args),
         Task::Sweep(args) => sweep::run(&args),
         Task::Board(args) => board::run(&args),
+        Task::Classify(args) => classify::run(&args),
+        Task::Flash(args) => flash::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::Robust(args) => robust::run(&args),
         Task::Models(args) => models::run(&args),

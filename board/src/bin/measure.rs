@@ -1,4 +1,5 @@
-//! Firmware: runs `infer` on a Cortex-M4F as if flashed to an nRF52840 (see `memory.x`).
+//! The measuring firmware: runs `infer` under QEMU within a part's memory map
+//! (`memory/<part>.x`) and reports how it went.
 //!
 //! The model is embedded in flash at build time (`FMLP_MODEL`, set by `cargo xtask board`) and
 //! read in place. Images come from the host one 784-byte record at a time through semihosting
@@ -11,52 +12,22 @@
 #![no_main]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-use core::sync::atomic::{AtomicU32, Ordering};
-
-use cortex_m::peripheral::syst::SystClkSource;
-use cortex_m_rt::{entry, exception};
+use board::clock::{self, ticks};
+use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln, nr, syscall};
-use infer::{INPUT_SIZE, Model, NUM_CLASSES, Scratch};
+use infer::{INPUT_SIZE, Model};
 use panic_semihosting as _;
 
-const MODEL_BYTES: &[u8] = include_bytes!(env!("FMLP_MODEL"));
-
-/// The model file, word-aligned in flash.
-#[repr(C, align(4))]
-struct Aligned<const N: usize>([u8; N]);
-static MODEL: Aligned<{ MODEL_BYTES.len() }> = Aligned(*include_bytes!(env!("FMLP_MODEL")));
-
-/// Activation buffers, in RAM (.bss) rather than on the stack.
-static mut SCRATCH: Scratch<1024> = Scratch::new();
-
-/// SysTick wraps (every 2^24 ticks).
-static WRAPS: AtomicU32 = AtomicU32::new(0);
-const RELOAD: u32 = 0x00FF_FFFF;
-const RECORD: usize = 1 + 4 * NUM_CLASSES;
+const RECORD: usize = wire::RESULT_LEN;
 const CALIBRATION_LOOPS: u32 = 100_000;
-const RAM_ORIGIN: usize = 0x2000_0000;
 
 unsafe extern "C" {
     static _stack_start: u32;
     static _stack_end: u32;
+    static __vector_table: u32;
     static __sidata: u32;
     static __sdata: u32;
     static __edata: u32;
-}
-
-#[exception]
-fn SysTick() {
-    WRAPS.fetch_add(1, Ordering::Relaxed);
-}
-
-fn ticks() -> u64 {
-    loop {
-        let before = WRAPS.load(Ordering::Relaxed);
-        let current = cortex_m::peripheral::SYST::get_current();
-        if WRAPS.load(Ordering::Relaxed) == before {
-            return u64::from(before) * (u64::from(RELOAD) + 1) + u64::from(RELOAD - current);
-        }
-    }
 }
 
 fn fail(message: &str) -> ! {
@@ -95,9 +66,10 @@ fn write(fd: usize, buf: &[u8]) {
 fn calibrate() -> u64 {
     let start = ticks();
     let mut n = CALIBRATION_LOOPS;
-    // SAFETY: a register-only loop: it touches no memory and only the register it declares.
+    // SAFETY: a register-only loop: it touches no memory and only the register it declares
+    // (a low register, which every Thumb `subs` encoding takes).
     unsafe {
-        core::arch::asm!("2:", "subs {n}, {n}, #1", "bne 2b", n = inout(reg) n, options(nomem, nostack));
+        core::arch::asm!("2:", "subs r0, r0, #1", "bne 2b", inout("r0") n, options(nomem, nostack));
     }
     let _ = n;
     ticks() - start
@@ -105,23 +77,18 @@ fn calibrate() -> u64 {
 
 #[entry]
 fn main() -> ! {
-    let mut core = cortex_m::Peripherals::take().unwrap_or_else(|| fail("peripherals taken"));
-    core.SYST.set_clock_source(SystClkSource::Core);
-    core.SYST.set_reload(RELOAD);
-    core.SYST.clear_current();
-    core.SYST.enable_interrupt();
-    core.SYST.enable_counter();
+    let core = cortex_m::Peripherals::take().unwrap_or_else(|| fail("peripherals taken"));
+    clock::start(core.SYST);
 
-    let model = match Model::from_bytes(&MODEL.0) {
+    let model = match Model::from_bytes(&board::MODEL.0) {
         Ok(model) => model,
         Err(error) => {
             hprintln!("board: embedded model: {}", error);
             fail("the embedded model is not valid");
         }
     };
-    // SAFETY: the only reference to SCRATCH, taken once.
-    #[allow(clippy::deref_addrof)]
-    let scratch = unsafe { &mut *(&raw mut SCRATCH) };
+    // SAFETY: the only call.
+    let scratch = unsafe { board::scratch() };
     let calibration_ticks = calibrate();
 
     let input = open(b"images.bin\0", nr::open::R_BINARY);
@@ -166,8 +133,9 @@ fn main() -> ! {
     {
         untouched += 4;
     }
-    let flash =
-        &raw const __sidata as usize + (&raw const __edata as usize - &raw const __sdata as usize);
+    // From the vector table (the start of flash) to the end of .data's initial values.
+    let flash = &raw const __sidata as usize - &raw const __vector_table as usize
+        + (&raw const __edata as usize - &raw const __sdata as usize);
     hprintln!(
         "FMLP-BOARD count={} inference_ticks={} calibration_ticks={} calibration_instructions={} \
          flash_bytes={} ram_bytes={} stack_bytes={}",
@@ -176,7 +144,7 @@ fn main() -> ! {
         calibration_ticks,
         2 * CALIBRATION_LOOPS,
         flash,
-        stack_end - RAM_ORIGIN,
+        stack_end - &raw const __sdata as usize,
         stack_top - untouched
     );
     debug::exit(debug::EXIT_SUCCESS);
