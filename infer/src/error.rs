@@ -85,6 +85,18 @@ pub enum Error {
         /// Its outputs.
         width: u32,
     },
+    /// A model mixes full-integer layers with float ones.
+    MixedEncodings {
+        /// The first layer whose encoding differs from the first layer's.
+        layer: usize,
+    },
+    /// A full-integer layer's requantisation is missing or out of range.
+    Requant {
+        /// Index of the layer, from 0.
+        layer: usize,
+        /// What it must be.
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -101,6 +113,17 @@ impl fmt::Display for Error {
                  {stored:08x} (truncated, or damaged in storage or transfer)"
             ),
             Error::Malformed => write!(f, "model file is truncated or corrupt (does not decode)"),
+            Error::MixedEncodings { layer } => write!(
+                f,
+                "layer {layer} is full-integer and the first is not, or the other way round: a \
+                 model is all full-integer or all float"
+            ),
+            Error::Requant { layer, what } => {
+                write!(
+                    f,
+                    "layer {layer}'s requantisation is malformed: it needs {what}"
+                )
+            }
             Error::TrailingBytes { count } => {
                 write!(f, "model file has {count} unexpected bytes after its end")
             }

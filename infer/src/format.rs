@@ -4,8 +4,12 @@
 //! recognised as such before anything else is decoded), the CRC-32 of the payload as 4
 //! little-endian bytes, then the payload: a postcard [`ModelFile`]. The checksum is verified
 //! before any decoded value is used, so a flash or copy corruption is an error, not silent wrong
-//! predictions. Weights and biases are little-endian f16 bytes borrowed in place; postcard puts
-//! them at arbitrary (odd) offsets, so they are read two bytes at a time, never cast to `&[f16]`.
+//! predictions. Weights and biases are little-endian bytes borrowed in place; postcard puts
+//! them at arbitrary (odd) offsets, so they are read byte by byte, never cast to `&[f16]`.
+//!
+//! Version 3 files hold f16 and int8 layers; version 4 adds full-integer models
+//! ([`Encoding::Int8Full`] and their [`Requant`] stages). A file without integer layers is still
+//! written as version 3, so float models keep their bytes; both versions are read.
 
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
@@ -14,9 +18,12 @@ use crate::{Activation, Error, INPUT_SIZE, NUM_CLASSES};
 
 /// First bytes of every model file.
 pub const MAGIC: [u8; 4] = *b"FMLP";
-/// The format version this build writes and reads (2: the payload's CRC-32 follows the header;
-/// 3: layers say how their weights are encoded, f16 or int8).
-pub const FORMAT_VERSION: u16 = 3;
+/// The newest format version, which this build writes for full-integer models (2: the payload's
+/// CRC-32 follows the header; 3: layers say how their weights are encoded, f16 or int8; 4:
+/// full-integer models).
+pub const FORMAT_VERSION: u16 = 4;
+/// The version written for models without integer layers, and the oldest one read.
+pub const FLOAT_FORMAT_VERSION: u16 = 3;
 /// Most layers a model file may hold.
 pub const MAX_LAYERS: usize = 8;
 /// Most outputs a layer may have (the trainer's `--hidden` checks the same bound).
@@ -27,7 +34,7 @@ pub const MAX_WIDTH: u32 = 65_536;
 pub struct Header {
     /// Always [`MAGIC`].
     pub magic: [u8; 4],
-    /// Always [`FORMAT_VERSION`] for files this build writes.
+    /// [`FORMAT_VERSION`] or [`FLOAT_FORMAT_VERSION`] for files this build writes.
     pub version: u16,
 }
 
@@ -48,6 +55,33 @@ pub enum Encoding {
     /// One signed byte `q` per weight and one f16 scale per output `j`: `w[i][j] = q[i][j] ·
     /// scale[j]` (per-output-channel quantisation; half the bytes of f16).
     Int8,
+    /// Full-integer (TFLite's scheme): one signed byte per weight stored output by output
+    /// (`[d_out, d_in]`, so a dot product reads consecutive bytes), little-endian i32 biases
+    /// already in the accumulator's scale (the input's zero point folded in), int8 inputs, int32
+    /// sums. A hidden layer turns its sums into int8 outputs through its [`Requant`]; the last
+    /// layer's `scales` holds one little-endian f32 per output that turns its sums into logits.
+    /// Every layer of such a model is full-integer; its first layer's input is `pixel - 128`.
+    Int8Full,
+}
+
+/// How a full-integer hidden layer turns its int32 sums into int8 outputs, as TFLite and
+/// CMSIS-NN define it: `out = clamp(zero_point + round(sum · multiplier · 2^(shift - 31)))`
+/// (`kernel::requantize`, fixed point only), then, when `table` is not empty,
+/// `out = table[out + 128]`: the activation as a lookup table. Without a table the clamp is the
+/// activation (ReLU: the zero point is -128) or there is none (identity).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Requant<'a> {
+    /// The int8 output that stands for 0 (before `table`).
+    pub zero_point: i8,
+    /// `d_out` little-endian i32 multipliers, each in `[2^30, 2^31)`.
+    #[serde(borrow)]
+    pub multipliers: &'a [u8],
+    /// `d_out` shifts (i8 in `-31..=30`, positive to the left).
+    #[serde(borrow)]
+    pub shifts: &'a [u8],
+    /// Empty, or 256 int8 outputs indexed by the requantised value + 128.
+    #[serde(borrow)]
+    pub table: &'a [u8],
 }
 
 /// One `Linear` layer: `y = x W + b` with `W` stored row-major as `[d_in, d_out]`.
@@ -71,13 +105,16 @@ pub struct LayerBytes<'a> {
 }
 
 impl<'a> LayerBytes<'a> {
-    /// The weight from input `i` to output `j` as a number (an int8 layer's `q · scale`), for
-    /// inspection and export; the forward pass applies int8 scales after summing.
+    /// The weight from input `i` to output `j` as a number (an int8 layer's `q · scale`, a
+    /// full-integer layer's `q`), for inspection and export; the forward pass applies int8
+    /// scales after summing.
     pub fn weight(&self, i: usize, j: usize) -> f32 {
         let at = i * self.d_out as usize + j;
         match self.encoding {
             Encoding::F16 => f16_at(self.weights, at),
             Encoding::Int8 => f32::from(self.weights[at] as i8) * f16_at(self.scales, j),
+            // Its scale lives in the requantisation: the stored integer.
+            Encoding::Int8Full => f32::from(self.weights[j * self.d_in as usize + i] as i8),
         }
     }
 }
@@ -92,6 +129,19 @@ pub struct ModelFile<'a> {
     /// The layers, input first.
     #[serde(borrow)]
     pub layers: Vec<LayerBytes<'a>, MAX_LAYERS>,
+    /// A full-integer model's requantisation, one per hidden layer; empty for other models
+    /// (which version 3 files are).
+    #[serde(borrow)]
+    pub requant: Vec<Requant<'a>, MAX_LAYERS>,
+}
+
+/// A version 3 payload: a [`ModelFile`] without `requant`.
+#[derive(Serialize, Deserialize)]
+struct FloatFile<'a> {
+    activation: Activation,
+    normalization: Normalization,
+    #[serde(borrow)]
+    layers: Vec<LayerBytes<'a>, MAX_LAYERS>,
 }
 
 impl<'a> ModelFile<'a> {
@@ -102,7 +152,7 @@ impl<'a> ModelFile<'a> {
         if header.magic != MAGIC {
             return Err(Error::BadMagic);
         }
-        if header.version != FORMAT_VERSION {
+        if header.version != FORMAT_VERSION && header.version != FLOAT_FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
                 found: header.version,
                 expected: FORMAT_VERSION,
@@ -114,7 +164,26 @@ impl<'a> ModelFile<'a> {
             computed if computed == stored => Ok(()),
             computed => Err(Error::Checksum { stored, computed }),
         };
-        let (file, rest) = match postcard::take_from_bytes::<ModelFile<'a>>(payload) {
+        let decoded = if header.version == FLOAT_FORMAT_VERSION {
+            postcard::take_from_bytes::<FloatFile<'a>>(payload).map(|(file, rest)| {
+                let FloatFile {
+                    activation,
+                    normalization,
+                    layers,
+                } = file;
+                let requant = Vec::new();
+                let file = ModelFile {
+                    activation,
+                    normalization,
+                    layers,
+                    requant,
+                };
+                (file, rest)
+            })
+        } else {
+            postcard::take_from_bytes::<ModelFile<'a>>(payload)
+        };
+        let (file, rest) = match decoded {
             Ok(decoded) => decoded,
             // Undecodable: a corruption if the checksum says so, else a malformed writer.
             Err(_) => return checksum(payload).and(Err(Error::Malformed)),
@@ -123,8 +192,18 @@ impl<'a> ModelFile<'a> {
         if !rest.is_empty() {
             return Err(Error::TrailingBytes { count: rest.len() });
         }
+        if header.version == FORMAT_VERSION && !file.is_integer() {
+            return Err(Error::Malformed); // version 4 is written only for full-integer models
+        }
         file.validate()?;
         Ok(file)
+    }
+
+    /// Whether this is a full-integer model (its layers [`Encoding::Int8Full`]).
+    pub fn is_integer(&self) -> bool {
+        self.layers
+            .first()
+            .is_some_and(|l| l.encoding == Encoding::Int8Full)
     }
 
     /// Checks that the sizes chain from [`INPUT_SIZE`] to [`NUM_CLASSES`], that every width is at
@@ -154,9 +233,15 @@ impl<'a> ModelFile<'a> {
                     width: layer.d_out,
                 });
             }
-            let (bytes_per_weight, scale_bytes) = match layer.encoding {
-                Encoding::F16 => (2, 0),
-                Encoding::Int8 => (1, layer.d_out as usize * 2),
+            let last = index + 1 == self.layers.len();
+            if (layer.encoding == Encoding::Int8Full) != self.is_integer() {
+                return Err(Error::MixedEncodings { layer: index });
+            }
+            let d_out = layer.d_out as usize;
+            let (bytes_per_weight, scale_bytes, bias_bytes) = match layer.encoding {
+                Encoding::F16 => (2, 0, 2 * d_out),
+                Encoding::Int8 => (1, 2 * d_out, 2 * d_out),
+                Encoding::Int8Full => (1, if last { 4 * d_out } else { 0 }, 4 * d_out),
             };
             let weight_bytes = (layer.d_in as usize)
                 .checked_mul(layer.d_out as usize)
@@ -176,7 +261,6 @@ impl<'a> ModelFile<'a> {
                     found: layer.scales.len(),
                 });
             }
-            let bias_bytes = layer.d_out as usize * 2;
             if layer.bias.len() != bias_bytes {
                 return Err(Error::LayerBytes {
                     layer: index,
@@ -184,20 +268,35 @@ impl<'a> ModelFile<'a> {
                     found: layer.bias.len(),
                 });
             }
-            let f16_weights = match layer.encoding {
-                Encoding::F16 => layer.weights,
-                Encoding::Int8 => &[],
-            };
-            for (part, bytes) in [
-                ("weights", f16_weights),
-                ("scales", layer.scales),
-                ("bias", layer.bias),
-            ] {
-                if !all_finite_f16(bytes) {
-                    return Err(Error::NotFinite { layer: index, part });
+            if layer.encoding == Encoding::Int8Full {
+                self.validate_integer(index, layer)?;
+            } else {
+                let f16_weights = match layer.encoding {
+                    Encoding::F16 => layer.weights,
+                    _ => &[],
+                };
+                for (part, bytes) in [
+                    ("weights", f16_weights),
+                    ("scales", layer.scales),
+                    ("bias", layer.bias),
+                ] {
+                    if !all_finite_f16(bytes) {
+                        return Err(Error::NotFinite { layer: index, part });
+                    }
                 }
             }
             width = layer.d_out;
+        }
+        let hidden = if self.is_integer() {
+            self.layers.len() - 1
+        } else {
+            0
+        };
+        if self.requant.len() != hidden {
+            return Err(Error::Requant {
+                layer: self.requant.len().min(hidden),
+                what: "one requantisation per hidden layer of a full-integer model, none else",
+            });
         }
         if width != NUM_CLASSES as u32 {
             return Err(Error::LayerShape {
@@ -209,6 +308,50 @@ impl<'a> ModelFile<'a> {
         Ok(())
     }
 
+    /// A full-integer layer's own checks: its requantisation's sizes and ranges, finite
+    /// positive output scales, and sums that cannot overflow an i32 (bias + `d_in` products of
+    /// at most 128 · 128).
+    fn validate_integer(&self, index: usize, layer: &LayerBytes<'_>) -> Result<(), Error> {
+        let d_out = layer.d_out as usize;
+        let bad = |what| Err(Error::Requant { layer: index, what });
+        let largest_bias = (0..d_out)
+            .map(|j| i64::from(i32_at(layer.bias, j)).abs())
+            .max();
+        let bound = largest_bias.unwrap_or(0) + i64::from(layer.d_in) * 128 * 128;
+        if bound > i64::from(i32::MAX) {
+            return bad("its biases and width could overflow a 32-bit sum");
+        }
+        if index + 1 == self.layers.len() {
+            if !(0..d_out)
+                .all(|j| f32_at(layer.scales, j).is_finite() && f32_at(layer.scales, j) > 0.0)
+            {
+                return Err(Error::NotFinite {
+                    layer: index,
+                    part: "scales",
+                });
+            }
+            return Ok(());
+        }
+        let Some(requant) = self.requant.get(index) else {
+            return bad("one requantisation per hidden layer");
+        };
+        if requant.multipliers.len() != 4 * d_out || requant.shifts.len() != d_out {
+            return bad("a multiplier and a shift per output");
+        }
+        if !matches!(requant.table.len(), 0 | 256) {
+            return bad("a table of 256 entries or none");
+        }
+        let multipliers_ok = (0..d_out).all(|j| i32_at(requant.multipliers, j) >= 1 << 30);
+        let shifts_ok = requant
+            .shifts
+            .iter()
+            .all(|&s| (-31..=30).contains(&(s as i8)));
+        if !multipliers_ok || !shifts_ok {
+            return bad("multipliers in [2^30, 2^31) and shifts in -31..=30");
+        }
+        Ok(())
+    }
+
     /// An upper bound of the encoded size, for sizing the buffer given to [`Self::encode`].
     pub fn encoded_len_bound(&self) -> usize {
         64 + self
@@ -216,23 +359,41 @@ impl<'a> ModelFile<'a> {
             .iter()
             .map(|l| l.weights.len() + l.scales.len() + l.bias.len() + 30)
             .sum::<usize>()
+            + self
+                .requant
+                .iter()
+                .map(|r| r.multipliers.len() + r.shifts.len() + r.table.len() + 30)
+                .sum::<usize>()
     }
 
     /// Writes the header, the checksum and the model into `out`, returning how many bytes were
     /// written.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, Error> {
+        let integer = self.is_integer();
         let header = Header {
             magic: MAGIC,
-            version: FORMAT_VERSION,
+            version: if integer {
+                FORMAT_VERSION
+            } else {
+                FLOAT_FORMAT_VERSION
+            },
         };
         let header_len = postcard::to_slice(&header, out)
             .map_err(|_| Error::BufferTooSmall)?
             .len();
         let payload_at = header_len + 4;
         let payload = out.get_mut(payload_at..).ok_or(Error::BufferTooSmall)?;
-        let payload_len = postcard::to_slice(self, payload)
-            .map_err(|_| Error::BufferTooSmall)?
-            .len();
+        let written = if integer {
+            postcard::to_slice(self, payload)
+        } else {
+            let float = FloatFile {
+                activation: self.activation,
+                normalization: self.normalization,
+                layers: self.layers.clone(),
+            };
+            postcard::to_slice(&float, payload)
+        };
+        let payload_len = written.map_err(|_| Error::BufferTooSmall)?.len();
         let crc = crate::crc32::crc32(&out[payload_at..payload_at + payload_len]);
         out[header_len..payload_at].copy_from_slice(&crc.to_le_bytes());
         Ok(payload_at + payload_len)
@@ -252,6 +413,23 @@ fn all_finite_f16(bytes: &[u8]) -> bool {
     bytes
         .chunks_exact(2)
         .all(|pair| u16::from_le_bytes([pair[0], pair[1]]) & 0x7C00 != 0x7C00)
+}
+
+/// Reads the little-endian i32 at `index`.
+#[inline]
+pub fn i32_at(bytes: &[u8], index: usize) -> i32 {
+    i32::from_le_bytes([
+        bytes[4 * index],
+        bytes[4 * index + 1],
+        bytes[4 * index + 2],
+        bytes[4 * index + 3],
+    ])
+}
+
+/// Reads the little-endian f32 at `index`.
+#[inline]
+pub fn f32_at(bytes: &[u8], index: usize) -> f32 {
+    f32::from_bits(i32_at(bytes, index) as u32)
 }
 
 /// Reads the f16 value at `index` from little-endian bytes, as f32.
@@ -387,7 +565,10 @@ mod tests {
     fn other_version_is_named() {
         let mut bytes = encoded(4);
         // Header: 4 magic bytes, then the version as a varint (1 byte for small versions).
-        assert_eq!(bytes[4], FORMAT_VERSION as u8);
+        assert_eq!(
+            bytes[4], FLOAT_FORMAT_VERSION as u8,
+            "a float model is written as version 3"
+        );
         bytes[4] = FORMAT_VERSION as u8 + 1;
         let error = Model::from_bytes(&bytes).unwrap_err();
         assert_eq!(
@@ -559,6 +740,7 @@ mod tests {
             activation: Activation::Relu,
             normalization: NORMALIZATION,
             layers,
+            requant: Vec::new(),
         };
         assert_eq!(
             Model::from_bytes(&encoded_unchecked(&file)).unwrap_err(),
@@ -567,5 +749,144 @@ mod tests {
                 width: wide
             }
         );
+    }
+
+    /// A 784-`hidden`-10 full-integer model with pseudo-random integers; `table` gives the hidden
+    /// layer an activation table.
+    fn integer_file(hidden: usize, table: bool) -> crate::ModelFileBuf {
+        let mut seed = 3u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seed >> 8
+        };
+        let mut q =
+            |n: usize| -> std::vec::Vec<i8> { (0..n).map(|_| next() as u8 as i8).collect() };
+        let (q1, q2) = (q(INPUT_SIZE * hidden), q(hidden * NUM_CLASSES));
+        let bias1: std::vec::Vec<i32> = (0..hidden as i32).map(|j| j * 1000 - 3000).collect();
+        let bias2: std::vec::Vec<i32> = (0..10).map(|j| 50 - 17 * j).collect();
+        let multipliers: std::vec::Vec<i32> =
+            (0..hidden as i32).map(|j| (1 << 30) + j * 7919).collect();
+        let shifts: std::vec::Vec<i8> = (0..hidden).map(|j| -12 - (j % 4) as i8).collect();
+        let table: std::vec::Vec<i8> = if table {
+            (0..256).map(|v: i32| ((v - 128) / 2) as i8).collect()
+        } else {
+            std::vec::Vec::new()
+        };
+        let requant = crate::RequantBuf::new(-5, &multipliers, &shifts, &table);
+        let scales: std::vec::Vec<f32> = (0..10).map(|j| 0.001 * (j + 1) as f32).collect();
+        let mut file = crate::ModelFileBuf::new(Activation::Relu, NORMALIZATION);
+        file.push_int8_full(INPUT_SIZE, hidden, &q1, &bias1, Some(requant), &[])
+            .unwrap()
+            .push_int8_full(hidden, NUM_CLASSES, &q2, &bias2, None, &scales)
+            .unwrap();
+        file
+    }
+
+    #[test]
+    fn a_full_integer_forward_is_the_plain_integer_computation() {
+        for table in [false, true] {
+            let buf = integer_file(9, table);
+            let bytes = buf.to_vec().unwrap();
+            assert_eq!(
+                bytes[4], FORMAT_VERSION as u8,
+                "full-integer models are version 4"
+            );
+            let model = Model::from_bytes(&bytes).unwrap();
+            let images = [
+                image(),
+                (0..INPUT_SIZE).map(|i| (255 - i % 256) as u8).collect(),
+            ];
+            let batch: std::vec::Vec<&[u8]> = images.iter().map(|i| &i[..]).collect();
+            let batched = model.forward_batch(&batch).unwrap();
+            for (image, batched) in images.iter().zip(batched) {
+                let (layers, requant) = (&buf.layers, &buf.requant[0]);
+                let x: std::vec::Vec<i32> = image.iter().map(|&p| i32::from(p) - 128).collect();
+                let hidden: std::vec::Vec<i32> = (0..9)
+                    .map(|j| {
+                        let sum = i32_at(&layers[0].bias, j)
+                            + (0..INPUT_SIZE)
+                                .map(|i| {
+                                    x[i] * i32::from(layers[0].weights[j * INPUT_SIZE + i] as i8)
+                                })
+                                .sum::<i32>();
+                        let m = i32_at(&requant.multipliers, j);
+                        let scaled = crate::kernel::requantize(sum, m, requant.shifts[j] as i8);
+                        let clamped = (scaled - 5).clamp(-128, 127);
+                        match table {
+                            false => clamped,
+                            true => i32::from(requant.table[(clamped + 128) as usize] as i8),
+                        }
+                    })
+                    .collect();
+                let logits: std::vec::Vec<f32> = (0..NUM_CLASSES)
+                    .map(|j| {
+                        let sum = i32_at(&layers[1].bias, j)
+                            + (0..9)
+                                .map(|i| hidden[i] * i32::from(layers[1].weights[j * 9 + i] as i8))
+                                .sum::<i32>();
+                        sum as f32 * f32_at(&layers[1].scales, j)
+                    })
+                    .collect();
+                let got = model
+                    .forward_into(image, &mut Scratch::<1024>::new())
+                    .unwrap();
+                assert_eq!(got.to_vec(), logits, "table {table}");
+                assert_eq!(batched.to_vec(), logits, "forward_batch, table {table}");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_full_integer_models_are_errors_that_say_what() {
+        let mut mixed = integer_file(4, false);
+        mixed.layers[1].encoding = Encoding::F16;
+        assert_eq!(
+            mixed.to_vec().unwrap_err(),
+            Error::MixedEncodings { layer: 1 }
+        );
+
+        let mut missing = integer_file(4, false);
+        missing.requant.clear();
+        assert!(matches!(
+            missing.to_vec().unwrap_err(),
+            Error::Requant { layer: 0, .. }
+        ));
+
+        let mut small = integer_file(4, false);
+        small.requant[0].multipliers[3] = 0; // 1 << 30 + ... becomes below 2^30
+        assert!(matches!(
+            small.to_vec().unwrap_err(),
+            Error::Requant { layer: 0, .. }
+        ));
+
+        let mut table = integer_file(4, false);
+        table.requant[0].table = std::vec![0; 255];
+        assert!(matches!(
+            table.to_vec().unwrap_err(),
+            Error::Requant { layer: 0, .. }
+        ));
+
+        let mut overflow = integer_file(4, false);
+        overflow.layers[0].bias[..4].copy_from_slice(&(i32::MAX - 100).to_le_bytes());
+        let error = overflow.to_vec().unwrap_err();
+        assert!(matches!(error, Error::Requant { layer: 0, .. }));
+        assert!(error.to_string().contains("overflow"), "{error}");
+
+        let mut nan = integer_file(4, false);
+        nan.layers[1].scales[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert_eq!(
+            nan.to_vec().unwrap_err(),
+            Error::NotFinite {
+                layer: 1,
+                part: "scales"
+            }
+        );
+    }
+
+    #[test]
+    fn a_float_model_stamped_version_4_is_malformed() {
+        let mut bytes = encoded(3);
+        bytes[4] = FORMAT_VERSION as u8;
+        assert!(Model::from_bytes(&bytes).is_err());
     }
 }

@@ -30,7 +30,7 @@ pub use heapless;
 pub use model::ScratchVec;
 pub use model::{Buffers, Model, Scratch};
 #[cfg(feature = "alloc")]
-pub use writer::ModelFileBuf;
+pub use writer::{ModelFileBuf, RequantBuf};
 
 /// Pixels per input image (28x28 greyscale), the model's input width.
 pub const INPUT_SIZE: usize = 28 * 28;

@@ -1,6 +1,6 @@
 //! The forward pass over a validated model file.
 
-use crate::format::{ModelFile, f16_at};
+use crate::format::{ModelFile, f16_at, f32_at, i32_at};
 use crate::{Activation, Error, INPUT_SIZE, NUM_CLASSES, Normalization};
 
 /// A validated model, borrowing its weights from the file's bytes.
@@ -123,10 +123,67 @@ impl<'a> Model<'a> {
         if needed > capacity {
             return Err(Error::ScratchTooSmall { needed, capacity });
         }
+        if self.file.is_integer() {
+            return Ok(self.integer_layers(image, input, output));
+        }
         self.normalize_into(image, input);
         let mut logits = [0.0; NUM_CLASSES];
         logits.copy_from_slice(self.layers(1, input, output));
         Ok(logits)
+    }
+
+    /// A full-integer model's layers for one image (checked to be [`INPUT_SIZE`] long), in the
+    /// two buffers (each at least [`Self::scratch_width`] long) seen as int8 activations and
+    /// int32 sums: `pixel - 128` in, each layer's sums from its i32 biases and
+    /// [`crate::kernel::dots`], hidden outputs through [`crate::kernel::requantize`], the clamp
+    /// and the table, logits as `sum · scale` in f32.
+    pub(crate) fn integer_layers(
+        &self,
+        image: &[u8],
+        input: &mut [f32],
+        output: &mut [f32],
+    ) -> [f32; NUM_CLASSES] {
+        // SAFETY: i8 and i32 have no invalid bit patterns, an i8's alignment is 1 and an i32's
+        // that of an f32; each view covers its buffer's own bytes and borrows it exclusively.
+        let (activations, sums) = unsafe {
+            (
+                core::slice::from_raw_parts_mut(input.as_mut_ptr().cast::<i8>(), input.len() * 4),
+                core::slice::from_raw_parts_mut(output.as_mut_ptr().cast::<i32>(), output.len()),
+            )
+        };
+        for (activation, &pixel) in activations.iter_mut().zip(image) {
+            *activation = (i16::from(pixel) - 128) as i8;
+        }
+        let mut logits = [0.0; NUM_CLASSES];
+        let last = self.file.layers.len() - 1;
+        for (index, layer) in self.file.layers.iter().enumerate() {
+            let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+            let sums = &mut sums[..d_out];
+            for (j, sum) in sums.iter_mut().enumerate() {
+                *sum = i32_at(layer.bias, j);
+            }
+            crate::kernel::dots(&activations[..d_in], layer, 0, sums);
+            if index == last {
+                for (j, (logit, &sum)) in logits.iter_mut().zip(sums.iter()).enumerate() {
+                    *logit = sum as f32 * f32_at(layer.scales, j);
+                }
+                break;
+            }
+            let requant = &self.file.requant[index];
+            for (j, (activation, &sum)) in activations.iter_mut().zip(sums.iter()).enumerate() {
+                let scaled = crate::kernel::requantize(
+                    sum,
+                    i32_at(requant.multipliers, j),
+                    requant.shifts[j] as i8,
+                );
+                let clamped = (i32::from(requant.zero_point) + scaled).clamp(-128, 127);
+                *activation = match requant.table {
+                    [] => clamped as i8,
+                    table => table[(clamped + 128) as usize] as i8,
+                };
+            }
+        }
+        logits
     }
 
     /// Every layer for `n` images whose normalised pixels fill the start of `input` (one row of
@@ -197,6 +254,13 @@ impl<'a> Model<'a> {
         let mut input = alloc::vec![0.0f32; BATCH * width];
         let mut output = alloc::vec![0.0f32; BATCH * width];
         let mut logits = alloc::vec::Vec::with_capacity(images.len());
+        if self.file.is_integer() {
+            let (input, output) = (&mut input[..width], &mut output[..width]);
+            for image in images {
+                logits.push(self.integer_layers(image, input, output));
+            }
+            return Ok(logits);
+        }
         for batch in images.chunks(BATCH) {
             let n = batch.len();
             for (image, values) in batch.iter().zip(input.chunks_exact_mut(INPUT_SIZE)) {

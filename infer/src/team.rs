@@ -56,6 +56,12 @@ impl Team<'_, '_> {
         }
         // SAFETY: the helpers wait for the next meeting and touch no buffer until then.
         let input = unsafe { self.shared.buffer(0) };
+        if self.model.file().is_integer() {
+            // A full-integer model runs on this thread alone, in the team's two buffers.
+            // SAFETY: as above; buffer 1 is not buffer 0.
+            let output = unsafe { self.shared.buffer(1) };
+            return Ok(self.model.integer_layers(image, input, output));
+        }
         self.model.normalize_into(image, input);
         self.shared.meet(&mut self.meetings);
         self.shared.layers(self.model, 0, &mut self.meetings);

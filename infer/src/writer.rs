@@ -5,7 +5,7 @@
 
 use alloc::vec::Vec;
 
-use crate::format::{Encoding, LayerBytes, MAX_LAYERS, ModelFile};
+use crate::format::{Encoding, LayerBytes, MAX_LAYERS, ModelFile, Requant};
 use crate::{Activation, Error, Normalization};
 
 /// One layer's bytes, owned.
@@ -52,6 +52,41 @@ impl From<&LayerBytes<'_>> for LayerBuf {
     }
 }
 
+/// A full-integer hidden layer's requantisation, owned (see [`Requant`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequantBuf {
+    /// As [`Requant::zero_point`].
+    pub zero_point: i8,
+    /// As [`Requant::multipliers`].
+    pub multipliers: Vec<u8>,
+    /// As [`Requant::shifts`].
+    pub shifts: Vec<u8>,
+    /// As [`Requant::table`].
+    pub table: Vec<u8>,
+}
+
+impl RequantBuf {
+    /// From values: one multiplier and shift per output, an optional 256-entry table.
+    pub fn new(zero_point: i8, multipliers: &[i32], shifts: &[i8], table: &[i8]) -> Self {
+        Self {
+            zero_point,
+            multipliers: multipliers.iter().flat_map(|m| m.to_le_bytes()).collect(),
+            shifts: shifts.iter().map(|&s| s as u8).collect(),
+            table: table.iter().map(|&t| t as u8).collect(),
+        }
+    }
+
+    /// The format's borrowed view.
+    pub fn bytes(&self) -> Requant<'_> {
+        Requant {
+            zero_point: self.zero_point,
+            multipliers: &self.multipliers,
+            shifts: &self.shifts,
+            table: &self.table,
+        }
+    }
+}
+
 /// A model file being built: activation, normalisation and layers that own their bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelFileBuf {
@@ -61,6 +96,8 @@ pub struct ModelFileBuf {
     pub normalization: Normalization,
     /// The layers, input first.
     pub layers: Vec<LayerBuf>,
+    /// A full-integer model's requantisation stages, one per hidden layer.
+    pub requant: Vec<RequantBuf>,
 }
 
 impl ModelFileBuf {
@@ -70,6 +107,7 @@ impl ModelFileBuf {
             activation,
             normalization,
             layers: Vec::new(),
+            requant: Vec::new(),
         }
     }
 
@@ -111,20 +149,49 @@ impl ModelFileBuf {
         Ok(self)
     }
 
+    /// Appends a full-integer layer: `q` holds `d_out` rows of `d_in` int8 weights (output by
+    /// output), `bias` each output's i32 starting sum. A hidden layer gives its `requant`; the
+    /// last gives `scales` instead, one f32 per output from sums to logits.
+    pub fn push_int8_full(
+        &mut self,
+        d_in: usize,
+        d_out: usize,
+        q: &[i8],
+        bias: &[i32],
+        requant: Option<RequantBuf>,
+        scales: &[f32],
+    ) -> Result<&mut Self, Error> {
+        let weights = q.iter().map(|&w| w as u8).collect();
+        let bias = bias.iter().flat_map(|b| b.to_le_bytes()).collect();
+        let scales = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+        self.requant.extend(requant);
+        self.push_bytes(d_in, d_out, Encoding::Int8Full, weights, scales, bias)
+    }
+
     /// An owned copy of a decoded file.
     pub fn from_file(file: &ModelFile<'_>) -> Self {
         Self {
             activation: file.activation,
             normalization: file.normalization,
             layers: file.layers.iter().map(LayerBuf::from).collect(),
+            requant: file
+                .requant
+                .iter()
+                .map(|r| RequantBuf {
+                    zero_point: r.zero_point,
+                    multipliers: r.multipliers.to_vec(),
+                    shifts: r.shifts.to_vec(),
+                    table: r.table.to_vec(),
+                })
+                .collect(),
         }
     }
 
     /// Validates the model (as a reader would) and encodes it.
     pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
-        if self.layers.len() > MAX_LAYERS {
+        if self.layers.len() > MAX_LAYERS || self.requant.len() > MAX_LAYERS {
             return Err(Error::LayerCount {
-                found: self.layers.len(),
+                found: self.layers.len().max(self.requant.len()),
             });
         }
         let mut layers = heapless::Vec::new();
@@ -132,10 +199,16 @@ impl ModelFileBuf {
             // Cannot fail: checked against MAX_LAYERS above.
             let _ = layers.push(layer.bytes());
         }
+        let mut requant = heapless::Vec::new();
+        for stage in &self.requant {
+            // Cannot fail: checked against MAX_LAYERS above.
+            let _ = requant.push(stage.bytes());
+        }
         let file = ModelFile {
             activation: self.activation,
             normalization: self.normalization,
             layers,
+            requant,
         };
         file.validate()?;
         let mut bytes = alloc::vec![0; file.encoded_len_bound()];

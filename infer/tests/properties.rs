@@ -73,6 +73,7 @@ proptest! {
             activation: Activation::Relu,
             normalization: Normalization { mean: 0.0, std: 1.0 },
             layers,
+            requant: infer::heapless::Vec::new(),
         };
         // Encoded by hand: the writer itself refuses such a file.
         let mut bytes = vec![0; file.encoded_len_bound()];

@@ -64,6 +64,7 @@ pub struct ExportArgs {
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let input = ModelFileOnDisk::read(&args.model)?;
     let model = input.model();
+    float_only(&args.model, &model)?;
     match args.format {
         ExportFormat::Safetensors => {
             crate::files::check_outputs(&[("--out", &args.out)], &[("--model", &args.model)])?;
@@ -141,6 +142,19 @@ pub fn to_safetensors(model: &Model<'_>, dtype: ExportDtype) -> anyhow::Result<V
         })
         .collect();
     Ok(safetensors::write(&tensors, &metadata(model)))
+}
+
+/// An error for a full-integer model: its weights' scales are folded into its requantisation,
+/// so it has no float state dict.
+pub fn float_only(path: &Path, model: &Model<'_>) -> anyhow::Result<()> {
+    if model.file().is_integer() {
+        anyhow::bail!(
+            "{}: a full-integer model has no float weights to export; export the f16 or int8 \
+             file it was quantised from",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// The model's state dict in the template's names and layouts: each `nn.Linear`'s weight

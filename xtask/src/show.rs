@@ -32,22 +32,51 @@ fn describe(path: &Path, model: &Model<'_>, size: usize) -> String {
         w,
         "model {} ({size} bytes), format version {}, CRC-32 verified",
         path.display(),
-        infer::FORMAT_VERSION
+        if file.is_integer() {
+            infer::FORMAT_VERSION
+        } else {
+            infer::format::FLOAT_FORMAT_VERSION
+        }
     );
     let _ = writeln!(w, "architecture {}", crate::eval::architecture(model));
     let Normalization { mean, std } = file.normalization;
-    let _ = writeln!(
-        w,
-        "input: 28x28 pixels p, fed as (p / 255 - {mean:.4}) / {std:.4}"
-    );
+    if file.is_integer() {
+        let _ = writeln!(
+            w,
+            "full-integer (TFLite's scheme): input p - 128 as int8 (normalisation (p / 255 - \
+             {mean:.4}) / {std:.4} folded into the first layer's i32 biases), int8 weights, i32 \
+             sums, fixed-point requantisation per output, f32 logits"
+        );
+    } else {
+        let _ = writeln!(
+            w,
+            "input: 28x28 pixels p, fed as (p / 255 - {mean:.4}) / {std:.4}"
+        );
+    }
     let _ = writeln!(w, "\nlayer  shape (in x out)  parameters  bytes  weights");
     let (mut parameters, mut parameter_bytes) = (0, 0);
     for (index, layer) in file.layers.iter().enumerate() {
         let count = (layer.d_in as usize + 1) * layer.d_out as usize;
-        let bytes = layer.weights.len() + layer.scales.len() + layer.bias.len();
-        let encoding = match layer.encoding {
-            Encoding::F16 => "f16",
-            Encoding::Int8 => "int8, f16 scale per output",
+        let requant = file.requant.get(index);
+        let bytes = layer.weights.len()
+            + layer.scales.len()
+            + layer.bias.len()
+            + requant.map_or(0, |r| r.multipliers.len() + r.shifts.len() + r.table.len());
+        let encoding = match (layer.encoding, requant) {
+            (Encoding::F16, _) => "f16".to_string(),
+            (Encoding::Int8, _) => "int8, f16 scale per output".to_string(),
+            (Encoding::Int8Full, Some(r)) => format!(
+                "int8, i32 bias; out: int8, zero point {}, {}",
+                r.zero_point,
+                if r.table.is_empty() {
+                    "the clamp as activation"
+                } else {
+                    "activation by 256-entry table"
+                }
+            ),
+            (Encoding::Int8Full, None) => {
+                "int8, i32 bias; out: f32 logits, f32 scale per output".to_string()
+            }
         };
         let _ = writeln!(
             w,

@@ -60,6 +60,7 @@ fn student_id(id: &str) -> Result<String, String> {
 pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
     let file = ModelFileOnDisk::read(&args.model)?;
     let model = file.model();
+    crate::export::float_only(&args.model, &model)?;
     // Weights and biases: the state dict's elements.
     let parameters = model.parameter_count();
     let size = parameters * args.dtype.dtype().size();

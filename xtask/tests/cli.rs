@@ -82,6 +82,7 @@ fn model_with_input(width: u32) -> Vec<u8> {
             std: 0.35,
         },
         layers,
+        requant: infer::heapless::Vec::new(),
     };
     let mut bytes = vec![0; file.encoded_len_bound()];
     let len = file.encode(&mut bytes).unwrap();
@@ -314,6 +315,41 @@ fn quantizing_an_int8_file_is_refused() {
     assert!(output.status.success(), "{output:?}");
     let again = xtask(&["quantize", "--model", int8.to_str().unwrap()]);
     assert_one_line_error(&again, &["m.int8.fmlp", "int8 already"], "int8");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_full_integer_model_is_version_4_and_cannot_be_quantised_or_exported_again() {
+    let dir = scratch("full");
+    let model = dir.join("m.fmlp");
+    std::fs::write(&model, small_model()).unwrap();
+    let m = model.to_str().unwrap();
+    let output = xtask(&[
+        "quantize",
+        "--scheme",
+        "full",
+        "--calibration",
+        "50",
+        "--model",
+        m,
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let full = dir.join("m.q8.fmlp");
+    let bytes = std::fs::read(&full).unwrap();
+    assert_eq!(bytes[4], 4, "format version 4");
+    let f = full.to_str().unwrap();
+    let show = xtask(&["show", "--model", f]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("format version 4") && text.contains("full-integer"),
+        "{text}"
+    );
+    let again = xtask(&["quantize", "--scheme", "full", "--model", f]);
+    assert_one_line_error(&again, &["m.q8.fmlp", "full-integer already"], "again");
+    let out = dir.join("m.safetensors");
+    let export = xtask(&["export", "--model", f, "--out", out.to_str().unwrap()]);
+    assert_one_line_error(&export, &["m.q8.fmlp", "no float weights"], "export");
+    assert!(!out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

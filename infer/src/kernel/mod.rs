@@ -85,7 +85,55 @@ pub fn columns(input: &[f32], layer: &LayerBytes<'_>, first: usize, out: &mut [f
         #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
         (Path::CortexM4f, Encoding::F16) => cortex_m4f::f16_columns(input, layer, first, out),
         (_, Encoding::Int8) => portable::int8_columns(input, layer, first, out),
+        (_, Encoding::Int8Full) => unreachable!("full-integer layers take `dots`"),
     }
+}
+
+/// Adds `Σ_i input[i] · q[j][i]` to `sums[k]` for the full-integer `layer`'s outputs
+/// `j = first + k`: int8 products summed in i32, exact (`ModelFile` checked that no sum can
+/// overflow), so every path gives the same integers whatever its order.
+pub fn dots(input: &[i8], layer: &LayerBytes<'_>, first: usize, sums: &mut [i32]) {
+    let d_in = layer.d_in as usize;
+    assert_eq!(input.len(), d_in, "the layer's input");
+    assert_eq!(layer.encoding, Encoding::Int8Full, "a full-integer layer");
+    check_layer(layer);
+    assert!(
+        first + sums.len() <= layer.d_out as usize,
+        "outputs inside the layer"
+    );
+    let weights = &layer.weights[first * d_in..(first + sums.len()) * d_in];
+    match best() {
+        #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+        Path::CortexM4f => cortex_m4f::int8_dots(input, weights, sums),
+        _ => portable::int8_dots(input, weights, sums),
+    }
+}
+
+/// `round(sum · multiplier · 2^(shift - 31))` in fixed point, exactly as TFLite's
+/// `MultiplyByQuantizedMultiplier` computes it (gemmlowp's saturating rounding doubling high
+/// multiply, then a rounding right shift): the same integers on every target.
+pub fn requantize(sum: i32, multiplier: i32, shift: i8) -> i32 {
+    let (left, right) = (shift.max(0) as u32, (-shift).max(0) as u32);
+    let x = sum.wrapping_mul(1 << left);
+    // Saturating rounding doubling high multiply.
+    let high = if x == i32::MIN && multiplier == i32::MIN {
+        i32::MAX
+    } else {
+        let product = i64::from(x) * i64::from(multiplier);
+        let nudged = product + if product >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+        // Division by 2^31 truncating towards zero, as a shift (no 64-bit division on a core
+        // without one).
+        let bias = if nudged < 0 { (1i64 << 31) - 1 } else { 0 };
+        ((nudged + bias) >> 31) as i32
+    };
+    // Rounding divide by 2^right, halves away from zero.
+    if right == 0 {
+        return high;
+    }
+    let mask = (1i64 << right) - 1;
+    let remainder = i64::from(high) & mask;
+    let threshold = (mask >> 1) + i64::from(high < 0);
+    (high >> right) + i32::from(remainder > threshold)
 }
 
 /// [`columns`] for several images at once, all of a layer's outputs: `outs` holds one row of
@@ -132,7 +180,7 @@ fn check_layer(layer: &LayerBytes<'_>) {
     let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
     let bytes_per_weight = match layer.encoding {
         Encoding::F16 => 2,
-        Encoding::Int8 => 1,
+        Encoding::Int8 | Encoding::Int8Full => 1,
     };
     assert_eq!(
         layer.weights.len(),
@@ -140,7 +188,7 @@ fn check_layer(layer: &LayerBytes<'_>) {
         "validated by ModelFile"
     );
     assert!(
-        layer.encoding == Encoding::F16 || layer.scales.len() == 2 * d_out,
+        layer.encoding != Encoding::Int8 || layer.scales.len() == 2 * d_out,
         "validated by ModelFile"
     );
 }
@@ -203,6 +251,7 @@ mod tests {
             let stored = match encoding {
                 Encoding::F16 => weights(d_in * d_out, seed),
                 Encoding::Int8 => bytes(d_in * d_out),
+                Encoding::Int8Full => unreachable!("float encodings only"),
             };
             let mut at_odd_offset = std::vec![0u8];
             at_odd_offset.extend(stored);
@@ -222,6 +271,7 @@ mod tests {
             match encoding {
                 Encoding::F16 => portable::f16_columns(&input, &layer, 0, &mut expected),
                 Encoding::Int8 => portable::int8_columns(&input, &layer, 0, &mut expected),
+                Encoding::Int8Full => unreachable!("float encodings only"),
             }
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
             assert_eq!(
@@ -251,6 +301,7 @@ mod tests {
                 let stored = match encoding {
                     Encoding::F16 => weights(d_in * d_out, seed),
                     Encoding::Int8 => bytes(d_in * d_out),
+                    Encoding::Int8Full => unreachable!("float encodings only"),
                 };
                 let mut at_odd_offset = std::vec![0u8];
                 at_odd_offset.extend(stored);
@@ -278,6 +329,7 @@ mod tests {
                             Encoding::Int8 => {
                                 portable::int8_columns(input, &layer, 0, &mut expected)
                             }
+                            Encoding::Int8Full => unreachable!("float encodings only"),
                         }
                         let got = &got[b * d_out..(b + 1) * d_out];
                         assert!(
@@ -317,6 +369,7 @@ mod tests {
                 match layer.encoding {
                     Encoding::F16 => portable::f16_columns(&input, layer, first, &mut portable),
                     Encoding::Int8 => portable::int8_columns(&input, layer, first, &mut portable),
+                    Encoding::Int8Full => unreachable!("float encodings only"),
                 }
                 assert_eq!(portable, part, "portable {:?} {range:?}", layer.encoding);
             }
@@ -350,5 +403,85 @@ mod tests {
         let mut out = [-(1.0 + 2f32.powi(-10) + 2f32.powi(-15))];
         portable::f16_columns(&[x], &layer(Encoding::F16, 1, 1, &w, &[]), 0, &mut out);
         assert_eq!(out[0], 2f32.powi(-25));
+    }
+
+    /// TFLite's reference `MultiplyByQuantizedMultiplier` in wide arithmetic: round half away
+    /// from zero of `sum · multiplier / 2^(31 - shift)`, after gemmlowp's two roundings.
+    fn requantize_by_definition(sum: i32, multiplier: i32, shift: i8) -> i32 {
+        let x = i64::from(sum) << shift.max(0);
+        let product = i128::from(x) * i128::from(multiplier);
+        let nudge = if product >= 0 {
+            1i128 << 30
+        } else {
+            1 - (1i128 << 30)
+        };
+        let high = ((product + nudge) / (1i128 << 31)) as i64;
+        let right = (-i32::from(shift)).max(0);
+        if right == 0 {
+            return high as i32;
+        }
+        let divisor = 1i64 << right;
+        let (quotient, remainder) = (high.div_euclid(divisor), high.rem_euclid(divisor));
+        let threshold = divisor / 2 - 1 + i64::from(high < 0);
+        (quotient + i64::from(remainder > threshold)) as i32
+    }
+
+    #[test]
+    fn requantize_is_tflites_fixed_point_multiply() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as u32
+        };
+        for _ in 0..200_000 {
+            let sum = (next() as i32) >> (next() % 24);
+            let multiplier = (1 << 30) + (next() as i32 & ((1 << 30) - 1));
+            let shift = (next() % 20) as i8 - 16;
+            if shift > 0 && (i64::from(sum) << shift) != i64::from(sum.wrapping_shl(shift as u32)) {
+                continue; // TFLite requires the left shift not to overflow
+            }
+            assert_eq!(
+                requantize(sum, multiplier, shift),
+                requantize_by_definition(sum, multiplier, shift),
+                "{sum} x {multiplier} shift {shift}"
+            );
+        }
+        // gemmlowp's high multiply takes a positive half up and a negative one towards zero
+        // (1.5 -> 2, -1.5 -> -1); the right shift takes halves away from zero (1.5 -> 2).
+        assert_eq!(requantize(3, 1 << 30, 0), 2);
+        assert_eq!(requantize(-3, 1 << 30, 0), -1);
+        assert_eq!(requantize(5, 1 << 30, -1), 2); // 2.5 -> 3, then 1.5 -> 2
+        assert_eq!(requantize(-5, 1 << 30, -1), -1); // -2.5 -> -2, then -1
+    }
+
+    #[test]
+    fn dots_are_the_plain_integer_dot_products() {
+        for (d_in, d_out) in [(784, 13), (5, 3), (130, 2), (3, 1)] {
+            let q: std::vec::Vec<u8> = (0..d_in * d_out).map(|i| (i * 89 % 256) as u8).collect();
+            let mut stored = std::vec![0u8];
+            stored.extend(&q);
+            let layer = LayerBytes {
+                d_in: d_in as u32,
+                d_out: d_out as u32,
+                encoding: Encoding::Int8Full,
+                weights: &stored[1..],
+                scales: &[],
+                bias: &[],
+            };
+            let input: std::vec::Vec<i8> = (0..d_in).map(|i| (i * 37 % 256) as u8 as i8).collect();
+            for first in [0, d_out / 2] {
+                let mut sums = std::vec![5i32; d_out - first];
+                dots(&input, &layer, first, &mut sums);
+                for (k, &sum) in sums.iter().enumerate() {
+                    let j = first + k;
+                    let want: i32 = (0..d_in)
+                        .map(|i| i32::from(input[i]) * i32::from(q[j * d_in + i] as i8))
+                        .sum();
+                    assert_eq!(sum, 5 + want, "{d_in}x{d_out} output {j}");
+                }
+            }
+        }
     }
 }

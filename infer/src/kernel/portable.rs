@@ -44,6 +44,22 @@ pub fn int8_columns(input: &[f32], layer: &LayerBytes<'_>, first: usize, out: &m
     }
 }
 
+/// Adds row `k` of `weights` (`sums.len()` rows of `input.len()` signed bytes) dotted with
+/// `input` to `sums[k]`.
+pub fn int8_dots(input: &[i8], weights: &[u8], sums: &mut [i32]) {
+    for (sum, row) in sums
+        .iter_mut()
+        .zip(weights.chunks_exact(input.len().max(1)))
+    {
+        let dot: i32 = input
+            .iter()
+            .zip(row)
+            .map(|(&x, &q)| i32::from(x) * i32::from(q as i8))
+            .sum();
+        *sum += dot;
+    }
+}
+
 /// `x · w + acc` rounded once: VFMA on a Cortex-M4F (libm's `fmaf` would be a slow software
 /// emulation there), `libm::fmaf` elsewhere (one instruction on aarch64 and x86-64 with FMA).
 #[inline]

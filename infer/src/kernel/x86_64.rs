@@ -322,6 +322,7 @@ unsafe fn rest(input: &[f32], layer: &LayerBytes<'_>, out: &mut [f32], first: us
         match layer.encoding {
             Encoding::F16 => f16_columns(input, layer, first, &mut out[first..]),
             Encoding::Int8 => int8_columns(input, layer, first, &mut out[first..]),
+            Encoding::Int8Full => unreachable!("full-integer layers take `dots`"),
         }
     }
 }
