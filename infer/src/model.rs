@@ -1,6 +1,6 @@
 //! The forward pass over a validated model file.
 
-use crate::format::{ModelFile, f16_at, f32_at, i32_at};
+use crate::format::{ModelFile, f16_at, f32_at};
 use crate::{Activation, Error, INPUT_SIZE, NUM_CLASSES, Normalization};
 
 /// A validated model, borrowing its weights from the file's bytes.
@@ -124,7 +124,9 @@ impl<'a> Model<'a> {
             return Err(Error::ScratchTooSmall { needed, capacity });
         }
         if self.file.is_integer() {
-            return Ok(self.integer_layers(image, input, output));
+            let mut logits = [[0.0; NUM_CLASSES]];
+            self.integer_layers(&[image], input, output, &mut logits);
+            return Ok(logits[0]);
         }
         self.normalize_into(image, input);
         let mut logits = [0.0; NUM_CLASSES];
@@ -132,17 +134,19 @@ impl<'a> Model<'a> {
         Ok(logits)
     }
 
-    /// A full-integer model's layers for one image (checked to be [`INPUT_SIZE`] long), in the
-    /// two buffers (each at least [`Self::scratch_width`] long) seen as int8 activations and
-    /// int32 sums: `pixel - 128` in, each layer's sums from its i32 biases and
-    /// [`crate::kernel::dots`], hidden outputs through [`crate::kernel::requantize`], the clamp
-    /// and the table, logits as `sum · scale` in f32.
+    /// A full-integer model's layers for `images` (each checked to be [`INPUT_SIZE`] long), in
+    /// the two buffers (each at least `images.len()` × [`Self::scratch_width`] long) seen as
+    /// int8 activations and int32 sums, one row per image: `pixel - 128` in, each layer's sums
+    /// from its i32 biases and [`crate::kernel::dot_rows`], hidden outputs through
+    /// [`crate::kernel::requantize`], the clamp and the table, logits as `sum · scale` in f32.
+    /// Integers throughout, so a batch gives each image the bits it gets alone.
     pub(crate) fn integer_layers(
         &self,
-        image: &[u8],
+        images: &[&[u8]],
         input: &mut [f32],
         output: &mut [f32],
-    ) -> [f32; NUM_CLASSES] {
+        logits: &mut [[f32; NUM_CLASSES]],
+    ) {
         // SAFETY: i8 and i32 have no invalid bit patterns, an i8's alignment is 1 and an i32's
         // that of an f32; each view covers its buffer's own bytes and borrows it exclusively.
         let (activations, sums) = unsafe {
@@ -151,39 +155,55 @@ impl<'a> Model<'a> {
                 core::slice::from_raw_parts_mut(output.as_mut_ptr().cast::<i32>(), output.len()),
             )
         };
-        for (activation, &pixel) in activations.iter_mut().zip(image) {
-            *activation = (i16::from(pixel) - 128) as i8;
+        let n = images.len();
+        for (row, image) in activations.chunks_exact_mut(INPUT_SIZE).zip(images) {
+            for (activation, &pixel) in row.iter_mut().zip(image.iter()) {
+                *activation = (i16::from(pixel) - 128) as i8;
+            }
         }
-        let mut logits = [0.0; NUM_CLASSES];
         let last = self.file.layers.len() - 1;
         for (index, layer) in self.file.layers.iter().enumerate() {
             let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
-            let sums = &mut sums[..d_out];
-            for (j, sum) in sums.iter_mut().enumerate() {
-                *sum = i32_at(layer.bias, j);
+            let sums = &mut sums[..n * d_out];
+            for row in sums.chunks_exact_mut(d_out) {
+                for (sum, bias) in row.iter_mut().zip(layer.bias.chunks_exact(4)) {
+                    *sum = i32::from_le_bytes([bias[0], bias[1], bias[2], bias[3]]);
+                }
             }
-            crate::kernel::dots(&activations[..d_in], layer, 0, sums);
+            crate::kernel::dot_rows(&activations[..n * d_in], layer, sums);
             if index == last {
-                for (j, (logit, &sum)) in logits.iter_mut().zip(sums.iter()).enumerate() {
-                    *logit = sum as f32 * f32_at(layer.scales, j);
+                for (logits, row) in logits.iter_mut().zip(sums.chunks_exact(d_out)) {
+                    for (j, (logit, &sum)) in logits.iter_mut().zip(row).enumerate() {
+                        *logit = sum as f32 * f32_at(layer.scales, j);
+                    }
                 }
                 break;
             }
             let requant = &self.file.requant[index];
-            for (j, (activation, &sum)) in activations.iter_mut().zip(sums.iter()).enumerate() {
-                let scaled = crate::kernel::requantize(
-                    sum,
-                    i32_at(requant.multipliers, j),
-                    requant.shifts[j] as i8,
-                );
-                let clamped = (i32::from(requant.zero_point) + scaled).clamp(-128, 127);
-                *activation = match requant.table {
-                    [] => clamped as i8,
-                    table => table[(clamped + 128) as usize] as i8,
-                };
+            for (outputs, row) in activations
+                .chunks_exact_mut(d_out)
+                .zip(sums.chunks_exact(d_out))
+            {
+                let factors = requant.multipliers.chunks_exact(4).zip(requant.shifts);
+                for ((activation, &sum), (multiplier, &shift)) in
+                    outputs.iter_mut().zip(row).zip(factors)
+                {
+                    let multiplier = i32::from_le_bytes([
+                        multiplier[0],
+                        multiplier[1],
+                        multiplier[2],
+                        multiplier[3],
+                    ]);
+                    let scaled = crate::kernel::requantize(sum, multiplier, shift as i8);
+                    *activation = (i32::from(requant.zero_point) + scaled).clamp(-128, 127) as i8;
+                }
+            }
+            if let [_, ..] = requant.table {
+                for activation in &mut activations[..n * d_out] {
+                    *activation = requant.table[(i32::from(*activation) + 128) as usize] as i8;
+                }
             }
         }
-        logits
     }
 
     /// Every layer for `n` images whose normalised pixels fill the start of `input` (one row of
@@ -255,9 +275,11 @@ impl<'a> Model<'a> {
         let mut output = alloc::vec![0.0f32; BATCH * width];
         let mut logits = alloc::vec::Vec::with_capacity(images.len());
         if self.file.is_integer() {
-            let (input, output) = (&mut input[..width], &mut output[..width]);
-            for image in images {
-                logits.push(self.integer_layers(image, input, output));
+            for batch in images.chunks(BATCH) {
+                let mut values = [[0.0; NUM_CLASSES]; BATCH];
+                let values = &mut values[..batch.len()];
+                self.integer_layers(batch, &mut input, &mut output, values);
+                logits.extend_from_slice(values);
             }
             return Ok(logits);
         }

@@ -60,7 +60,10 @@ impl Team<'_, '_> {
             // A full-integer model runs on this thread alone, in the team's two buffers.
             // SAFETY: as above; buffer 1 is not buffer 0.
             let output = unsafe { self.shared.buffer(1) };
-            return Ok(self.model.integer_layers(image, input, output));
+            let mut logits = [[0.0; NUM_CLASSES]];
+            self.model
+                .integer_layers(&[image], input, output, &mut logits);
+            return Ok(logits[0]);
         }
         self.model.normalize_into(image, input);
         self.shared.meet(&mut self.meetings);

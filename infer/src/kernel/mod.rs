@@ -105,35 +105,54 @@ pub fn dots(input: &[i8], layer: &LayerBytes<'_>, first: usize, sums: &mut [i32]
     match best() {
         #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
         Path::CortexM4f => cortex_m4f::int8_dots(input, weights, sums),
+        // SAFETY: `best` found AVX2; `weights` holds the rows (sliced above).
+        #[cfg(target_arch = "x86_64")]
+        Path::X86Avx2 => unsafe { x86_64::int8_dots(input, weights, sums) },
         _ => portable::int8_dots(input, weights, sums),
+    }
+}
+
+/// [`dots`] for several images: `inputs` holds one row of `d_in` activations per image and
+/// `sums` one row of `d_out` sums; each image's sums are the integers [`dots`] gives it. With
+/// AVX-512 VNNI and four images or more, each block of four outputs' weights is read once for
+/// all the images.
+pub fn dot_rows(inputs: &[i8], layer: &LayerBytes<'_>, sums: &mut [i32]) {
+    let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+    assert_eq!(layer.encoding, Encoding::Int8Full, "a full-integer layer");
+    check_layer(layer);
+    let images = sums.len().checked_div(d_out).unwrap_or(0);
+    assert_eq!(sums.len(), images * d_out, "whole rows of sums");
+    assert_eq!(inputs.len(), images * d_in, "one row of inputs per image");
+    #[cfg(target_arch = "x86_64")]
+    if images >= 4 && d_in > 0 && best() == Path::X86Avx2 && x86_64::vnni_available() {
+        // SAFETY: the CPU has AVX-512 VNNI and BW; the sizes are checked above.
+        return unsafe { x86_64::dot_rows_vnni(inputs, layer.weights, d_out, sums) };
+    }
+    for (input, row) in inputs
+        .chunks_exact(d_in.max(1))
+        .zip(sums.chunks_exact_mut(d_out))
+    {
+        dots(&input[..d_in], layer, 0, row);
     }
 }
 
 /// `round(sum · multiplier · 2^(shift - 31))` in fixed point, exactly as TFLite's
 /// `MultiplyByQuantizedMultiplier` computes it (gemmlowp's saturating rounding doubling high
-/// multiply, then a rounding right shift): the same integers on every target.
+/// multiply, then a rounding right shift): the same integers on every target. Branch-free; the
+/// multiply cannot saturate because `ModelFile` holds multipliers to `[2^30, 2^31)`.
+#[inline]
 pub fn requantize(sum: i32, multiplier: i32, shift: i8) -> i32 {
     let (left, right) = (shift.max(0) as u32, (-shift).max(0) as u32);
-    let x = sum.wrapping_mul(1 << left);
-    // Saturating rounding doubling high multiply.
-    let high = if x == i32::MIN && multiplier == i32::MIN {
-        i32::MAX
-    } else {
-        let product = i64::from(x) * i64::from(multiplier);
-        let nudged = product + if product >= 0 { 1 << 30 } else { 1 - (1 << 30) };
-        // Division by 2^31 truncating towards zero, as a shift (no 64-bit division on a core
-        // without one).
-        let bias = if nudged < 0 { (1i64 << 31) - 1 } else { 0 };
-        ((nudged + bias) >> 31) as i32
-    };
-    // Rounding divide by 2^right, halves away from zero.
-    if right == 0 {
-        return high;
-    }
-    let mask = (1i64 << right) - 1;
-    let remainder = i64::from(high) & mask;
-    let threshold = (mask >> 1) + i64::from(high < 0);
-    (high >> right) + i32::from(remainder > threshold)
+    let product = i64::from(sum.wrapping_shl(left)) * i64::from(multiplier);
+    // All ones when the product is negative.
+    let negative = product >> 63;
+    // Nudge by 2^30 (1 - 2^30 below zero), then divide by 2^31 truncating towards zero.
+    let nudged = product + (1 << 30) + (negative & (1 - (1i64 << 31)));
+    let high = ((nudged + (negative & ((1i64 << 31) - 1))) >> 31) as i32;
+    // Rounding divide by 2^right, halves away from zero (right = 0: the mask is 0, no change).
+    let mask = ((1i64 << right) - 1) as i32;
+    let threshold = (mask >> 1) + (high >> 31 & 1);
+    (high >> right) + i32::from((high & mask) > threshold)
 }
 
 /// [`columns`] for several images at once, all of a layer's outputs: `outs` holds one row of
@@ -480,6 +499,62 @@ mod tests {
                         .map(|i| i32::from(input[i]) * i32::from(q[j * d_in + i] as i8))
                         .sum();
                     assert_eq!(sum, 5 + want, "{d_in}x{d_out} output {j}");
+                }
+            }
+        }
+    }
+
+    /// The AVX2 dot products, which CPUs with AVX-512 VNNI skip, against the portable loop.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_dots_are_the_portable_integers() {
+        if !x86_64::available() {
+            return;
+        }
+        for (d_in, d_out) in [(784, 13), (70, 8), (17, 5), (3, 2)] {
+            let q: std::vec::Vec<u8> = (0..d_in * d_out).map(|i| (i * 61 % 256) as u8).collect();
+            let input: std::vec::Vec<i8> = (0..d_in).map(|i| (i * 29 % 256) as u8 as i8).collect();
+            let (mut got, mut want) = (std::vec![3i32; d_out], std::vec![3i32; d_out]);
+            // SAFETY: AVX2 is there; `q` holds d_out rows of d_in bytes.
+            unsafe { x86_64::dots_avx2(&input, &q, &mut got) };
+            portable::int8_dots(&input, &q, &mut want);
+            assert_eq!(got, want, "{d_in}x{d_out}");
+        }
+    }
+
+    #[test]
+    fn rows_of_images_get_the_integers_each_gets_alone() {
+        for (d_in, d_out) in [(784, 13), (70, 8), (130, 5), (1, 3)] {
+            let q: std::vec::Vec<u8> = (0..d_in * d_out).map(|i| (i * 61 % 256) as u8).collect();
+            let mut stored = std::vec![0u8];
+            stored.extend(&q);
+            let layer = LayerBytes {
+                d_in: d_in as u32,
+                d_out: d_out as u32,
+                encoding: Encoding::Int8Full,
+                weights: &stored[1..],
+                scales: &[],
+                bias: &[],
+            };
+            for images in [1, 3, 4, 5, 8, 9] {
+                let inputs: std::vec::Vec<i8> = (0..images * d_in)
+                    .map(|i| (i * 29 % 256) as u8 as i8)
+                    .collect();
+                let start: std::vec::Vec<i32> = (0..images * d_out).map(|i| i as i32 - 7).collect();
+                let mut got = start.clone();
+                dot_rows(&inputs, &layer, &mut got);
+                for b in 0..images {
+                    let mut want = start[b * d_out..(b + 1) * d_out].to_vec();
+                    portable::int8_dots(
+                        &inputs[b * d_in..(b + 1) * d_in],
+                        layer.weights,
+                        &mut want,
+                    );
+                    assert_eq!(
+                        &got[b * d_out..(b + 1) * d_out],
+                        &want[..],
+                        "{d_in}x{d_out}, {images} images, image {b}"
+                    );
                 }
             }
         }

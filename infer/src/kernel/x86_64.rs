@@ -507,3 +507,267 @@ unsafe fn together(input: &[f32], layer: &LayerBytes<'_>, j0: usize, out: &mut [
         }
     }
 }
+
+static DETECTED_VNNI: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// AVX-512 VNNI (and BW) on top of [`avx512_available`], for the full-integer dot products.
+pub fn vnni_available() -> bool {
+    match DETECTED_VNNI.load(Ordering::Relaxed) {
+        YES => true,
+        NO => false,
+        _ => {
+            let leaf7 = __cpuid_count(7, 0);
+            let found =
+                avx512_available() && leaf7.ebx & (1 << 30) != 0 && leaf7.ecx & (1 << 11) != 0;
+            DETECTED_VNNI.store(if found { YES } else { NO }, Ordering::Relaxed);
+            found
+        }
+    }
+}
+
+/// Full-integer dot products (see [`super::dots`]), four output rows at a time: with AVX-512
+/// VNNI, [`dots_vnni`]; else each block of 16 inputs sign-extended to i16 once (VPMOVSXBW) and
+/// multiplied and pair-summed into i32 with VPMADDWD (a pair of products is at most
+/// 2 · 128 · 128, so it never saturates). Integer sums: the same as the portable loop.
+///
+/// # Safety
+/// AVX2; `weights` holds `sums.len()` rows of `input.len()` bytes.
+#[target_feature(enable = "avx2")]
+pub unsafe fn int8_dots(input: &[i8], weights: &[u8], sums: &mut [i32]) {
+    // SAFETY: the CPU has AVX-512 VNNI and BW, or AVX2; the contract holds.
+    unsafe {
+        if vnni_available() {
+            dots_vnni(input, weights, sums)
+        } else {
+            dots_avx2(input, weights, sums)
+        }
+    }
+}
+
+/// [`int8_dots`] without VNNI.
+///
+/// # Safety
+/// As [`int8_dots`].
+#[target_feature(enable = "avx2")]
+pub unsafe fn dots_avx2(input: &[i8], weights: &[u8], sums: &mut [i32]) {
+    let n = input.len();
+    let blocks = n / 16;
+    let tail = |row: &[u8]| -> i32 {
+        (16 * blocks..n)
+            .map(|i| i32::from(input[i]) * i32::from(row[i] as i8))
+            .sum()
+    };
+    for j in (0..sums.len()).step_by(4) {
+        let rows = (sums.len() - j).min(4);
+        let mut acc = [_mm256_setzero_si256(); 4];
+        for b in 0..blocks {
+            // SAFETY: 16 bytes at 16·b < n of `input` and of each row (the contract).
+            unsafe {
+                let x = _mm256_cvtepi8_epi16(_mm_loadu_si128(input.as_ptr().add(16 * b).cast()));
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    let at = weights.as_ptr().add((j + r) * n + 16 * b);
+                    let w = _mm256_cvtepi8_epi16(_mm_loadu_si128(at.cast()));
+                    *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(x, w));
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(rows) {
+            let row = &weights[(j + r) * n..(j + r + 1) * n];
+            sums[j + r] += sum_256(*acc) + tail(row);
+        }
+    }
+}
+
+/// The 8 lanes' sum.
+#[target_feature(enable = "avx2")]
+fn sum_256(v: __m256i) -> i32 {
+    let half = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let quad = _mm_add_epi32(half, _mm_shuffle_epi32::<0b01_00_11_10>(half));
+    let pair = _mm_add_epi32(quad, _mm_shuffle_epi32::<0b10_11_00_01>(quad));
+    _mm_cvtsi128_si32(pair)
+}
+
+/// [`int8_dots`] with VPDPBUSD, which multiplies unsigned by signed bytes and adds each four
+/// products into an i32 lane: 64 inputs per instruction, no unpacking. The activations go in as
+/// `a + 128` (a flipped top bit), and `128 · Σ w` (a second VPDPBUSD against ones) comes off
+/// again: `Σ (a + 128) w − 128 Σ w = Σ a w`, exactly. The last partial block is loaded under a
+/// mask (zeros, which add nothing).
+///
+/// # Safety
+/// AVX-512 VNNI and BW; as [`int8_dots`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+unsafe fn dots_vnni(input: &[i8], weights: &[u8], sums: &mut [i32]) {
+    let n = input.len();
+    let blocks = n.div_ceil(64);
+    let flip = _mm512_set1_epi8(-128);
+    let ones = _mm512_set1_epi8(1);
+    for j in (0..sums.len()).step_by(4) {
+        let rows = (sums.len() - j).min(4);
+        let (mut acc, mut total) = ([_mm512_setzero_si512(); 4], [_mm512_setzero_si512(); 4]);
+        for b in 0..blocks {
+            let left = n - 64 * b;
+            let mask: __mmask64 = if left >= 64 { !0 } else { (1u64 << left) - 1 };
+            // SAFETY: the masked loads read only the `min(64, left)` bytes at 64·b, inside
+            // `input` and each row (the contract); masked-off bytes are not touched.
+            unsafe {
+                let x = _mm512_maskz_loadu_epi8(mask, input.as_ptr().add(64 * b).cast());
+                let x = _mm512_xor_si512(x, flip);
+                for r in 0..rows {
+                    let at = weights.as_ptr().add((j + r) * n + 64 * b);
+                    let w = _mm512_maskz_loadu_epi8(mask, at.cast());
+                    acc[r] = _mm512_dpbusd_epi32(acc[r], x, w);
+                    total[r] = _mm512_dpbusd_epi32(total[r], ones, w);
+                }
+            }
+        }
+        for r in 0..rows {
+            let (dot, sum_w) = (
+                _mm512_reduce_add_epi32(acc[r]),
+                _mm512_reduce_add_epi32(total[r]),
+            );
+            sums[j + r] += dot - 128 * sum_w;
+        }
+    }
+}
+
+/// [`dots_vnni`] for `sums.len() / d_out` images: for each block of four outputs, the images
+/// four at a time (16 accumulators), so the block's weights (four rows) stay in L1 while every
+/// image passes; the same integers as one image at a time.
+///
+/// # Safety
+/// AVX-512 VNNI and BW; `inputs` holds whole rows of `d_in >= 1` activations, one per image,
+/// `weights` `d_out` rows of `d_in` bytes, `sums` one row of `d_out` per image.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+pub unsafe fn dot_rows_vnni(inputs: &[i8], weights: &[u8], d_out: usize, sums: &mut [i32]) {
+    let n = weights.len() / d_out;
+    let images = sums.len() / d_out;
+    let blocks = n.div_ceil(64);
+    let flip = _mm512_set1_epi8(-128);
+    let ones = _mm512_set1_epi8(1);
+    for j in (0..d_out).step_by(4) {
+        let rows = (d_out - j).min(4);
+        let mut total = [_mm512_setzero_si512(); 4];
+        for b in 0..blocks {
+            let left = n - 64 * b;
+            let mask: __mmask64 = if left >= 64 { !0 } else { (1u64 << left) - 1 };
+            for (r, total) in total.iter_mut().enumerate().take(rows) {
+                // SAFETY: a masked load inside row j + r (the contract).
+                let w = unsafe {
+                    _mm512_maskz_loadu_epi8(mask, weights.as_ptr().add((j + r) * n + 64 * b).cast())
+                };
+                *total = _mm512_dpbusd_epi32(*total, ones, w);
+            }
+        }
+        let mut correction = [0i32; 4];
+        for r in 0..rows {
+            correction[r] = 128 * _mm512_reduce_add_epi32(total[r]);
+        }
+        for first in (0..images).step_by(4) {
+            let count = (images - first).min(4);
+            if rows == 4 && count == 4 {
+                // SAFETY: as this function's contract, for four whole rows and images.
+                let got = unsafe { block4x4(inputs, weights, n, j, first, flip) };
+                for (k, got) in got.iter().enumerate() {
+                    let at = (first + k) * d_out + j;
+                    for (r, sum) in sums[at..at + 4].iter_mut().enumerate() {
+                        *sum += got[r] - correction[r];
+                    }
+                }
+                continue;
+            }
+            let mut acc = [[_mm512_setzero_si512(); 4]; 4];
+            for b in 0..blocks {
+                let left = n - 64 * b;
+                let mask: __mmask64 = if left >= 64 { !0 } else { (1u64 << left) - 1 };
+                let mut x = [flip; 4];
+                for (k, x) in x.iter_mut().enumerate().take(count) {
+                    // SAFETY: a masked load inside image first + k's row (the contract).
+                    let bytes = unsafe {
+                        _mm512_maskz_loadu_epi8(
+                            mask,
+                            inputs.as_ptr().add((first + k) * n + 64 * b).cast(),
+                        )
+                    };
+                    *x = _mm512_xor_si512(bytes, flip);
+                }
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    // SAFETY: a masked load inside row j + r (the contract).
+                    let w = unsafe {
+                        _mm512_maskz_loadu_epi8(
+                            mask,
+                            weights.as_ptr().add((j + r) * n + 64 * b).cast(),
+                        )
+                    };
+                    for (acc, x) in acc.iter_mut().zip(&x).take(count) {
+                        *acc = _mm512_dpbusd_epi32(*acc, *x, w);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                for (k, acc) in acc.iter().enumerate().take(count) {
+                    sums[(first + k) * d_out + j + r] +=
+                        _mm512_reduce_add_epi32(*acc) - correction[r];
+                }
+            }
+        }
+    }
+}
+
+/// Four rows (`j ..`) by four images (`first ..`) of [`dot_rows_vnni`], sixteen accumulators in
+/// registers; returns `Σ (a + 128) · w` per image, per row.
+///
+/// # Safety
+/// As [`dot_rows_vnni`], with rows `j .. j + 4` and images `first .. first + 4` inside.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+#[inline]
+unsafe fn block4x4(
+    inputs: &[i8],
+    weights: &[u8],
+    n: usize,
+    j: usize,
+    first: usize,
+    flip: __m512i,
+) -> [[i32; 4]; 4] {
+    let mut acc = [[_mm512_setzero_si512(); 4]; 4];
+    for b in 0..n.div_ceil(64) {
+        let left = n - 64 * b;
+        let mask: __mmask64 = if left >= 64 { !0 } else { (1u64 << left) - 1 };
+        // SAFETY: masked loads inside the four images' rows and the four weight rows.
+        unsafe {
+            let load = |at: *const u8| _mm512_maskz_loadu_epi8(mask, at.cast());
+            let x = [0, 1, 2, 3].map(|k| {
+                _mm512_xor_si512(
+                    load(inputs.as_ptr().add((first + k) * n + 64 * b).cast()),
+                    flip,
+                )
+            });
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let w = load(weights.as_ptr().add((j + r) * n + 64 * b));
+                for (acc, x) in acc.iter_mut().zip(x) {
+                    *acc = _mm512_dpbusd_epi32(*acc, x, w);
+                }
+            }
+        }
+    }
+    // Per image, the four rows' sums in one vector: halves added, then pairwise adds.
+    let mut out = [[0i32; 4]; 4];
+    for (k, out) in out.iter_mut().enumerate() {
+        let half = |v: __m512i| {
+            _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
+        };
+        let (a, b, c, d) = (
+            half(acc[0][k]),
+            half(acc[1][k]),
+            half(acc[2][k]),
+            half(acc[3][k]),
+        );
+        let abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+        let sums = _mm_add_epi32(
+            _mm256_castsi256_si128(abcd),
+            _mm256_extracti128_si256::<1>(abcd),
+        );
+        // SAFETY: `out` is 4 i32, 16 bytes.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), sums) };
+    }
+    out
+}
