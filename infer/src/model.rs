@@ -157,9 +157,7 @@ impl<'a> Model<'a> {
         };
         let n = images.len();
         for (row, image) in activations.chunks_exact_mut(INPUT_SIZE).zip(images) {
-            for (activation, &pixel) in row.iter_mut().zip(image.iter()) {
-                *activation = (i16::from(pixel) - 128) as i8;
-            }
+            Self::integer_input(image, row);
         }
         let last = self.file.layers.len() - 1;
         for (index, layer) in self.file.layers.iter().enumerate() {
@@ -173,36 +171,79 @@ impl<'a> Model<'a> {
             crate::kernel::dot_rows(&activations[..n * d_in], layer, sums);
             if index == last {
                 for (logits, row) in logits.iter_mut().zip(sums.chunks_exact(d_out)) {
-                    for (j, (logit, &sum)) in logits.iter_mut().zip(row).enumerate() {
-                        *logit = sum as f32 * f32_at(layer.scales, j);
-                    }
+                    logits_from(layer, 0, row, logits);
                 }
                 break;
             }
-            let requant = &self.file.requant[index];
             for (outputs, row) in activations
                 .chunks_exact_mut(d_out)
                 .zip(sums.chunks_exact(d_out))
             {
-                let factors = requant.multipliers.chunks_exact(4).zip(requant.shifts);
-                for ((activation, &sum), (multiplier, &shift)) in
-                    outputs.iter_mut().zip(row).zip(factors)
-                {
-                    let multiplier = i32::from_le_bytes([
-                        multiplier[0],
-                        multiplier[1],
-                        multiplier[2],
-                        multiplier[3],
-                    ]);
-                    let scaled = crate::kernel::requantize(sum, multiplier, shift as i8);
-                    *activation = (i32::from(requant.zero_point) + scaled).clamp(-128, 127) as i8;
+                self.requantize_outputs(index, 0, row, outputs);
+            }
+        }
+    }
+
+    /// Hidden layer `index`'s int8 outputs `first ..` from their sums: requantised, clamped to
+    /// int8, and through the layer's table when it has one.
+    fn requantize_outputs(&self, index: usize, first: usize, sums: &[i32], out: &mut [i8]) {
+        let requant = &self.file.requant[index];
+        let factors = requant.multipliers[4 * first..]
+            .chunks_exact(4)
+            .zip(&requant.shifts[first..]);
+        for ((activation, &sum), (multiplier, &shift)) in out.iter_mut().zip(sums).zip(factors) {
+            let multiplier =
+                i32::from_le_bytes([multiplier[0], multiplier[1], multiplier[2], multiplier[3]]);
+            let scaled = crate::kernel::requantize(sum, multiplier, shift as i8);
+            *activation = (i32::from(requant.zero_point) + scaled).clamp(-128, 127) as i8;
+        }
+        if let [_, ..] = requant.table {
+            for activation in &mut out[..sums.len()] {
+                *activation = requant.table[(i32::from(*activation) + 128) as usize] as i8;
+            }
+        }
+    }
+
+    /// Outputs `first ..` of full-integer layer `index` for the int8 `input`: int8 activations
+    /// for a hidden layer, f32 logits for the last. A [`crate::team`] member's share; the same
+    /// integers as [`Self::integer_layers`].
+    #[cfg(feature = "std")]
+    pub(crate) fn integer_columns(
+        &self,
+        index: usize,
+        input: &[i8],
+        first: usize,
+        mut out: IntegerOutputs<'_>,
+    ) {
+        let layer = &self.file.layers[index];
+        let count = match &out {
+            IntegerOutputs::Activations(out) => out.len(),
+            IntegerOutputs::Logits(out) => out.len(),
+        };
+        let mut sums = [0i32; 64];
+        for start in (0..count).step_by(64) {
+            let width = (count - start).min(64);
+            let sums = &mut sums[..width];
+            for (j, sum) in sums.iter_mut().enumerate() {
+                *sum = crate::format::i32_at(layer.bias, first + start + j);
+            }
+            crate::kernel::dots(input, layer, first + start, sums);
+            match &mut out {
+                IntegerOutputs::Activations(out) => {
+                    self.requantize_outputs(index, first + start, sums, &mut out[start..])
+                }
+                IntegerOutputs::Logits(out) => {
+                    logits_from(layer, first + start, sums, &mut out[start..])
                 }
             }
-            if let [_, ..] = requant.table {
-                for activation in &mut activations[..n * d_out] {
-                    *activation = requant.table[(i32::from(*activation) + 128) as usize] as i8;
-                }
-            }
+        }
+    }
+
+    /// Writes `pixel - 128` for each pixel of `image` to the start of `activations`: a
+    /// full-integer model's input.
+    pub(crate) fn integer_input(image: &[u8], activations: &mut [i8]) {
+        for (activation, &pixel) in activations.iter_mut().zip(image) {
+            *activation = (i16::from(pixel) - 128) as i8;
         }
     }
 
@@ -304,6 +345,22 @@ impl<'a> Model<'a> {
     pub fn predict(&self, image: &[u8], scratch: &mut impl Buffers) -> Result<usize, Error> {
         self.forward_into(image, scratch)
             .map(|logits| argmax(&logits))
+    }
+}
+
+/// Where a team member's share of a full-integer layer goes.
+#[cfg(feature = "std")]
+pub(crate) enum IntegerOutputs<'a> {
+    /// A hidden layer's int8 outputs.
+    Activations(&'a mut [i8]),
+    /// The last layer's logits.
+    Logits(&'a mut [f32]),
+}
+
+/// The last full-integer layer's logits `first ..` from their sums: `sum · scale` in f32.
+fn logits_from(layer: &crate::LayerBytes<'_>, first: usize, sums: &[i32], out: &mut [f32]) {
+    for (j, (logit, &sum)) in out.iter_mut().zip(sums).enumerate() {
+        *logit = sum as f32 * f32_at(layer.scales, first + j);
     }
 }
 

@@ -12,7 +12,15 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::vec::Vec;
 
+use crate::model::IntegerOutputs;
 use crate::{Error, INPUT_SIZE, Model, NUM_CLASSES};
+
+/// A buffer's bytes as a full-integer model's int8 activations.
+fn as_bytes(buffer: &mut [f32]) -> &mut [i8] {
+    // SAFETY: i8 has no invalid bit patterns and alignment 1; the view covers the buffer's own
+    // bytes and borrows it exclusively.
+    unsafe { core::slice::from_raw_parts_mut(buffer.as_mut_ptr().cast::<i8>(), buffer.len() * 4) }
+}
 
 /// Runs `work` with a [`Team`] of `threads` threads (the caller's and `threads − 1` helpers,
 /// which spin while they wait, so give it no more threads than idle cores).
@@ -57,15 +65,10 @@ impl Team<'_, '_> {
         // SAFETY: the helpers wait for the next meeting and touch no buffer until then.
         let input = unsafe { self.shared.buffer(0) };
         if self.model.file().is_integer() {
-            // A full-integer model runs on this thread alone, in the team's two buffers.
-            // SAFETY: as above; buffer 1 is not buffer 0.
-            let output = unsafe { self.shared.buffer(1) };
-            let mut logits = [[0.0; NUM_CLASSES]];
-            self.model
-                .integer_layers(&[image], input, output, &mut logits);
-            return Ok(logits[0]);
+            Model::integer_input(image, as_bytes(input));
+        } else {
+            self.model.normalize_into(image, input);
         }
-        self.model.normalize_into(image, input);
         self.shared.meet(&mut self.meetings);
         self.shared.layers(self.model, 0, &mut self.meetings);
         let last = self.model.file().layers.len() % 2;
@@ -145,7 +148,15 @@ impl Shared {
                 // writes only its own columns of the output buffer.
                 let (input, output) =
                     unsafe { (self.buffer(index % 2), self.buffer(1 - index % 2)) };
-                model.layer_columns(index, &input[..d_in], columns.start, &mut output[columns]);
+                if !model.file().is_integer() {
+                    model.layer_columns(index, &input[..d_in], columns.start, &mut output[columns]);
+                } else if index + 1 == model.file().layers.len() {
+                    let out = IntegerOutputs::Logits(&mut output[columns.clone()]);
+                    model.integer_columns(index, &as_bytes(input)[..d_in], columns.start, out);
+                } else {
+                    let out = IntegerOutputs::Activations(&mut as_bytes(output)[columns.clone()]);
+                    model.integer_columns(index, &as_bytes(input)[..d_in], columns.start, out);
+                }
             }
             self.meet(meetings);
         }
@@ -271,6 +282,60 @@ mod tests {
             model.forward_batch(&mixed),
             Err(crate::Error::ImageSize { found: 783 })
         ));
+    }
+
+    /// 784-200-77-10 full-integer, a table on the second hidden layer.
+    fn integer_model() -> Vec<u8> {
+        let normalization = Normalization {
+            mean: 0.3,
+            std: 0.35,
+        };
+        let mut file = ModelFileBuf::new(Activation::Relu, normalization);
+        for (k, w) in [784usize, 200, 77, 10].windows(2).enumerate() {
+            let seed = k as u32 * 5;
+            let q: Vec<i8> = bytes(w[0] * w[1], seed).iter().map(|&b| b as i8).collect();
+            let bias: Vec<i32> = (0..w[1] as i32).map(|j| 97 * j - 4000).collect();
+            if k == 2 {
+                let scales: Vec<f32> = (0..10).map(|j| 0.01 + 0.001 * j as f32).collect();
+                file.push_int8_full(w[0], w[1], &q, &bias, None, &scales)
+                    .unwrap();
+                break;
+            }
+            let multipliers: Vec<i32> = (0..w[1] as i32).map(|j| (1 << 30) + 4099 * j).collect();
+            let shifts: Vec<i8> = (0..w[1]).map(|j| -14 - (j % 3) as i8).collect();
+            let table: Vec<i8> = if k == 1 {
+                bytes(256, 77).iter().map(|&b| b as i8).collect()
+            } else {
+                Vec::new()
+            };
+            let requant = crate::RequantBuf::new(-3, &multipliers, &shifts, &table);
+            file.push_int8_full(w[0], w[1], &q, &bias, Some(requant), &[])
+                .unwrap();
+        }
+        file.to_vec().unwrap()
+    }
+
+    #[test]
+    fn a_full_integer_team_and_batch_give_each_image_its_own_logits() {
+        let file = integer_model();
+        let model = Model::from_bytes(&file).unwrap();
+        let images: Vec<Vec<u8>> = (0..13).map(|k| bytes(INPUT_SIZE, 500 + k)).collect();
+        let mut scratch = Scratch::<784>::new();
+        let one_by_one: Vec<[f32; 10]> = images
+            .iter()
+            .map(|image| model.forward_into(image, &mut scratch).unwrap())
+            .collect();
+        let batch: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+        assert_eq!(model.forward_batch(&batch).unwrap(), one_by_one);
+        for threads in 1..=3 {
+            let logits: Vec<[f32; 10]> = with_team(&model, threads, |team| {
+                images
+                    .iter()
+                    .map(|image| team.forward(image).unwrap())
+                    .collect()
+            });
+            assert_eq!(logits, one_by_one, "{threads} threads");
+        }
     }
 
     #[test]

@@ -77,6 +77,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     eprintln!("inference on the {} test images...", test.len());
     let file = crate::files::ModelFileOnDisk::read(&args.model)?;
     let infer = time_inference(&file.model(), &test, args.threads)?;
+    eprintln!("the same model full-integer (quantize --scheme full, 2,000 calibration images)...");
+    let (train, _) = data::fetch::load_part(&source, data::fetch::Part::Train)?;
+    let integer_bytes = crate::quantize::full_integer(&file.model(), &train, 2000)?;
+    let integer_model =
+        infer::Model::from_bytes(&integer_bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let integer = time_inference(&integer_model, &test, args.threads)?;
 
     let mut report = json!({
         "threads": args.threads,
@@ -91,6 +97,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "infer_throughput_images_per_s": infer.throughput,
         "infer_batch1_gflops": infer.gflops,
         "one_core_peak_gflops": peak_gflops(),
+        "q8_infer_kernel": infer::kernel::integer_name(),
+        "q8_infer_batch1_us_per_image": integer.batch1_us,
+        "q8_infer_throughput_images_per_s": integer.throughput,
     });
     if let Some(python) = &args.compare_pytorch {
         eprintln!("the same on PyTorch ({})...", python.display());
@@ -110,6 +119,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "train_ratio": train_epoch_s / pt_epoch,
             "infer_batch1_ratio": infer.batch1_us / pt_batch1_us,
             "infer_throughput_ratio": infer.throughput * pt_batch1000_us / 1e6,
+            "q8_infer_batch1_ratio": integer.batch1_us / pt_batch1_us,
+            "q8_infer_throughput_ratio": integer.throughput * pt_batch1000_us / 1e6,
         });
         report
             .as_object_mut()
@@ -138,6 +149,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "ort_int8_infer_throughput_images_per_s": 1e6 / int8_batch1000,
             "ort_infer_batch1_ratio": infer.batch1_us / f32_batch1,
             "ort_infer_throughput_ratio": infer.throughput * f32_batch1000 / 1e6,
+            "q8_ort_infer_batch1_ratio": integer.batch1_us / f32_batch1,
+            "q8_ort_int8_infer_batch1_ratio": integer.batch1_us / int8_batch1,
+            "q8_ort_infer_throughput_ratio": integer.throughput * f32_batch1000 / 1e6,
         });
         report
             .as_object_mut()
@@ -397,6 +411,18 @@ fn table(report: &Value) -> String {
         cell(f("pytorch_infer_throughput_images_per_s"), 0),
         cell(f("infer_throughput_ratio"), 2)
     );
+    out += &format!(
+        "| full-integer inference, batch 1 (µs per image) | {} | {} | {} |\n",
+        cell(f("q8_infer_batch1_us_per_image"), 1),
+        cell(f("pytorch_infer_batch1_us_per_image"), 1),
+        cell(f("q8_infer_batch1_ratio"), 3)
+    );
+    out += &format!(
+        "| full-integer throughput (images/s; PyTorch at batch 1000) | {} | {} | {} |\n",
+        cell(f("q8_infer_throughput_images_per_s"), 0),
+        cell(f("pytorch_infer_throughput_images_per_s"), 0),
+        cell(f("q8_infer_throughput_ratio"), 2)
+    );
     if report.get("onnxruntime_version").is_some() {
         out += &format!(
             "\nONNX Runtime {} on the same network and threads (f32 graph; its own dynamic int8 \
@@ -419,7 +445,26 @@ fn table(report: &Value) -> String {
             cell(f("ort_infer_throughput_ratio"), 2),
             cell(f("ort_int8_infer_throughput_images_per_s"), 0)
         );
+        out += &format!(
+            "| full-integer, batch 1 (µs per image) | {} | {} | {} | {} (ours / ORT int8 {}) |\n",
+            cell(f("q8_infer_batch1_us_per_image"), 1),
+            cell(f("ort_infer_batch1_us_per_image"), 1),
+            cell(f("q8_ort_infer_batch1_ratio"), 3),
+            cell(f("ort_int8_infer_batch1_us_per_image"), 1),
+            cell(f("q8_ort_int8_infer_batch1_ratio"), 3)
+        );
+        out += &format!(
+            "| full-integer throughput (images/s; ORT at batch 1000) | {} | {} | {} | {} |\n",
+            cell(f("q8_infer_throughput_images_per_s"), 0),
+            cell(f("ort_infer_throughput_images_per_s"), 0),
+            cell(f("q8_ort_infer_throughput_ratio"), 2),
+            cell(f("ort_int8_infer_throughput_images_per_s"), 0)
+        );
     }
+    out += &format!(
+        "\nFull-integer kernel: {}.",
+        report["q8_infer_kernel"].as_str().unwrap_or("?")
+    );
     out += &format!(
         "\nInference kernel: {} (throughput: {}); batch 1 runs at {} GFLOP/s on {} thread(s) \
          (one core's AVX2 peak {} GFLOP/s: 2 FMA units x 8 lanes x 2 flops at the clock \

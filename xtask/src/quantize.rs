@@ -172,8 +172,6 @@ fn fixed_point(real: f64) -> (i32, i8) {
 
 /// `--scheme full`.
 fn full(args: &QuantizeArgs, input: &ModelFileOnDisk) -> anyhow::Result<()> {
-    let model = input.model();
-    let file = model.file();
     let out = args
         .out
         .clone()
@@ -182,6 +180,29 @@ fn full(args: &QuantizeArgs, input: &ModelFileOnDisk) -> anyhow::Result<()> {
     if args.calibration == 0 {
         bail!("--calibration must be at least 1 image");
     }
+    let source = crate::setup::ensure_fashion_mnist()?;
+    let (train, _) = data::fetch::load_part(&source, data::fetch::Part::Train)?;
+    let count = args.calibration.min(train.len());
+    let quantized = full_integer(&input.model(), &train, count)?;
+    crate::files::write(&out, &quantized)?;
+    println!(
+        "wrote {} ({} bytes, full-integer, calibrated on {count} training images; the input \
+         file has {} bytes)",
+        out.display(),
+        quantized.len(),
+        input.bytes.len()
+    );
+    Ok(())
+}
+
+/// The full-integer model file of a float `model`, its int8 ranges calibrated on `count`
+/// images spread evenly over `train`.
+pub fn full_integer(
+    model: &infer::Model<'_>,
+    train: &data::Split,
+    count: usize,
+) -> anyhow::Result<Vec<u8>> {
+    let file = model.file();
     let layers: Vec<FloatLayer> = file
         .layers
         .iter()
@@ -202,13 +223,10 @@ fn full(args: &QuantizeArgs, input: &ModelFileOnDisk) -> anyhow::Result<()> {
             }
         })
         .collect();
-    let source = crate::setup::ensure_fashion_mnist()?;
-    let (train, _) = data::fetch::load_part(&source, data::fetch::Part::Train)?;
-    let count = args.calibration.min(train.len());
     let images: Vec<&[u8]> = (0..count)
         .map(|k| train.image(k * train.len() / count))
         .collect();
-    let ranges = calibrate(&model, &layers, &images);
+    let ranges = calibrate(model, &layers, &images);
 
     let activation = file.activation;
     let kind = activation.kind();
@@ -285,14 +303,5 @@ fn full(args: &QuantizeArgs, input: &ModelFileOnDisk) -> anyhow::Result<()> {
         in_scale = f64::from(out_scale);
         in_offset = -f64::from(out_zero);
     }
-    let quantized = quantized.to_vec().map_err(|e| anyhow!("encoding: {e}"))?;
-    crate::files::write(&out, &quantized)?;
-    println!(
-        "wrote {} ({} bytes, full-integer, calibrated on {count} training images; the input \
-         file has {} bytes)",
-        out.display(),
-        quantized.len(),
-        input.bytes.len()
-    );
-    Ok(())
+    quantized.to_vec().map_err(|e| anyhow!("encoding: {e}"))
 }

@@ -193,6 +193,21 @@ pub fn rows_name() -> &'static str {
     }
 }
 
+/// Which path [`dots`] and [`dot_rows`] take on this machine, for reports.
+pub fn integer_name() -> &'static str {
+    match best() {
+        #[cfg(target_arch = "x86_64")]
+        Path::X86Avx2 if x86_64::vnni_available() => {
+            "x86-64 AVX-512 VNNI (VPDPBUSD), 4 outputs x 4 images at a time in batches"
+        }
+        #[cfg(target_arch = "x86_64")]
+        Path::X86Avx2 => "x86-64 AVX2 (VPMOVSXBW + VPMADDWD), 4 outputs at a time",
+        #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+        Path::CortexM4f => "Cortex-M4 DSP (SXTB16 + SMLAD), 2 outputs at a time",
+        _ => "portable (i32 sums)",
+    }
+}
+
 /// What the kernels rely on, which [`crate::ModelFile`] validated: the weights and scales hold
 /// exactly what the sizes need.
 fn check_layer(layer: &LayerBytes<'_>) {
