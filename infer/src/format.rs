@@ -55,31 +55,34 @@ pub enum Encoding {
     /// One signed byte `q` per weight and one f16 scale per output `j`: `w[i][j] = q[i][j] ·
     /// scale[j]` (per-output-channel quantisation; half the bytes of f16).
     Int8,
-    /// Full-integer (TFLite's scheme): one signed byte per weight stored output by output
-    /// (`[d_out, d_in]`, so a dot product reads consecutive bytes), little-endian i32 biases
-    /// already in the accumulator's scale (the input's zero point folded in), int8 inputs, int32
-    /// sums. A hidden layer turns its sums into int8 outputs through its [`Requant`]; the last
-    /// layer's `scales` holds one little-endian f32 per output that turns its sums into logits.
-    /// Every layer of such a model is full-integer; its first layer's input is `pixel - 128`.
+    /// Full-integer: one signed byte per weight stored output by output (`[d_out, d_in]`, so a
+    /// dot product reads consecutive bytes), little-endian i32 biases already in the sums' scale
+    /// (the input's zero point folded in), 8-bit activations, i32 sums. Activations are unsigned
+    /// with a zero point (ONNX Runtime's and oneDNN's u8 × s8 scheme; TFLite's int8 activations
+    /// are the same numbers minus 128), so x86's VPDPBUSD and the Cortex-M4's UXTB16 + SMLAD
+    /// take them as they are. A hidden layer turns its sums into 8-bit outputs through its
+    /// [`Requant`]; the last layer's `scales` holds one little-endian f32 per output that turns
+    /// its sums into logits. Every layer of such a model is full-integer; its first layer's
+    /// input is the pixels themselves.
     Int8Full,
 }
 
-/// How a full-integer hidden layer turns its int32 sums into int8 outputs, as TFLite and
-/// CMSIS-NN define it: `out = clamp(zero_point + round(sum · multiplier · 2^(shift - 31)))`
-/// (`kernel::requantize`, fixed point only), then, when `table` is not empty,
-/// `out = table[out + 128]`: the activation as a lookup table. Without a table the clamp is the
-/// activation (ReLU: the zero point is -128) or there is none (identity).
+/// How a full-integer hidden layer turns its i32 sums into 8-bit outputs, as TFLite and
+/// CMSIS-NN define it: `out = clamp(zero_point + round(sum · multiplier · 2^(shift - 31)), 0,
+/// 255)` (`kernel::requantize`, fixed point only), then, when `table` is not empty,
+/// `out = table[out]`: the activation as a lookup table. Without a table the clamp is the
+/// activation (ReLU: the zero point is 0) or there is none (identity).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Requant<'a> {
-    /// The int8 output that stands for 0 (before `table`).
-    pub zero_point: i8,
+    /// The output that stands for 0 (before `table`).
+    pub zero_point: u8,
     /// `d_out` little-endian i32 multipliers, each in `[2^30, 2^31)`.
     #[serde(borrow)]
     pub multipliers: &'a [u8],
     /// `d_out` shifts (i8 in `-31..=30`, positive to the left).
     #[serde(borrow)]
     pub shifts: &'a [u8],
-    /// Empty, or 256 int8 outputs indexed by the requantised value + 128.
+    /// Empty, or 256 outputs indexed by the requantised value.
     #[serde(borrow)]
     pub table: &'a [u8],
 }
@@ -310,14 +313,14 @@ impl<'a> ModelFile<'a> {
 
     /// A full-integer layer's own checks: its requantisation's sizes and ranges, finite
     /// positive output scales, and sums that cannot overflow an i32 (bias + `d_in` products of
-    /// at most 128 · 128).
+    /// at most 255 · 128).
     fn validate_integer(&self, index: usize, layer: &LayerBytes<'_>) -> Result<(), Error> {
         let d_out = layer.d_out as usize;
         let bad = |what| Err(Error::Requant { layer: index, what });
         let largest_bias = (0..d_out)
             .map(|j| i64::from(i32_at(layer.bias, j)).abs())
             .max();
-        let bound = largest_bias.unwrap_or(0) + i64::from(layer.d_in) * 128 * 128;
+        let bound = largest_bias.unwrap_or(0) + i64::from(layer.d_in) * 255 * 128;
         if bound > i64::from(i32::MAX) {
             return bad("its biases and width could overflow a 32-bit sum");
         }
@@ -767,12 +770,12 @@ mod tests {
         let multipliers: std::vec::Vec<i32> =
             (0..hidden as i32).map(|j| (1 << 30) + j * 7919).collect();
         let shifts: std::vec::Vec<i8> = (0..hidden).map(|j| -12 - (j % 4) as i8).collect();
-        let table: std::vec::Vec<i8> = if table {
-            (0..256).map(|v: i32| ((v - 128) / 2) as i8).collect()
+        let table: std::vec::Vec<u8> = if table {
+            (0..=255u8).map(|v| v / 2 + 40).collect()
         } else {
             std::vec::Vec::new()
         };
-        let requant = crate::RequantBuf::new(-5, &multipliers, &shifts, &table);
+        let requant = crate::RequantBuf::new(5, &multipliers, &shifts, &table);
         let scales: std::vec::Vec<f32> = (0..10).map(|j| 0.001 * (j + 1) as f32).collect();
         let mut file = crate::ModelFileBuf::new(Activation::Relu, NORMALIZATION);
         file.push_int8_full(INPUT_SIZE, hidden, &q1, &bias1, Some(requant), &[])
@@ -800,7 +803,7 @@ mod tests {
             let batched = model.forward_batch(&batch).unwrap();
             for (image, batched) in images.iter().zip(batched) {
                 let (layers, requant) = (&buf.layers, &buf.requant[0]);
-                let x: std::vec::Vec<i32> = image.iter().map(|&p| i32::from(p) - 128).collect();
+                let x: std::vec::Vec<i32> = image.iter().map(|&p| i32::from(p)).collect();
                 let hidden: std::vec::Vec<i32> = (0..9)
                     .map(|j| {
                         let sum = i32_at(&layers[0].bias, j)
@@ -811,10 +814,10 @@ mod tests {
                                 .sum::<i32>();
                         let m = i32_at(&requant.multipliers, j);
                         let scaled = crate::kernel::requantize(sum, m, requant.shifts[j] as i8);
-                        let clamped = (scaled - 5).clamp(-128, 127);
+                        let clamped = (scaled + 5).clamp(0, 255);
                         match table {
                             false => clamped,
-                            true => i32::from(requant.table[(clamped + 128) as usize] as i8),
+                            true => i32::from(requant.table[clamped as usize]),
                         }
                     })
                     .collect();

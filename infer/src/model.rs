@@ -136,7 +136,7 @@ impl<'a> Model<'a> {
 
     /// A full-integer model's layers for `images` (each checked to be [`INPUT_SIZE`] long), in
     /// the two buffers (each at least `images.len()` × [`Self::scratch_width`] long) seen as
-    /// int8 activations and int32 sums, one row per image: `pixel - 128` in, each layer's sums
+    /// 8-bit activations and i32 sums, one row per image: the pixels in, each layer's sums
     /// from its i32 biases and [`crate::kernel::dot_rows`], hidden outputs through
     /// [`crate::kernel::requantize`], the clamp and the table, logits as `sum · scale` in f32.
     /// Integers throughout, so a batch gives each image the bits it gets alone.
@@ -147,11 +147,11 @@ impl<'a> Model<'a> {
         output: &mut [f32],
         logits: &mut [[f32; NUM_CLASSES]],
     ) {
-        // SAFETY: i8 and i32 have no invalid bit patterns, an i8's alignment is 1 and an i32's
+        // SAFETY: u8 and i32 have no invalid bit patterns, a u8's alignment is 1 and an i32's
         // that of an f32; each view covers its buffer's own bytes and borrows it exclusively.
         let (activations, sums) = unsafe {
             (
-                core::slice::from_raw_parts_mut(input.as_mut_ptr().cast::<i8>(), input.len() * 4),
+                core::slice::from_raw_parts_mut(input.as_mut_ptr().cast::<u8>(), input.len() * 4),
                 core::slice::from_raw_parts_mut(output.as_mut_ptr().cast::<i32>(), output.len()),
             )
         };
@@ -184,34 +184,33 @@ impl<'a> Model<'a> {
         }
     }
 
-    /// Hidden layer `index`'s int8 outputs `first ..` from their sums: requantised, clamped to
-    /// int8, and through the layer's table when it has one.
-    fn requantize_outputs(&self, index: usize, first: usize, sums: &[i32], out: &mut [i8]) {
+    /// Hidden layer `index`'s 8-bit outputs `first ..` from their sums: requantised, clamped to
+    /// 0..=255, and through the layer's table when it has one.
+    fn requantize_outputs(&self, index: usize, first: usize, sums: &[i32], out: &mut [u8]) {
         let requant = &self.file.requant[index];
-        let factors = requant.multipliers[4 * first..]
-            .chunks_exact(4)
-            .zip(&requant.shifts[first..]);
-        for ((activation, &sum), (multiplier, &shift)) in out.iter_mut().zip(sums).zip(factors) {
-            let multiplier =
-                i32::from_le_bytes([multiplier[0], multiplier[1], multiplier[2], multiplier[3]]);
-            let scaled = crate::kernel::requantize(sum, multiplier, shift as i8);
-            *activation = (i32::from(requant.zero_point) + scaled).clamp(-128, 127) as i8;
-        }
+        let count = sums.len();
+        crate::kernel::requantize_outputs(
+            sums,
+            &requant.multipliers[4 * first..4 * (first + count)],
+            &requant.shifts[first..first + count],
+            requant.zero_point,
+            &mut out[..count],
+        );
         if let [_, ..] = requant.table {
             for activation in &mut out[..sums.len()] {
-                *activation = requant.table[(i32::from(*activation) + 128) as usize] as i8;
+                *activation = requant.table[usize::from(*activation)];
             }
         }
     }
 
-    /// Outputs `first ..` of full-integer layer `index` for the int8 `input`: int8 activations
+    /// Outputs `first ..` of full-integer layer `index` for the 8-bit `input`: 8-bit activations
     /// for a hidden layer, f32 logits for the last. A [`crate::team`] member's share; the same
     /// integers as [`Self::integer_layers`].
     #[cfg(feature = "std")]
     pub(crate) fn integer_columns(
         &self,
         index: usize,
-        input: &[i8],
+        input: &[u8],
         first: usize,
         mut out: IntegerOutputs<'_>,
     ) {
@@ -239,12 +238,10 @@ impl<'a> Model<'a> {
         }
     }
 
-    /// Writes `pixel - 128` for each pixel of `image` to the start of `activations`: a
-    /// full-integer model's input.
-    pub(crate) fn integer_input(image: &[u8], activations: &mut [i8]) {
-        for (activation, &pixel) in activations.iter_mut().zip(image) {
-            *activation = (i16::from(pixel) - 128) as i8;
-        }
+    /// Copies the pixels of `image` to the start of `activations`: a full-integer model's
+    /// input.
+    pub(crate) fn integer_input(image: &[u8], activations: &mut [u8]) {
+        activations[..image.len()].copy_from_slice(image);
     }
 
     /// Every layer for `n` images whose normalised pixels fill the start of `input` (one row of
@@ -351,8 +348,8 @@ impl<'a> Model<'a> {
 /// Where a team member's share of a full-integer layer goes.
 #[cfg(feature = "std")]
 pub(crate) enum IntegerOutputs<'a> {
-    /// A hidden layer's int8 outputs.
-    Activations(&'a mut [i8]),
+    /// A hidden layer's 8-bit outputs.
+    Activations(&'a mut [u8]),
     /// The last layer's logits.
     Logits(&'a mut [f32]),
 }

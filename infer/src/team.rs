@@ -15,11 +15,11 @@ use std::vec::Vec;
 use crate::model::IntegerOutputs;
 use crate::{Error, INPUT_SIZE, Model, NUM_CLASSES};
 
-/// A buffer's bytes as a full-integer model's int8 activations.
-fn as_bytes(buffer: &mut [f32]) -> &mut [i8] {
-    // SAFETY: i8 has no invalid bit patterns and alignment 1; the view covers the buffer's own
+/// A buffer's bytes as a full-integer model's 8-bit activations.
+fn as_bytes(buffer: &mut [f32]) -> &mut [u8] {
+    // SAFETY: u8 has no invalid bit patterns and alignment 1; the view covers the buffer's own
     // bytes and borrows it exclusively.
-    unsafe { core::slice::from_raw_parts_mut(buffer.as_mut_ptr().cast::<i8>(), buffer.len() * 4) }
+    unsafe { core::slice::from_raw_parts_mut(buffer.as_mut_ptr().cast::<u8>(), buffer.len() * 4) }
 }
 
 /// Runs `work` with a [`Team`] of `threads` threads (the caller's and `threads − 1` helpers,
@@ -303,12 +303,8 @@ mod tests {
             }
             let multipliers: Vec<i32> = (0..w[1] as i32).map(|j| (1 << 30) + 4099 * j).collect();
             let shifts: Vec<i8> = (0..w[1]).map(|j| -14 - (j % 3) as i8).collect();
-            let table: Vec<i8> = if k == 1 {
-                bytes(256, 77).iter().map(|&b| b as i8).collect()
-            } else {
-                Vec::new()
-            };
-            let requant = crate::RequantBuf::new(-3, &multipliers, &shifts, &table);
+            let table: Vec<u8> = if k == 1 { bytes(256, 77) } else { Vec::new() };
+            let requant = crate::RequantBuf::new(3, &multipliers, &shifts, &table);
             file.push_int8_full(w[0], w[1], &q, &bias, Some(requant), &[])
                 .unwrap();
         }

@@ -56,7 +56,7 @@ impl From<&LayerBytes<'_>> for LayerBuf {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequantBuf {
     /// As [`Requant::zero_point`].
-    pub zero_point: i8,
+    pub zero_point: u8,
     /// As [`Requant::multipliers`].
     pub multipliers: Vec<u8>,
     /// As [`Requant::shifts`].
@@ -67,12 +67,12 @@ pub struct RequantBuf {
 
 impl RequantBuf {
     /// From values: one multiplier and shift per output, an optional 256-entry table.
-    pub fn new(zero_point: i8, multipliers: &[i32], shifts: &[i8], table: &[i8]) -> Self {
+    pub fn new(zero_point: u8, multipliers: &[i32], shifts: &[i8], table: &[u8]) -> Self {
         Self {
             zero_point,
             multipliers: multipliers.iter().flat_map(|m| m.to_le_bytes()).collect(),
             shifts: shifts.iter().map(|&s| s as u8).collect(),
-            table: table.iter().map(|&t| t as u8).collect(),
+            table: table.to_vec(),
         }
     }
 

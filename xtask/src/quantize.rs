@@ -1,9 +1,10 @@
 //! `cargo xtask quantize`: an f16 model file's weights to int8 with one scale per output,
 //! `scale = max |w| / 127`, `q = round(w / scale)`. `--scheme int8` keeps f16 biases and f32
-//! activations (about half the bytes); `--scheme full` makes the whole forward pass integer, as
-//! TFLite defines it: int8 activations whose scale and zero point come from running the model on
-//! training images (`--calibration`), i32 biases and sums, and per-output fixed-point
-//! requantisation; activations other than ReLU and identity become 256-entry tables.
+//! activations (about half the bytes); `--scheme full` makes the whole forward pass integer, in
+//! TFLite's scheme with unsigned 8-bit activations (ONNX Runtime's u8 × s8): each layer's scale
+//! and zero point come from running the model on training images (`--calibration`); i32
+//! biases and sums; per-output fixed-point requantisation; activations other than ReLU and
+//! identity become 256-entry tables.
 
 use std::path::PathBuf;
 
@@ -144,12 +145,12 @@ fn calibrate(
     ranges
 }
 
-/// Scale and zero point that map `[lo, hi]` (widened to hold 0) onto -128..=127.
-fn affine((lo, hi): (f32, f32)) -> (f32, i8) {
+/// Scale and zero point that map `[lo, hi]` (widened to hold 0) onto 0..=255.
+fn affine((lo, hi): (f32, f32)) -> (f32, u8) {
     let (lo, hi) = (lo.min(0.0), hi.max(0.0));
     let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-    let zero_point = (-128.0 - lo / scale).round().clamp(-128.0, 127.0);
-    (scale, zero_point as i8)
+    let zero_point = (-lo / scale).round().clamp(0.0, 255.0);
+    (scale, zero_point as u8)
 }
 
 /// `real = multiplier · 2^(shift - 31)` with the multiplier in `[2^30, 2^31)`: TFLite's
@@ -231,11 +232,8 @@ pub fn full_integer(
     let activation = file.activation;
     let kind = activation.kind();
     let infer::Normalization { mean, std } = file.normalization;
-    // The input: x = scale · (a + offset) with a = pixel - 128.
-    let (mut in_scale, mut in_offset) = (
-        1.0 / (255.0 * f64::from(std)),
-        128.0 - 255.0 * f64::from(mean),
-    );
+    // A layer's input: x = scale · (a + offset); the first's a is the pixel.
+    let (mut in_scale, mut in_offset) = (1.0 / (255.0 * f64::from(std)), -255.0 * f64::from(mean));
     let mut quantized = ModelFileBuf::new(activation, file.normalization);
     for (index, layer) in layers.iter().enumerate() {
         let (d_in, d_out) = (layer.d_in, layer.d_out);
@@ -274,8 +272,8 @@ pub fn full_integer(
             break;
         }
         let (pre, post) = ranges[index];
-        let (out_scale, out_zero) = affine(post); // ReLU's outputs >= 0: zero point -128
-        // ReLU: the clamp at the zero point (-128, which stands for 0) is the activation;
+        let (out_scale, out_zero) = affine(post); // ReLU's outputs >= 0: zero point 0
+        // ReLU: the clamp at the zero point (0, which stands for 0) is the activation;
         // identity: none; the others: a table from the sums' own int8 range to the outputs'.
         let (target_scale, target_zero, table) = match kind {
             infer::ActivationKind::Relu | infer::ActivationKind::Identity => {
@@ -283,12 +281,12 @@ pub fn full_integer(
             }
             _ => {
                 let (pre_scale, pre_zero) = affine(pre);
-                let table: Vec<i8> = (-128i32..=127)
+                let table: Vec<u8> = (0i32..=255)
                     .map(|v| {
                         let real = pre_scale * (v - i32::from(pre_zero)) as f32;
                         let after = activation.apply(index, real);
                         let level = (after / out_scale).round() + f32::from(out_zero);
-                        level.clamp(-128.0, 127.0) as i8
+                        level.clamp(0.0, 255.0) as u8
                     })
                     .collect();
                 (pre_scale, pre_zero, table)

@@ -43,9 +43,9 @@ fn describe(path: &Path, model: &Model<'_>, size: usize) -> String {
     if file.is_integer() {
         let _ = writeln!(
             w,
-            "full-integer (TFLite's scheme): input p - 128 as int8 (normalisation (p / 255 - \
-             {mean:.4}) / {std:.4} folded into the first layer's i32 biases), int8 weights, i32 \
-             sums, fixed-point requantisation per output, f32 logits"
+            "full-integer (TFLite's scheme, u8 activations): input p as u8 (normalisation (p / \
+             255 - {mean:.4}) / {std:.4} folded into the first layer's i32 biases), int8 \
+             weights, i32 sums, fixed-point requantisation per output, f32 logits"
         );
     } else {
         let _ = writeln!(
@@ -66,7 +66,7 @@ fn describe(path: &Path, model: &Model<'_>, size: usize) -> String {
             (Encoding::F16, _) => "f16".to_string(),
             (Encoding::Int8, _) => "int8, f16 scale per output".to_string(),
             (Encoding::Int8Full, Some(r)) => format!(
-                "int8, i32 bias; out: int8, zero point {}, {}",
+                "int8, i32 bias; out: u8, zero point {}, {}",
                 r.zero_point,
                 if r.table.is_empty() {
                     "the clamp as activation"

@@ -89,14 +89,15 @@ unsafe fn block8(x: *const f32, n: usize, w: *const u8, stride: usize, acc: *mut
     }
 }
 
-/// Full-integer dot products, two outputs at a time through [`dots2`] (SXTB16 unpacks two
-/// int8 pairs from one word, SMLAD multiplies and adds both): an odd last output and the inputs
+/// Full-integer dot products, two outputs at a time through [`dots2`] (UXTB16 and SXTB16 unpack
+/// two pairs of activations and of weights from one word each, SMLAD multiplies and adds both):
+/// an odd last output and the inputs
 /// past a multiple of four take the portable loop. The sums are exact integers, so the order
 /// does not matter. SXTB16 and SMLAD are the DSP extension's: every Cortex-M4 and M7, and the
 /// Cortex-M33s that have it (the nRF5340's and the STM32L5/U5's do; build for
 /// `thumbv8m.main-none-eabihf` with `-C target-cpu=cortex-m33`, as `board/` does, or
 /// `-C target-feature=+dsp`).
-pub fn int8_dots(input: &[i8], weights: &[u8], sums: &mut [i32]) {
+pub fn int8_dots(input: &[u8], weights: &[u8], sums: &mut [i32]) {
     let d_in = input.len();
     let quads = d_in / 4;
     let pairs = if quads == 0 { 0 } else { sums.len() / 2 };
@@ -116,13 +117,13 @@ pub fn int8_dots(input: &[i8], weights: &[u8], sums: &mut [i32]) {
 }
 
 /// The dot products of the first `4 · quads` inputs `x` with the rows at `w` and `w + stride`:
-/// per four inputs, one word of activations and one of each row's weights, two SXTB16 and two
-/// SMLAD per row (15 instructions for 8 multiply-accumulates with the loop).
+/// per four inputs, one word of activations (two UXTB16) and one of each row's weights, two
+/// SXTB16 and two SMLAD per row (15 instructions for 8 multiply-accumulates with the loop).
 ///
 /// # Safety
 /// `quads >= 1`; `x` points to `4 · quads` readable bytes, `w` and `w + stride` to as many.
 /// Unaligned word loads are allowed on the M4.
-unsafe fn dots2(x: *const i8, quads: usize, w: *const u8, stride: usize) -> (i32, i32) {
+unsafe fn dots2(x: *const u8, quads: usize, w: *const u8, stride: usize) -> (i32, i32) {
     let (mut first, mut second) = (0i32, 0i32);
     // SAFETY: the loads stay inside the ranges the contract names; the asm declares every
     // register it changes.
@@ -130,8 +131,8 @@ unsafe fn dots2(x: *const i8, quads: usize, w: *const u8, stride: usize) -> (i32
         core::arch::asm!(
             "2:",
             "ldr {a13}, [{x}], #4",
-            "sxtb16 {a02}, {a13}",
-            "sxtb16 {a13}, {a13}, ror #8",
+            "uxtb16 {a02}, {a13}",
+            "uxtb16 {a13}, {a13}, ror #8",
             "ldr {t}, [{w}, {stride}]",
             "sxtb16 {d}, {t}",
             "sxtb16 {t}, {t}, ror #8",

@@ -90,9 +90,9 @@ pub fn columns(input: &[f32], layer: &LayerBytes<'_>, first: usize, out: &mut [f
 }
 
 /// Adds `Σ_i input[i] · q[j][i]` to `sums[k]` for the full-integer `layer`'s outputs
-/// `j = first + k`: int8 products summed in i32, exact (`ModelFile` checked that no sum can
+/// `j = first + k`: u8 × i8 products summed in i32, exact (`ModelFile` checked that no sum can
 /// overflow), so every path gives the same integers whatever its order.
-pub fn dots(input: &[i8], layer: &LayerBytes<'_>, first: usize, sums: &mut [i32]) {
+pub fn dots(input: &[u8], layer: &LayerBytes<'_>, first: usize, sums: &mut [i32]) {
     let d_in = layer.d_in as usize;
     assert_eq!(input.len(), d_in, "the layer's input");
     assert_eq!(layer.encoding, Encoding::Int8Full, "a full-integer layer");
@@ -112,11 +112,43 @@ pub fn dots(input: &[i8], layer: &LayerBytes<'_>, first: usize, sums: &mut [i32]
     }
 }
 
+/// `out[k] = clamp(zero_point + requantize(sums[k], multiplier[k], shift[k]), 0, 255)` for
+/// little-endian i32 `multipliers` and i8 `shifts`, one per sum: a hidden layer's outputs. With
+/// AVX-512, sixteen at a time (the same integers).
+pub fn requantize_outputs(
+    sums: &[i32],
+    multipliers: &[u8],
+    shifts: &[u8],
+    zero_point: u8,
+    out: &mut [u8],
+) {
+    let count = sums.len();
+    assert!(multipliers.len() == 4 * count && shifts.len() == count && out.len() == count);
+    #[cfg(target_arch = "x86_64")]
+    let done = if best() == Path::X86Avx2 && x86_64::avx512_available() {
+        // SAFETY: the CPU has AVX-512F; the sizes are checked above.
+        unsafe { x86_64::requantize_16(sums, multipliers, shifts, zero_point, out) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    let factors = multipliers[4 * done..].chunks_exact(4).zip(&shifts[done..]);
+    for ((out, &sum), (multiplier, &shift)) in
+        out[done..].iter_mut().zip(&sums[done..]).zip(factors)
+    {
+        let multiplier =
+            i32::from_le_bytes([multiplier[0], multiplier[1], multiplier[2], multiplier[3]]);
+        let scaled = requantize(sum, multiplier, shift as i8);
+        *out = (i32::from(zero_point) + scaled).clamp(0, 255) as u8;
+    }
+}
+
 /// [`dots`] for several images: `inputs` holds one row of `d_in` activations per image and
 /// `sums` one row of `d_out` sums; each image's sums are the integers [`dots`] gives it. With
 /// AVX-512 VNNI and four images or more, each block of four outputs' weights is read once for
 /// all the images.
-pub fn dot_rows(inputs: &[i8], layer: &LayerBytes<'_>, sums: &mut [i32]) {
+pub fn dot_rows(inputs: &[u8], layer: &LayerBytes<'_>, sums: &mut [i32]) {
     let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
     assert_eq!(layer.encoding, Encoding::Int8Full, "a full-integer layer");
     check_layer(layer);
@@ -201,9 +233,9 @@ pub fn integer_name() -> &'static str {
             "x86-64 AVX-512 VNNI (VPDPBUSD), 4 outputs x 4 images at a time in batches"
         }
         #[cfg(target_arch = "x86_64")]
-        Path::X86Avx2 => "x86-64 AVX2 (VPMOVSXBW + VPMADDWD), 4 outputs at a time",
+        Path::X86Avx2 => "x86-64 AVX2 (VPMOVZXBW, VPMOVSXBW + VPMADDWD), 4 outputs at a time",
         #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
-        Path::CortexM4f => "Cortex-M4 DSP (SXTB16 + SMLAD), 2 outputs at a time",
+        Path::CortexM4f => "Cortex-M4 DSP (UXTB16, SXTB16 + SMLAD), 2 outputs at a time",
         _ => "portable (i32 sums)",
     }
 }
@@ -504,7 +536,7 @@ mod tests {
                 scales: &[],
                 bias: &[],
             };
-            let input: std::vec::Vec<i8> = (0..d_in).map(|i| (i * 37 % 256) as u8 as i8).collect();
+            let input: std::vec::Vec<u8> = (0..d_in).map(|i| (i * 37 % 256) as u8).collect();
             for first in [0, d_out / 2] {
                 let mut sums = std::vec![5i32; d_out - first];
                 dots(&input, &layer, first, &mut sums);
@@ -528,7 +560,7 @@ mod tests {
         }
         for (d_in, d_out) in [(784, 13), (70, 8), (17, 5), (3, 2)] {
             let q: std::vec::Vec<u8> = (0..d_in * d_out).map(|i| (i * 61 % 256) as u8).collect();
-            let input: std::vec::Vec<i8> = (0..d_in).map(|i| (i * 29 % 256) as u8 as i8).collect();
+            let input: std::vec::Vec<u8> = (0..d_in).map(|i| (i * 29 % 256) as u8).collect();
             let (mut got, mut want) = (std::vec![3i32; d_out], std::vec![3i32; d_out]);
             // SAFETY: AVX2 is there; `q` holds d_out rows of d_in bytes.
             unsafe { x86_64::dots_avx2(&input, &q, &mut got) };
@@ -552,9 +584,8 @@ mod tests {
                 bias: &[],
             };
             for images in [1, 3, 4, 5, 8, 9] {
-                let inputs: std::vec::Vec<i8> = (0..images * d_in)
-                    .map(|i| (i * 29 % 256) as u8 as i8)
-                    .collect();
+                let inputs: std::vec::Vec<u8> =
+                    (0..images * d_in).map(|i| (i * 29 % 256) as u8).collect();
                 let start: std::vec::Vec<i32> = (0..images * d_out).map(|i| i as i32 - 7).collect();
                 let mut got = start.clone();
                 dot_rows(&inputs, &layer, &mut got);
@@ -569,6 +600,42 @@ mod tests {
                         &got[b * d_out..(b + 1) * d_out],
                         &want[..],
                         "{d_in}x{d_out}, {images} images, image {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn requantized_outputs_are_requantize_clamped_on_each() {
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as u32
+        };
+        for count in [0, 1, 15, 16, 37, 300] {
+            let sums: std::vec::Vec<i32> = (0..count)
+                .map(|_| (next() as i32) >> (next() % 31))
+                .collect();
+            let multipliers: std::vec::Vec<i32> = (0..count)
+                .map(|_| (1 << 30) + (next() as i32 & ((1 << 30) - 1)))
+                .collect();
+            let shifts: std::vec::Vec<u8> = (0..count)
+                .map(|_| ((next() % 40) as i8 - 31) as u8)
+                .collect();
+            let bytes: std::vec::Vec<u8> =
+                multipliers.iter().flat_map(|m| m.to_le_bytes()).collect();
+            for zero_point in [0u8, 7, 200] {
+                let mut got = std::vec![0u8; count];
+                requantize_outputs(&sums, &bytes, &shifts, zero_point, &mut got);
+                for k in 0..count {
+                    let scaled = requantize(sums[k], multipliers[k], shifts[k] as i8);
+                    let want = (i32::from(zero_point) + scaled).clamp(0, 255) as u8;
+                    assert_eq!(
+                        got[k], want,
+                        "{count} outputs, output {k}, zero point {zero_point}"
                     );
                 }
             }

@@ -46,7 +46,7 @@ pub fn int8_columns(input: &[f32], layer: &LayerBytes<'_>, first: usize, out: &m
 
 /// Adds row `k` of `weights` (`sums.len()` rows of `input.len()` signed bytes) dotted with
 /// `input` to `sums[k]`.
-pub fn int8_dots(input: &[i8], weights: &[u8], sums: &mut [i32]) {
+pub fn int8_dots(input: &[u8], weights: &[u8], sums: &mut [i32]) {
     for (sum, row) in sums
         .iter_mut()
         .zip(weights.chunks_exact(input.len().max(1)))
