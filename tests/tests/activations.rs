@@ -38,7 +38,7 @@ fn trainer_and_infer_activations_agree_within_1e5_relative() {
 #[test]
 fn exported_prelu_alphas_are_the_learned_ones() {
     let device = trainer::device::cpu().autodiff();
-    device.seed(3);
+    let _drawing = trainer::device::seed(&device, 3);
     let mut model = trainer::model::Mlp::new(&[8, 8], ActivationKind::Prelu, 0.3, &device);
     let loss = trainer::loss::CrossEntropy {
         label_smoothing: 0.0,

@@ -38,3 +38,15 @@ pub fn device(kind: DeviceKind) -> crate::Result<Device> {
         )),
     }
 }
+
+/// Seeds `device`'s random numbers and keeps them ours while the guard lives: the CPU backend's
+/// generator is process-wide, so two models initialised at once (tests run in parallel) would
+/// otherwise take each other's numbers, and neither would be its seed's.
+pub fn seed(device: &Device, seed: u64) -> std::sync::MutexGuard<'static, ()> {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = GENERATOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    device.seed(seed);
+    guard
+}

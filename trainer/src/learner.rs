@@ -41,8 +41,10 @@ impl Learner {
     /// A freshly initialised model (seeded by `config.seed`) on `device` (with autodiff), and the
     /// optimizer, loss and schedule of `config` for an epoch of `steps_per_epoch` steps.
     pub fn new(config: &TrainConfig, steps_per_epoch: usize, device: &Device) -> Self {
-        device.seed(config.seed);
-        let model = Mlp::new(&config.hidden, config.activation, config.alpha(), device);
+        let model = {
+            let _drawing = crate::device::seed(device, config.seed);
+            Mlp::new(&config.hidden, config.activation, config.alpha(), device)
+        };
         let mut optim = MomentumSgd::new(config.momentum, config.weight_decay);
         if config.augment.ema > 0.0 {
             optim = optim.with_average(f64::from(config.augment.ema));

@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn fused_layers_match_the_composition_in_value_and_gradient() {
         let device = crate::device::cpu().autodiff();
-        device.seed(5);
+        let _drawing = crate::device::seed(&device, 5);
         for kind in ActivationKind::ALL {
             let alpha = kind.default_alpha().unwrap_or(0.0);
             // Batch 1, width 1, a last partial batch, and a full one.
@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn fused_cross_entropy_matches_the_composition() {
         let device = crate::device::cpu().autodiff();
-        device.seed(9);
+        let _drawing = crate::device::seed(&device, 9);
         for (n, smoothing) in [(1, 0.0), (37, 0.1), (128, 0.3)] {
             let loss = CrossEntropy {
                 label_smoothing: smoothing,
@@ -310,7 +310,7 @@ mod tests {
             average_decay: Some(0.999),
         };
         let tensor = |seed: u64, n: usize| {
-            device.seed(seed);
+            let _drawing = crate::device::seed(&device, seed);
             random([n], &device)
         };
         let (w, g) = (tensor(1, 40_000), tensor(2, 40_000));
