@@ -522,20 +522,31 @@ mod tests {
         assert_eq!(requantize(-5, 1 << 30, -1), -1); // -2.5 -> -2, then -1
     }
 
+    /// `bytes` after one byte, so a slice from 1 starts at an odd offset, as postcard leaves it.
+    fn at_odd_offset(bytes: &[u8]) -> std::vec::Vec<u8> {
+        let mut stored = std::vec![0u8];
+        stored.extend(bytes);
+        stored
+    }
+
+    /// A full-integer layer of `weights` (`d_out` rows of `d_in`), no biases or scales.
+    fn integer_layer(weights: &[u8], d_in: usize, d_out: usize) -> LayerBytes<'_> {
+        LayerBytes {
+            d_in: d_in as u32,
+            d_out: d_out as u32,
+            encoding: Encoding::Int8Full,
+            weights,
+            scales: &[],
+            bias: &[],
+        }
+    }
+
     #[test]
     fn dots_are_the_plain_integer_dot_products() {
         for (d_in, d_out) in [(784, 13), (5, 3), (130, 2), (3, 1)] {
             let q: std::vec::Vec<u8> = (0..d_in * d_out).map(|i| (i * 89 % 256) as u8).collect();
-            let mut stored = std::vec![0u8];
-            stored.extend(&q);
-            let layer = LayerBytes {
-                d_in: d_in as u32,
-                d_out: d_out as u32,
-                encoding: Encoding::Int8Full,
-                weights: &stored[1..],
-                scales: &[],
-                bias: &[],
-            };
+            let stored = at_odd_offset(&q);
+            let layer = integer_layer(&stored[1..], d_in, d_out);
             let input: std::vec::Vec<u8> = (0..d_in).map(|i| (i * 37 % 256) as u8).collect();
             for first in [0, d_out / 2] {
                 let mut sums = std::vec![5i32; d_out - first];
@@ -573,16 +584,8 @@ mod tests {
     fn rows_of_images_get_the_integers_each_gets_alone() {
         for (d_in, d_out) in [(784, 13), (70, 8), (130, 5), (1, 3)] {
             let q: std::vec::Vec<u8> = (0..d_in * d_out).map(|i| (i * 61 % 256) as u8).collect();
-            let mut stored = std::vec![0u8];
-            stored.extend(&q);
-            let layer = LayerBytes {
-                d_in: d_in as u32,
-                d_out: d_out as u32,
-                encoding: Encoding::Int8Full,
-                weights: &stored[1..],
-                scales: &[],
-                bias: &[],
-            };
+            let stored = at_odd_offset(&q);
+            let layer = integer_layer(&stored[1..], d_in, d_out);
             for images in [1, 3, 4, 5, 8, 9] {
                 let inputs: std::vec::Vec<u8> =
                     (0..images * d_in).map(|i| (i * 29 % 256) as u8).collect();
