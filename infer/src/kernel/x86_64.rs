@@ -12,19 +12,24 @@ use crate::format::{Encoding, LayerBytes};
 const UNKNOWN: u8 = 0;
 const YES: u8 = 1;
 const NO: u8 = 2;
-static DETECTED: AtomicU8 = AtomicU8::new(UNKNOWN);
 
-/// AVX2, F16C and FMA, with the OS saving the AVX registers (CPUID and XGETBV: no `std`).
-pub fn available() -> bool {
-    match DETECTED.load(Ordering::Relaxed) {
+/// `detect()`'s answer, worked out once and kept in `answer`.
+fn cached(answer: &AtomicU8, detect: impl FnOnce() -> bool) -> bool {
+    match answer.load(Ordering::Relaxed) {
         YES => true,
         NO => false,
         _ => {
             let found = detect();
-            DETECTED.store(if found { YES } else { NO }, Ordering::Relaxed);
+            answer.store(if found { YES } else { NO }, Ordering::Relaxed);
             found
         }
     }
+}
+
+/// AVX2, F16C and FMA, with the OS saving the AVX registers (CPUID and XGETBV: no `std`).
+pub fn available() -> bool {
+    static ANSWER: AtomicU8 = AtomicU8::new(UNKNOWN);
+    cached(&ANSWER, detect)
 }
 
 fn detect() -> bool {
@@ -47,23 +52,16 @@ fn detect() -> bool {
     __cpuid(0).eax >= 7 && __cpuid_count(7, 0).ebx & (1 << 5) != 0
 }
 
-static DETECTED_512: AtomicU8 = AtomicU8::new(UNKNOWN);
-
 /// AVX-512F on top of [`available`], with the OS saving the opmask and ZMM registers: for the
-/// batched kernel ([`rows`]) only.
+/// batched kernel ([`rows`]) and the integer paths.
 pub fn avx512_available() -> bool {
-    match DETECTED_512.load(Ordering::Relaxed) {
-        YES => true,
-        NO => false,
-        _ => {
-            // SAFETY: `available` checked OSXSAVE before XGETBV is read.
-            let found = available()
-                && __cpuid_count(7, 0).ebx & (1 << 16) != 0
-                && unsafe { xgetbv0() } & 0b1110_0110 == 0b1110_0110;
-            DETECTED_512.store(if found { YES } else { NO }, Ordering::Relaxed);
-            found
-        }
-    }
+    static ANSWER: AtomicU8 = AtomicU8::new(UNKNOWN);
+    cached(&ANSWER, || {
+        // SAFETY: `available` checked OSXSAVE before XGETBV is read.
+        available()
+            && __cpuid_count(7, 0).ebx & (1 << 16) != 0
+            && unsafe { xgetbv0() } & 0b1110_0110 == 0b1110_0110
+    })
 }
 
 #[target_feature(enable = "xsave")]
@@ -508,21 +506,13 @@ unsafe fn together(input: &[f32], layer: &LayerBytes<'_>, j0: usize, out: &mut [
     }
 }
 
-static DETECTED_VNNI: AtomicU8 = AtomicU8::new(UNKNOWN);
-
 /// AVX-512 VNNI (and BW) on top of [`avx512_available`], for the full-integer dot products.
 pub fn vnni_available() -> bool {
-    match DETECTED_VNNI.load(Ordering::Relaxed) {
-        YES => true,
-        NO => false,
-        _ => {
-            let leaf7 = __cpuid_count(7, 0);
-            let found =
-                avx512_available() && leaf7.ebx & (1 << 30) != 0 && leaf7.ecx & (1 << 11) != 0;
-            DETECTED_VNNI.store(if found { YES } else { NO }, Ordering::Relaxed);
-            found
-        }
-    }
+    static ANSWER: AtomicU8 = AtomicU8::new(UNKNOWN);
+    cached(&ANSWER, || {
+        let leaf7 = __cpuid_count(7, 0);
+        avx512_available() && leaf7.ebx & (1 << 30) != 0 && leaf7.ecx & (1 << 11) != 0
+    })
 }
 
 /// Full-integer dot products (see [`super::dots`]), four output rows at a time: with AVX-512
