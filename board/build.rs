@@ -1,7 +1,9 @@
 //! Configures the firmware for one board (`FMLP_BOARD`) and one model (`FMLP_MODEL`), both set by
 //! `cargo xtask board`, `classify` and `flash`: puts the board's `memory/<part>.x` on the
 //! linker's path as `memory.x`, selects its UART driver (`cfg(uart = "...")`), and writes
-//! `config.rs` with the activation width the model needs, the SysTick clock and the UART pins.
+//! `config.rs` with the activation width the model needs, the SysTick clock and the UART pins,
+//! and `model.bin`: the model file placed so that its largest f16 layer's weights are
+//! word-aligned in flash.
 
 use std::path::PathBuf;
 
@@ -80,19 +82,43 @@ fn main() {
     };
     println!("cargo:rerun-if-changed={model}");
     let bytes = std::fs::read(&model).unwrap_or_else(|e| panic!("FMLP_MODEL={model}: {e}"));
-    let width = infer::Model::from_bytes(&bytes)
-        .unwrap_or_else(|e| panic!("FMLP_MODEL={model}: {e}"))
-        .scratch_width();
+    let parsed =
+        infer::Model::from_bytes(&bytes).unwrap_or_else(|e| panic!("FMLP_MODEL={model}: {e}"));
+    let width = parsed.scratch_width();
+    // Where the file starts in a word-aligned block of flash: so that the f16 layer with the most
+    // weights starts on a word, which the Cortex-M4F's VLDM kernel needs (postcard puts weights
+    // at any offset; the other layers take the unaligned kernel).
+    let largest = parsed
+        .file()
+        .layers
+        .iter()
+        .filter(|l| l.encoding == infer::format::Encoding::F16)
+        .max_by_key(|l| l.weights.len());
+    let shift = largest.map_or(0, |l| {
+        let offset = l.weights.as_ptr() as usize - bytes.as_ptr() as usize;
+        (4 - offset % 4) % 4
+    });
+    let mut placed = vec![0u8; shift];
+    placed.extend_from_slice(&bytes);
+    placed.resize(bytes.len() + 3, 0);
+    std::fs::write(out.join("model.bin"), placed).expect("OUT_DIR is writable");
     let config = format!(
         "/// Values in each activation buffer: the model's widest layer.\n\
          pub const WIDTH: usize = {width};\n\
+         /// Where the model file starts in `model.bin` (zero bytes before it).\n\
+         pub const MODEL_SHIFT: usize = {shift};\n\
+         /// The model file's length.\n\
+         pub const MODEL_LEN: usize = {};\n\
          /// SysTick's clock (the core clock) on this board, in Hz.\n\
          pub const CLOCK_HZ: u32 = {};\n\
          /// The UART's registers.\n\
          pub const UART_BASE: usize = {:#x};\n\
          /// The UART's (TX, RX) pins (nRF parts).\n\
          pub const UART_PINS: (u32, u32) = {:?};\n",
-        board.clock_hz, board.uart_base, board.pins
+        bytes.len(),
+        board.clock_hz,
+        board.uart_base,
+        board.pins
     );
     std::fs::write(out.join("config.rs"), config).expect("OUT_DIR is writable");
 }

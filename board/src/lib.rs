@@ -9,7 +9,7 @@ use infer::Scratch;
 mod config {
     include!(concat!(env!("OUT_DIR"), "/config.rs"));
 }
-pub use config::{CLOCK_HZ, UART_BASE, UART_PINS, WIDTH};
+pub use config::{CLOCK_HZ, MODEL_LEN, MODEL_SHIFT, UART_BASE, UART_PINS, WIDTH};
 
 pub mod clock;
 pub mod uart;
@@ -18,9 +18,15 @@ pub mod uart;
 #[repr(C, align(4))]
 pub struct Aligned<const N: usize>(pub [u8; N]);
 
-const MODEL_LEN: usize = include_bytes!(env!("FMLP_MODEL")).len();
-/// The model file embedded at build time.
-pub static MODEL: Aligned<MODEL_LEN> = Aligned(*include_bytes!(env!("FMLP_MODEL")));
+/// The model file embedded at build time, [`MODEL_SHIFT`] bytes into a word-aligned block (see
+/// `build.rs`).
+static PLACED: Aligned<{ MODEL_LEN + 3 }> =
+    Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/model.bin")));
+
+/// The model file, read in place from flash.
+pub fn model_bytes() -> &'static [u8] {
+    &PLACED.0[MODEL_SHIFT..MODEL_SHIFT + MODEL_LEN]
+}
 
 /// Activation buffers, in RAM (.bss) rather than on the stack.
 static mut SCRATCH: Scratch<WIDTH> = Scratch::new();

@@ -376,6 +376,38 @@ pub(crate) mod tests {
         file.to_vec().unwrap()
     }
 
+    /// The Cortex-M4F's aligned f16 kernel (VLDM, two inputs per pass) on a largest layer with
+    /// an odd number of inputs (9 → 2000, so one input is left after the pairs), against the host.
+    #[test]
+    fn an_aligned_layer_with_an_odd_input_count_is_bit_identical_on_the_board() {
+        let values = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 + seed) % 201) as f32 / 400.0 - 0.25)
+                .collect()
+        };
+        let normalization = infer::Normalization {
+            mean: 0.3,
+            std: 0.35,
+        };
+        let mut file = infer::ModelFileBuf::new(infer::Activation::Relu, normalization);
+        for (k, w) in [784usize, 9, 2000, 10].windows(2).enumerate() {
+            file.push_f16(w[0], w[1], &values(w[0] * w[1], k), &values(w[1], k + 7))
+                .unwrap();
+        }
+        let dir = crate::files::TempDir::new("board-odd").unwrap();
+        let path = dir.path().join("odd.fmlp");
+        std::fs::write(&path, file.to_vec().unwrap()).unwrap();
+        ensure_tools(MACHINES[0].target).unwrap();
+        run(&BoardArgs {
+            model: path,
+            machine: MACHINES[0].name.into(),
+            count: 20,
+            json: true,
+            timeout: 300,
+        })
+        .unwrap();
+    }
+
     #[test]
     fn too_large_model_fails_the_build_with_a_clear_message() {
         let dir = std::env::temp_dir().join(format!("board-too-large-{}", std::process::id()));

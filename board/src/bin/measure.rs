@@ -80,7 +80,7 @@ fn main() -> ! {
     let core = cortex_m::Peripherals::take().unwrap_or_else(|| fail("peripherals taken"));
     clock::start(core.SYST);
 
-    let model = match Model::from_bytes(&board::MODEL.0) {
+    let model = match Model::from_bytes(board::model_bytes()) {
         Ok(model) => model,
         Err(error) => {
             hprintln!("board: embedded model: {}", error);
