@@ -15,6 +15,15 @@ use std::vec::Vec;
 use crate::model::IntegerOutputs;
 use crate::{Error, INPUT_SIZE, Model, NUM_CLASSES};
 
+/// A team's two buffers as a [`crate::Buffers`].
+struct Pair<'a>((&'a mut [f32], &'a mut [f32]));
+
+impl crate::Buffers for Pair<'_> {
+    fn buffers(&mut self) -> (&mut [f32], &mut [f32]) {
+        (&mut *self.0.0, &mut *self.0.1)
+    }
+}
+
 /// A buffer's bytes as a full-integer model's 8-bit activations.
 fn as_bytes(buffer: &mut [f32]) -> &mut [u8] {
     // SAFETY: u8 has no invalid bit patterns and alignment 1; the view covers the buffer's own
@@ -61,6 +70,12 @@ impl Team<'_, '_> {
     pub fn forward(&mut self, image: &[u8]) -> Result<[f32; NUM_CLASSES], Error> {
         if image.len() != INPUT_SIZE {
             return Err(Error::ImageSize { found: image.len() });
+        }
+        if self.shared.threads == 1 {
+            // No one to meet: the model's own pass, in the team's buffers (the same bits).
+            // SAFETY: a team of one has no helpers to touch the buffers.
+            let buffers = unsafe { (self.shared.buffer(0), self.shared.buffer(1)) };
+            return self.model.forward_into(image, &mut Pair(buffers));
         }
         // SAFETY: the helpers wait for the next meeting and touch no buffer until then.
         let input = unsafe { self.shared.buffer(0) };
