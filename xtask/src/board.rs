@@ -343,60 +343,45 @@ fn emulate(machine: &Machine, elf: &Path, dir: &Path, timeout: u64) -> anyhow::R
 pub(crate) mod tests {
     use super::*;
 
-    /// A valid 784-16-10 model whose weights vary, for the firmware's tests.
-    pub(crate) fn small_model() -> Vec<u8> {
-        let values = |n: usize, seed: usize| -> Vec<f32> {
-            (0..n)
-                .map(|i| ((i * 7919 + seed) % 201) as f32 / 400.0 - 0.25)
-                .collect()
-        };
+    /// A valid f16 model of layers `widths` (784 first, 10 last) whose weights and biases are
+    /// `value(seed, index)`, a seed per layer's weights and one per its biases.
+    fn f16_model(widths: &[usize], value: impl Fn(usize, usize) -> f32) -> Vec<u8> {
         let normalization = infer::Normalization {
             mean: 0.3,
             std: 0.35,
         };
         let mut file = infer::ModelFileBuf::new(infer::Activation::Relu, normalization);
-        file.push_f16(784, 16, &values(784 * 16, 1), &values(16, 2))
-            .unwrap()
-            .push_f16(16, 10, &values(160, 3), &values(10, 4))
-            .unwrap();
+        for (k, w) in widths.windows(2).enumerate() {
+            let weights: Vec<f32> = (0..w[0] * w[1]).map(|i| value(2 * k, i)).collect();
+            let bias: Vec<f32> = (0..w[1]).map(|i| value(2 * k + 1, i)).collect();
+            file.push_f16(w[0], w[1], &weights, &bias).unwrap();
+        }
         file.to_vec().unwrap()
+    }
+
+    /// Values in ±0.25 that vary with the index and the seed.
+    fn varying(seed: usize, index: usize) -> f32 {
+        ((index * 7919 + seed) % 201) as f32 / 400.0 - 0.25
+    }
+
+    /// A valid 784-16-10 model whose weights vary, for the firmware's tests.
+    pub(crate) fn small_model() -> Vec<u8> {
+        f16_model(&[784, 16, 10], varying)
     }
 
     /// A valid 784-`hidden`-10 model file with zero weights.
     fn zero_model(hidden: usize) -> Vec<u8> {
-        let normalization = infer::Normalization {
-            mean: 0.3,
-            std: 0.35,
-        };
-        let mut file = infer::ModelFileBuf::new(infer::Activation::Relu, normalization);
-        file.push_f16(784, hidden, &vec![0.0; 784 * hidden], &vec![0.0; hidden])
-            .unwrap()
-            .push_f16(hidden, 10, &vec![0.0; hidden * 10], &[0.0; 10])
-            .unwrap();
-        file.to_vec().unwrap()
+        f16_model(&[784, hidden, 10], |_, _| 0.0)
     }
 
     /// The Cortex-M4F's aligned f16 kernel (VLDM, two inputs per pass) on a largest layer with
     /// an odd number of inputs (9 → 2000, so one input is left after the pairs), against the host.
     #[test]
     fn an_aligned_layer_with_an_odd_input_count_is_bit_identical_on_the_board() {
-        let values = |n: usize, seed: usize| -> Vec<f32> {
-            (0..n)
-                .map(|i| ((i * 7919 + seed) % 201) as f32 / 400.0 - 0.25)
-                .collect()
-        };
-        let normalization = infer::Normalization {
-            mean: 0.3,
-            std: 0.35,
-        };
-        let mut file = infer::ModelFileBuf::new(infer::Activation::Relu, normalization);
-        for (k, w) in [784usize, 9, 2000, 10].windows(2).enumerate() {
-            file.push_f16(w[0], w[1], &values(w[0] * w[1], k), &values(w[1], k + 7))
-                .unwrap();
-        }
+        let model = f16_model(&[784, 9, 2000, 10], varying);
         let dir = crate::files::TempDir::new("board-odd").unwrap();
         let path = dir.path().join("odd.fmlp");
-        std::fs::write(&path, file.to_vec().unwrap()).unwrap();
+        std::fs::write(&path, model).unwrap();
         ensure_tools(MACHINES[0].target).unwrap();
         run(&BoardArgs {
             model: path,
