@@ -647,8 +647,9 @@ fn sum4(acc: [__m512i; 4]) -> __m128i {
 }
 
 /// [`dots_vnni`] for `sums.len() / d_out` images: for each block of four outputs, the images
-/// four at a time (16 accumulators), so the block's weights (four rows) stay in L1 while every
-/// image passes; the same integers as one image at a time.
+/// four at a time ([`block4x4`], 16 accumulators), so the block's weights (four rows) stay in L1
+/// while every image passes. The outputs past the last block of four and the images past the
+/// last group of four take [`dots_vnni`], one image at a time. The same integers either way.
 ///
 /// # Safety
 /// AVX-512 VNNI and BW; `inputs` holds whole rows of `d_in >= 1` activations, one per image,
@@ -657,45 +658,28 @@ fn sum4(acc: [__m512i; 4]) -> __m128i {
 pub unsafe fn dot_rows_vnni(inputs: &[u8], weights: &[u8], d_out: usize, sums: &mut [i32]) {
     let n = weights.len() / d_out;
     let images = sums.len() / d_out;
-    for j in (0..d_out).step_by(4) {
-        let rows = (d_out - j).min(4);
-        for first in (0..images).step_by(4) {
-            let count = (images - first).min(4);
-            if rows == 4 && count == 4 {
-                // SAFETY: as this function's contract, for four whole rows and images.
-                let got = unsafe { block4x4(inputs, weights, n, j, first) };
-                for (k, got) in got.iter().enumerate() {
-                    let at = (first + k) * d_out + j;
-                    for (sum, got) in sums[at..at + 4].iter_mut().zip(got) {
-                        *sum += got;
-                    }
-                }
-                continue;
-            }
-            let mut acc = [[_mm512_setzero_si512(); 4]; 4];
-            for b in 0..n.div_ceil(64) {
-                let mask = block_mask(n - 64 * b);
-                let mut x = [_mm512_setzero_si512(); 4];
-                for (k, x) in x.iter_mut().enumerate().take(count) {
-                    let at = inputs.as_ptr().wrapping_add((first + k) * n + 64 * b);
-                    // SAFETY: a masked load inside image first + k's row (the contract).
-                    *x = unsafe { _mm512_maskz_loadu_epi8(mask, at.cast()) };
-                }
-                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                    let at = weights.as_ptr().wrapping_add((j + r) * n + 64 * b);
-                    // SAFETY: a masked load inside row j + r (the contract).
-                    let w = unsafe { _mm512_maskz_loadu_epi8(mask, at.cast()) };
-                    for (acc, x) in acc.iter_mut().zip(&x).take(count) {
-                        *acc = _mm512_dpbusd_epi32(*acc, *x, w);
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate().take(rows) {
-                for (k, acc) in acc.iter().enumerate().take(count) {
-                    sums[(first + k) * d_out + j + r] += _mm512_reduce_add_epi32(*acc);
+    let (whole_rows, whole_images) = (d_out / 4 * 4, images / 4 * 4);
+    for j in (0..whole_rows).step_by(4) {
+        for first in (0..whole_images).step_by(4) {
+            // SAFETY: as this function's contract, for four whole rows and images.
+            let got = unsafe { block4x4(inputs, weights, n, j, first) };
+            for (k, got) in got.iter().enumerate() {
+                let at = (first + k) * d_out + j;
+                for (sum, got) in sums[at..at + 4].iter_mut().zip(got) {
+                    *sum += got;
                 }
             }
         }
+    }
+    for (image, (input, row)) in inputs
+        .chunks_exact(n)
+        .zip(sums.chunks_exact_mut(d_out))
+        .enumerate()
+    {
+        let from = if image < whole_images { whole_rows } else { 0 };
+        // SAFETY: the CPU has VNNI (the contract); rows `from ..` of `weights` are `d_out - from`
+        // rows of `n` bytes, one per sum.
+        unsafe { dots_vnni(input, &weights[from * n..], &mut row[from..]) };
     }
 }
 
