@@ -147,13 +147,11 @@ impl<'a> Model<'a> {
         output: &mut [f32],
         logits: &mut [[f32; NUM_CLASSES]],
     ) {
-        // SAFETY: u8 and i32 have no invalid bit patterns, a u8's alignment is 1 and an i32's
-        // that of an f32; each view covers its buffer's own bytes and borrows it exclusively.
-        let (activations, sums) = unsafe {
-            (
-                core::slice::from_raw_parts_mut(input.as_mut_ptr().cast::<u8>(), input.len() * 4),
-                core::slice::from_raw_parts_mut(output.as_mut_ptr().cast::<i32>(), output.len()),
-            )
+        let activations = as_bytes(input);
+        // SAFETY: i32 has no invalid bit patterns and an f32's size and alignment; the view
+        // covers the buffer's own values and borrows it exclusively.
+        let sums = unsafe {
+            core::slice::from_raw_parts_mut(output.as_mut_ptr().cast::<i32>(), output.len())
         };
         let n = images.len();
         for (row, image) in activations.chunks_exact_mut(INPUT_SIZE).zip(images) {
@@ -197,7 +195,7 @@ impl<'a> Model<'a> {
             &mut out[..count],
         );
         if let [_, ..] = requant.table {
-            for activation in &mut out[..sums.len()] {
+            for activation in &mut out[..count] {
                 *activation = requant.table[usize::from(*activation)];
             }
         }
@@ -343,6 +341,13 @@ impl<'a> Model<'a> {
         self.forward_into(image, scratch)
             .map(|logits| argmax(&logits))
     }
+}
+
+/// An activation buffer's bytes, as a full-integer model's 8-bit activations.
+pub(crate) fn as_bytes(buffer: &mut [f32]) -> &mut [u8] {
+    // SAFETY: u8 has no invalid bit patterns and alignment 1; the view covers the buffer's own
+    // bytes and borrows it exclusively.
+    unsafe { core::slice::from_raw_parts_mut(buffer.as_mut_ptr().cast::<u8>(), buffer.len() * 4) }
 }
 
 /// Where a team member's share of a full-integer layer goes.

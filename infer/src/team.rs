@@ -12,7 +12,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::vec::Vec;
 
-use crate::model::IntegerOutputs;
+use crate::model::{IntegerOutputs, as_bytes};
 use crate::{Error, INPUT_SIZE, Model, NUM_CLASSES};
 
 /// A team's two buffers as a [`crate::Buffers`].
@@ -22,13 +22,6 @@ impl crate::Buffers for Pair<'_> {
     fn buffers(&mut self) -> (&mut [f32], &mut [f32]) {
         (&mut *self.0.0, &mut *self.0.1)
     }
-}
-
-/// A buffer's bytes as a full-integer model's 8-bit activations.
-fn as_bytes(buffer: &mut [f32]) -> &mut [u8] {
-    // SAFETY: u8 has no invalid bit patterns and alignment 1; the view covers the buffer's own
-    // bytes and borrows it exclusively.
-    unsafe { core::slice::from_raw_parts_mut(buffer.as_mut_ptr().cast::<u8>(), buffer.len() * 4) }
 }
 
 /// Runs `work` with a [`Team`] of `threads` threads (the caller's and `threads − 1` helpers,

@@ -492,15 +492,19 @@ mod tests {
         (quotient + i64::from(remainder > threshold)) as i32
     }
 
-    #[test]
-    fn requantize_is_tflites_fixed_point_multiply() {
-        let mut seed = 7u64;
-        let mut next = || {
+    /// A stream of pseudo-random u32 from `seed` (a 64-bit LCG's top bits).
+    fn numbers(mut seed: u64) -> impl FnMut() -> u32 {
+        move || {
             seed = seed
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             (seed >> 33) as u32
-        };
+        }
+    }
+
+    #[test]
+    fn requantize_is_tflites_fixed_point_multiply() {
+        let mut next = numbers(7);
         for _ in 0..200_000 {
             let sum = (next() as i32) >> (next() % 24);
             let multiplier = (1 << 30) + (next() as i32 & ((1 << 30) - 1));
@@ -611,13 +615,7 @@ mod tests {
 
     #[test]
     fn requantized_outputs_are_requantize_clamped_on_each() {
-        let mut seed = 11u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (seed >> 33) as u32
-        };
+        let mut next = numbers(11);
         for count in [0, 1, 15, 16, 37, 300] {
             let sums: std::vec::Vec<i32> = (0..count)
                 .map(|_| (next() as i32) >> (next() % 31))
