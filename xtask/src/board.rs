@@ -7,52 +7,78 @@ use std::process::Command;
 
 use anyhow::{Context, anyhow, bail};
 
-/// A core QEMU emulates, and the part whose memory map the firmware is linked for there.
+/// Where a firmware runs: a board QEMU emulates, a real one `flash` writes to, or both (the
+/// micro:bit). Its name is the firmware's `FMLP_BOARD` (memory map, UART, clock: see
+/// `board/build.rs`) and, for an emulated one, QEMU's `-M`.
 #[derive(Debug)]
-pub struct Machine {
-    /// QEMU's `-M` name, also the firmware's `FMLP_BOARD` (see `board/build.rs`).
+pub struct Board {
+    /// `FMLP_BOARD`, and QEMU's `-M` when `qemu_cpu` is set.
     pub name: &'static str,
-    /// QEMU's `-cpu`.
-    pub cpu: &'static str,
     /// The core, for reports.
     pub core: &'static str,
     /// The Rust target.
     pub target: &'static str,
     /// The part whose flash and RAM `board/memory/` gives the firmware.
     pub part: &'static str,
+    /// QEMU's `-cpu`, for the boards QEMU emulates (`--machine`).
+    pub qemu_cpu: Option<&'static str>,
+    /// probe-rs's chip name, for the boards `flash` writes (`--chip`).
+    pub chip: Option<&'static str>,
 }
 
-/// The machines `--machine` takes; the first is the default.
-pub const MACHINES: &[Machine] = &[
-    Machine {
+/// Every board; the first is `--machine`'s default.
+pub const BOARDS: &[Board] = &[
+    Board {
         name: "mps2-an386",
-        cpu: "cortex-m4",
         core: "Cortex-M4F",
         target: "thumbv7em-none-eabihf",
         part: "nRF52840 (1 MB flash, 256 KB RAM)",
+        qemu_cpu: Some("cortex-m4"),
+        chip: None,
     },
-    Machine {
+    Board {
         name: "mps2-an505",
-        cpu: "cortex-m33",
         core: "Cortex-M33",
         target: "thumbv8m.main-none-eabihf",
         part: "nRF5340 application core (1 MB flash, 512 KB RAM)",
+        qemu_cpu: Some("cortex-m33"),
+        chip: None,
     },
-    Machine {
+    Board {
         name: "microbit",
-        cpu: "cortex-m0",
         core: "Cortex-M0",
         target: "thumbv6m-none-eabi",
         part: "nRF51822 (256 KB flash, 16 KB RAM)",
+        qemu_cpu: Some("cortex-m0"),
+        chip: Some("nRF51822_xxAA"),
+    },
+    Board {
+        name: "nrf52840-dk",
+        core: "Cortex-M4F",
+        target: "thumbv7em-none-eabihf",
+        part: "nRF52840 (1 MB flash, 256 KB RAM)",
+        qemu_cpu: None,
+        chip: Some("nRF52840_xxAA"),
     },
 ];
 
-/// The machine named `name`, or an error listing them.
-pub fn machine(name: &str) -> anyhow::Result<&'static Machine> {
-    MACHINES.iter().find(|m| m.name == name).ok_or_else(|| {
-        let names: Vec<_> = MACHINES.iter().map(|m| m.name).collect();
+/// The boards QEMU emulates, `--machine`'s default first.
+pub fn machines() -> impl Iterator<Item = &'static Board> {
+    BOARDS.iter().filter(|b| b.qemu_cpu.is_some())
+}
+
+/// The emulated board named `name`, or an error listing them.
+pub fn machine(name: &str) -> anyhow::Result<&'static Board> {
+    machines().find(|m| m.name == name).ok_or_else(|| {
+        let names: Vec<_> = machines().map(|m| m.name).collect();
         anyhow!("--machine {name}: not one of {}", names.join(", "))
     })
+}
+
+/// QEMU's `-M` and `-cpu` arguments for an emulated board.
+pub fn qemu_machine(board: &Board) -> [&'static str; 4] {
+    let cpu = board.qemu_cpu.expect("an emulated board");
+    ["-M", board.name, "-cpu", cpu]
 }
 
 const RECORD: usize = wire::RESULT_LEN;
@@ -109,13 +135,7 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
     let file = crate::files::ModelFileOnDisk::read(&args.model)?;
     ensure_tools(machine.target)?;
     let (model, model_bytes) = (file.model(), &file.bytes);
-    let elf = build(
-        &args.model,
-        machine.name,
-        machine.target,
-        machine.part,
-        "measure",
-    )?;
+    let elf = build(&args.model, machine, "measure")?;
 
     let (test, _) = crate::setup::fashion_mnist_test()?;
     let count = args.count.min(test.len());
@@ -232,20 +252,14 @@ pub fn ensure_tools(target: &str) -> anyhow::Result<()> {
     crate::setup::ensure_rust_target(target)
 }
 
-/// Builds firmware `bin` (`measure` or `app`) for `board` (`FMLP_BOARD`: a QEMU machine or a
-/// real board, see `board/build.rs`) with `model` embedded; returns the ELF's path. `part`
-/// names the flash and RAM it is linked for, in the error when it does not fit.
-pub fn build(
-    model: &Path,
-    board: &str,
-    target: &str,
-    part: &str,
-    bin: &str,
-) -> anyhow::Result<PathBuf> {
+/// Builds firmware `bin` (`measure` or `app`) for `board` with `model` embedded; returns the
+/// ELF's path.
+pub fn build(model: &Path, board: &Board, bin: &str) -> anyhow::Result<PathBuf> {
+    let (target, part) = (board.target, board.part);
     crate::setup::ensure_rust_target(target)?;
     let root = crate::setup::workspace_root();
     // One target dir per board: switching boards does not rebuild the other's firmware.
-    let target_dir = root.join("target").join("board").join(board);
+    let target_dir = root.join("target").join("board").join(board.name);
     let model = std::fs::canonicalize(model).with_context(|| format!("{}", model.display()))?;
     let output = crate::setup::cargo()
         .current_dir(root.join("board"))
@@ -261,7 +275,7 @@ pub fn build(
         .arg("--target-dir")
         .arg(&target_dir)
         .env("FMLP_MODEL", &model)
-        .env("FMLP_BOARD", board)
+        .env("FMLP_BOARD", board.name)
         .output()
         .context("running cargo build for the board")?;
     if !output.status.success() {
@@ -285,10 +299,11 @@ pub fn build(
     Ok(target_dir.join(target).join("release").join(bin))
 }
 
-fn emulate(machine: &Machine, elf: &Path, dir: &Path, timeout: u64) -> anyhow::Result<BoardReport> {
+fn emulate(machine: &Board, elf: &Path, dir: &Path, timeout: u64) -> anyhow::Result<BoardReport> {
     let output = Command::new("timeout")
         .arg(timeout.to_string())
-        .args(["qemu-system-arm", "-M", machine.name, "-cpu", machine.cpu])
+        .arg("qemu-system-arm")
+        .args(qemu_machine(machine))
         .arg("-nographic")
         .args([
             "-icount",
@@ -382,10 +397,11 @@ pub(crate) mod tests {
         let dir = crate::files::TempDir::new("board-odd").unwrap();
         let path = dir.path().join("odd.fmlp");
         std::fs::write(&path, model).unwrap();
-        ensure_tools(MACHINES[0].target).unwrap();
+        let m4f = machine("mps2-an386").unwrap();
+        ensure_tools(m4f.target).unwrap();
         run(&BoardArgs {
             model: path,
-            machine: MACHINES[0].name.into(),
+            machine: m4f.name.into(),
             count: 20,
             json: true,
             timeout: 300,
@@ -400,8 +416,7 @@ pub(crate) mod tests {
         let path = dir.join("big.fmlp");
         // 784 × 680 f16 weights: 1,066,240 bytes, more than the nRF52840's 1 MB of flash.
         std::fs::write(&path, zero_model(680)).unwrap();
-        let m4f = &MACHINES[0];
-        let message = build(&path, m4f.name, m4f.target, m4f.part, "measure")
+        let message = build(&path, machine("mps2-an386").unwrap(), "measure")
             .unwrap_err()
             .to_string();
         assert!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use infer::{INPUT_SIZE, NUM_CLASSES};
 
-use crate::board::Machine;
+use crate::board::Board;
 
 /// Options of `classify`.
 #[derive(clap::Args, Debug)]
@@ -459,15 +459,15 @@ pub struct Qemu(Child);
 impl Qemu {
     /// Builds the app firmware for `machine` with `model` and starts it, its UART connected to
     /// the returned line.
-    pub fn start(machine: &Machine, model: &Path, via: Via) -> anyhow::Result<(Self, Line)> {
-        let elf = crate::board::build(model, machine.name, machine.target, machine.part, "app")?;
+    pub fn start(machine: &Board, model: &Path, via: Via) -> anyhow::Result<(Self, Line)> {
+        let elf = crate::board::build(model, machine, "app")?;
         let listener = TcpListener::bind("127.0.0.1:0").context("opening a local TCP port")?;
         let serial = match via {
             Via::Tcp => format!("tcp:127.0.0.1:{}", listener.local_addr()?.port()),
             Via::Pty => "pty".into(),
         };
         let child = Command::new("qemu-system-arm")
-            .args(["-M", machine.name, "-cpu", machine.cpu])
+            .args(crate::board::qemu_machine(machine))
             .args(["-display", "none", "-monitor", "none", "-icount", "shift=0"])
             .args(["-serial", &serial, "-kernel"])
             .arg(&elf)
@@ -595,7 +595,7 @@ mod tests {
         std::fs::write(&path, crate::board::tests::small_model()).unwrap();
         let file = crate::files::ModelFileOnDisk::read(&path).unwrap();
         let model = file.model();
-        let machine = &crate::board::MACHINES[0];
+        let machine = crate::board::machine("mps2-an386").unwrap();
         crate::board::ensure_tools(machine.target).unwrap();
         let (_qemu, mut line) = Qemu::start(machine, &path, Via::Pty).unwrap();
         let timeout = Duration::from_secs(20);

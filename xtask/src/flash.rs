@@ -6,30 +6,6 @@ use std::process::Command;
 
 use anyhow::{Context, anyhow, bail};
 
-/// A part `flash` knows: probe-rs's chip name, the board it sits on (`FMLP_BOARD`: memory map
-/// and UART pins, see `board/build.rs`), the Rust target.
-struct Chip {
-    chip: &'static str,
-    board: &'static str,
-    target: &'static str,
-    part: &'static str,
-}
-
-const CHIPS: &[Chip] = &[
-    Chip {
-        chip: "nRF52840_xxAA",
-        board: "nrf52840-dk",
-        target: "thumbv7em-none-eabihf",
-        part: "nRF52840 (1 MB flash, 256 KB RAM)",
-    },
-    Chip {
-        chip: "nRF51822_xxAA",
-        board: "microbit",
-        target: "thumbv6m-none-eabi",
-        part: "nRF51822 (256 KB flash, 16 KB RAM)",
-    },
-];
-
 /// Options of `flash`.
 #[derive(clap::Args, Debug)]
 #[command(
@@ -57,19 +33,20 @@ pub struct FlashArgs {
 
 /// Runs `flash`.
 pub fn run(args: &FlashArgs) -> anyhow::Result<()> {
-    let chip = CHIPS
-        .iter()
-        .find(|c| c.chip.eq_ignore_ascii_case(&args.chip))
+    let flashable = || crate::board::BOARDS.iter().filter(|b| b.chip.is_some());
+    let board = flashable()
+        .find(|b| b.chip.is_some_and(|c| c.eq_ignore_ascii_case(&args.chip)))
         .ok_or_else(|| {
-            let names: Vec<_> = CHIPS.iter().map(|c| c.chip).collect();
+            let names: Vec<_> = flashable().filter_map(|b| b.chip).collect();
             anyhow!("--chip {}: not one of {}", args.chip, names.join(", "))
         })?;
+    let chip = board.chip.expect("a flashable board");
     let file = crate::files::ModelFileOnDisk::read(&args.model)?;
-    let elf = crate::board::build(&args.model, chip.board, chip.target, chip.part, "app")?;
+    let elf = crate::board::build(&args.model, board, "app")?;
     println!(
         "built the app firmware for the {} ({}) with {} ({} bytes): {}",
-        chip.part,
-        chip.board,
+        board.part,
+        board.name,
         args.model.display(),
         file.bytes.len(),
         elf.display()
@@ -87,7 +64,7 @@ pub fn run(args: &FlashArgs) -> anyhow::Result<()> {
         );
     }
     let status = Command::new("probe-rs")
-        .args(["download", "--chip", chip.chip])
+        .args(["download", "--chip", chip])
         .arg(&elf)
         .status()
         .context("running probe-rs download")?;
@@ -95,7 +72,7 @@ pub fn run(args: &FlashArgs) -> anyhow::Result<()> {
         bail!("probe-rs download failed ({status}): is the board connected and powered?");
     }
     let status = Command::new("probe-rs")
-        .args(["reset", "--chip", chip.chip])
+        .args(["reset", "--chip", chip])
         .status()
         .context("running probe-rs reset")?;
     if !status.success() {

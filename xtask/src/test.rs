@@ -121,7 +121,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
 /// the Cortex-M4F and M33 take models under 900 kB, the Cortex-M0 (256 kB flash) those under
 /// 200 kB.
 fn board() -> anyhow::Result<()> {
-    for machine in crate::board::MACHINES {
+    for machine in crate::board::machines() {
         crate::board::ensure_tools(machine.target)?;
     }
     let scratch = crate::files::TempDir::new("fashion-mlp-test")?;
@@ -148,7 +148,7 @@ fn board() -> anyhow::Result<()> {
         }
     }
     models.sort();
-    for machine in crate::board::MACHINES {
+    for machine in crate::board::machines() {
         let limit = if machine.name == "microbit" {
             200_000
         } else {
