@@ -28,7 +28,7 @@ pub struct QuantizeArgs {
     #[arg(long, value_name = "SCHEME", default_value = "int8", value_parser = ["int8", "full"])]
     scheme: String,
     /// Training images (spread evenly over the training split, never the test split) whose
-    /// activations set the int8 ranges of `--scheme full`.
+    /// activations set the 8-bit ranges of `--scheme full`.
     #[arg(long, value_name = "IMAGES", default_value_t = 2000)]
     calibration: usize,
 }
@@ -196,7 +196,7 @@ fn full(args: &QuantizeArgs, input: &ModelFileOnDisk) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The full-integer model file of a float `model`, its int8 ranges calibrated on `count`
+/// The full-integer model file of a float `model`, its 8-bit ranges calibrated on `count`
 /// images spread evenly over `train`.
 pub fn full_integer(
     model: &infer::Model<'_>,
@@ -274,7 +274,7 @@ pub fn full_integer(
         let (pre, post) = ranges[index];
         let (out_scale, out_zero) = affine(post); // ReLU's outputs >= 0: zero point 0
         // ReLU: the clamp at the zero point (0, which stands for 0) is the activation;
-        // identity: none; the others: a table from the sums' own int8 range to the outputs'.
+        // identity: none; the others: a table from the sums' own 8-bit range to the outputs'.
         let (target_scale, target_zero, table) = match kind {
             infer::ActivationKind::Relu | infer::ActivationKind::Identity => {
                 (out_scale, out_zero, Vec::new())
