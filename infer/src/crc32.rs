@@ -22,11 +22,19 @@ const TABLE: [u32; 256] = {
 
 /// The CRC-32 of `bytes`.
 pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
+    !update(START, bytes)
+}
+
+/// The running state before any byte; a finished CRC-32 is the state's complement.
+pub const START: u32 = !0;
+
+/// The running state after `bytes`, from `state`: for a checksum that follows its bytes as they
+/// arrive (`wire`'s decoder).
+pub fn update(mut state: u32, bytes: &[u8]) -> u32 {
     for &byte in bytes {
-        crc = TABLE[((crc ^ u32::from(byte)) & 0xFF) as usize] ^ (crc >> 8);
+        state = TABLE[((state ^ u32::from(byte)) & 0xFF) as usize] ^ (state >> 8);
     }
-    !crc
+    state
 }
 
 #[cfg(test)]
@@ -35,5 +43,12 @@ mod tests {
     fn matches_the_standard_check_value() {
         assert_eq!(super::crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(super::crc32(b""), 0);
+    }
+
+    #[test]
+    fn a_running_checksum_in_pieces_is_the_whole_one() {
+        let bytes = b"123456789 and some more";
+        let state = super::update(super::update(super::START, &bytes[..5]), &bytes[5..]);
+        assert_eq!(!state, super::crc32(bytes));
     }
 }
