@@ -421,12 +421,10 @@ fn all_finite_f16(bytes: &[u8]) -> bool {
 /// Reads the little-endian i32 at `index`.
 #[inline]
 pub fn i32_at(bytes: &[u8], index: usize) -> i32 {
-    i32::from_le_bytes([
-        bytes[4 * index],
-        bytes[4 * index + 1],
-        bytes[4 * index + 2],
-        bytes[4 * index + 3],
-    ])
+    // One slice, one bounds check, one load (four indexings compile to four byte loads).
+    let mut word = [0; 4];
+    word.copy_from_slice(&bytes[4 * index..4 * index + 4]);
+    i32::from_le_bytes(word)
 }
 
 /// Reads the little-endian f32 at `index`.

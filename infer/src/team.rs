@@ -1,9 +1,10 @@
 //! One image's forward pass shared by several threads (the `std` feature; hosts only).
 //!
-//! Each thread always computes the same share of every layer's outputs, so its share of the
-//! weights stays in its own core's cache (784-512-512-10 in f16 is 1.3 MB: more than one core's
-//! L2 on many CPUs, half of it fits). The threads meet once per layer, spinning rather than
-//! sleeping, since a whole image takes microseconds. Every output is computed by the same kernel
+//! Each thread always computes the same share of every hidden layer's outputs, so its share of
+//! the weights stays in its own core's cache (784-512-512-10 in f16 is 1.3 MB: more than one
+//! core's L2 on many CPUs, half of it fits); the last layer is the caller's alone. The threads
+//! meet before each layer, spinning rather than sleeping, since a whole image takes
+//! microseconds. Every output is computed by the same kernel
 //! in the same order as in [`Model::forward_into`], so the logits are bit-identical to it.
 
 extern crate std;
@@ -80,7 +81,8 @@ impl Team<'_, '_> {
         self.shared.meet(&mut self.meetings);
         self.shared.layers(self.model, 0, &mut self.meetings);
         let last = self.model.file().layers.len() % 2;
-        // SAFETY: every member has passed the last layer's meeting and waits for the next one.
+        // SAFETY: the helpers passed the meeting before the last layer, which this thread
+        // computed alone, and wait for the next image.
         let output = unsafe { self.shared.buffer(last) };
         let mut logits = [0.0; NUM_CLASSES];
         logits.copy_from_slice(&output[..NUM_CLASSES]);
@@ -146,11 +148,18 @@ impl Shared {
         }
     }
 
-    /// Member `member`'s share of every layer, with a meeting after each.
+    /// Member `member`'s share of every layer, with a meeting after each but the last: the
+    /// last layer (the logits, a few thousand multiply-adds) is the caller's alone, which
+    /// saves a meeting (a round trip of a cache line between cores) per image.
     fn layers(&self, model: &Model<'_>, member: usize, meetings: &mut usize) {
+        let last = model.file().layers.len() - 1;
         for (index, layer) in model.file().layers.iter().enumerate() {
             let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
-            let columns = share(d_out, self.threads, member);
+            let columns = match (index == last, member) {
+                (false, _) => share(d_out, self.threads, member),
+                (true, 0) => 0..d_out,
+                (true, _) => return,
+            };
             if !columns.is_empty() {
                 // SAFETY: between two meetings, every member reads the whole input buffer and
                 // writes only its own columns of the output buffer.
@@ -166,7 +175,9 @@ impl Shared {
                     model.integer_columns(index, &as_bytes(input)[..d_in], columns.start, out);
                 }
             }
-            self.meet(meetings);
+            if index < last {
+                self.meet(meetings);
+            }
         }
     }
 
