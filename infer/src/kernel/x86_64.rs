@@ -625,6 +625,8 @@ unsafe fn vnni_rows<const R: usize>(input: &[u8], weights: &[u8], j: usize) -> [
             let x = _mm512_maskz_loadu_epi8(mask, input.as_ptr().add(64 * b).cast());
             for (r, acc) in acc.iter_mut().enumerate() {
                 let at = weights.as_ptr().add((j + r) * n + 64 * b);
+                // The same bytes of the next R rows, into L1 ahead of use: 15 -> 12 µs per
+                // image on 784-512-512-10 (the L1 prefetcher does not follow R streams).
                 _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(R * n).cast());
                 *acc = _mm512_dpbusd_epi32(*acc, x, _mm512_maskz_loadu_epi8(mask, at.cast()));
             }
