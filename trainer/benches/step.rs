@@ -30,6 +30,7 @@ fn main() {
             .collect(),
         labels: (0..batch_size).map(|i| (i * 7 % 10) as u8).collect(),
         dropout_seed: 0,
+        ..Batch::default()
     };
     bench("train step 784-512-512-10, batch 128", 10.0, || {
         learner.step(&batch, 0).loss

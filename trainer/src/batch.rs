@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use data::transform::SplitMix64;
+use data::transform::{self, SplitMix64};
 use data::{Dataset, Split};
 use infer::Normalization;
 
@@ -103,6 +103,11 @@ pub struct Batch {
     pub labels: Vec<u8>,
     /// Seed of the step's dropout masks.
     pub dropout_seed: u64,
+    /// The same images as pixels 0..=255 (augmented, rounded), for a teacher to see; empty
+    /// unless the batcher keeps them ([`Batcher::keeping_pixels`]).
+    pub images: Vec<u8>,
+    /// The teachers' soft targets, one row of classes per image; empty without a teacher.
+    pub soft_targets: Vec<f32>,
 }
 
 /// Makes a run's mini-batches: the seeded order of each epoch, and each step's images, augmented
@@ -115,6 +120,8 @@ pub struct Batcher<'a> {
     augment: Augmentation,
     seed: u64,
     batch_size: usize,
+    /// Whether batches also carry their images' pixels ([`Batch::images`]).
+    keep_pixels: bool,
 }
 
 impl<'a> Batcher<'a> {
@@ -133,6 +140,15 @@ impl<'a> Batcher<'a> {
             augment: augment.clone(),
             seed,
             batch_size,
+            keep_pixels: false,
+        }
+    }
+
+    /// The same batcher, whose batches also carry their images as pixels (for a teacher).
+    pub fn keeping_pixels(self) -> Self {
+        Self {
+            keep_pixels: true,
+            ..self
         }
     }
 
@@ -158,6 +174,8 @@ impl<'a> Batcher<'a> {
     pub fn fill(&self, epoch: usize, step: usize, indices: &[usize], batch: &mut Batch) {
         batch.pixels.clear();
         batch.labels.clear();
+        batch.images.clear();
+        batch.soft_targets.clear();
         let mut rng = SplitMix64::for_stream(self.seed, &[epoch as u64, step as u64]);
         let Normalization { mean, std } = self.normalization;
         let mut augmented = [0.0f32; INPUT_SIZE];
@@ -168,10 +186,16 @@ impl<'a> Batcher<'a> {
                 batch
                     .pixels
                     .extend(augmented.iter().map(|&v| (v - mean) / std));
+                if self.keep_pixels {
+                    batch.images.extend(transform::to_pixels(&augmented));
+                }
             } else {
                 batch
                     .pixels
                     .extend_from_slice(&self.pixels[i * INPUT_SIZE..(i + 1) * INPUT_SIZE]);
+                if self.keep_pixels {
+                    batch.images.extend_from_slice(self.split.image(i));
+                }
             }
             batch.labels.push(self.split.labels[i]);
         }

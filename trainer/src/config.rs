@@ -8,6 +8,7 @@ use infer::ActivationKind;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::Augmentation;
+use crate::distill::Distillation;
 use crate::error::{Error, Result};
 
 /// Learning-rate schedule.
@@ -120,6 +121,10 @@ pub struct TrainConfig {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub augment: Augmentation,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    #[serde(default, skip_serializing_if = "Distillation::is_off")]
+    pub distill: Distillation,
     /// Seed of the initial weights and of the shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -177,6 +182,7 @@ impl TrainConfig {
             return fail("--epochs must be at least 1".into());
         }
         self.augment.validate()?;
+        self.distill.validate()?;
         if self.train_images == Some(0) {
             return fail("--train-images must be at least 1".into());
         }
@@ -245,6 +251,7 @@ impl TrainConfig {
             train_images,
             validation,
             augment,
+            distill,
             seed,
         } = self;
         let mut args = vec![
@@ -273,6 +280,7 @@ impl TrainConfig {
         }
         args.extend(["--validation".to_owned(), validation.to_string()]);
         args.extend(augment.args());
+        args.extend(distill.args());
         args.extend(["--seed".to_owned(), seed.to_string()]);
         args
     }
@@ -411,6 +419,11 @@ mod tests {
                 erase: 0.25,
                 dropout: 0.1,
                 ema: 0.999,
+            },
+            distill: Distillation {
+                teachers: vec!["models/a.fmlp".into(), "runs/b.fmlp".into()],
+                teacher_weight: 0.7,
+                temperature: 2.5,
             },
             seed: 42,
         };

@@ -34,6 +34,8 @@ pub struct Learner {
     pub learning_rate: LearningRate,
     /// Dropout rate on the hidden layers.
     pub dropout: f32,
+    /// `(W, T)` of `--teacher-weight` and `--temperature`, used on batches with soft targets.
+    pub distillation: (f32, f32),
     device: Device,
 }
 
@@ -57,6 +59,7 @@ impl Learner {
             },
             learning_rate: config.learning_rate(steps_per_epoch),
             dropout: config.augment.dropout,
+            distillation: (config.distill.teacher_weight, config.distill.temperature),
             device: device.clone(),
         }
     }
@@ -79,8 +82,9 @@ impl Learner {
     }
 
     /// Optimisation step `step` (from 0 at the run's start) on `batch`: forward (with dropout
-    /// seeded by the batch), our loss, backward, our optimizer. A NaN or infinite loss leaves
-    /// the model as it was, for the caller to report.
+    /// seeded by the batch), our loss (distilled when the batch has soft targets), backward,
+    /// our optimizer. A NaN or infinite loss leaves the model as it was, for the caller to
+    /// report.
     pub fn step(&mut self, batch: &Batch, step: usize) -> StepOutcome {
         // On the CPU, on a worker of rayon's pool: the fused kernels' parallel passes then start
         // where they run, instead of each being handed over from this thread. Other devices stay
@@ -116,7 +120,20 @@ impl Learner {
             .zip(&batch.labels)
             .filter(|(p, l)| *p == i64::from(**l))
             .count();
-        let loss = self.loss.forward(logits, targets);
+        let loss = if batch.soft_targets.is_empty() {
+            self.loss.forward(logits, targets)
+        } else {
+            let soft = Tensor::from_data(
+                TensorData::new(
+                    batch.soft_targets.clone(),
+                    [batch.labels.len(), NUM_CLASSES],
+                ),
+                &self.device,
+            );
+            let (weight, temperature) = self.distillation;
+            self.loss
+                .forward_distilled(logits, targets, soft, weight, temperature)
+        };
         let value: f32 = loss.clone().into_scalar();
         if value.is_finite() {
             let mut grads = loss.backward();
@@ -227,6 +244,7 @@ mod tests {
                         .collect(),
                     labels: (0..24).map(|i| ((i + step) % NUM_CLASSES) as u8).collect(),
                     dropout_seed: step as u64,
+                    ..Batch::default()
                 };
                 assert!(learner.step(&batch, step).loss.is_finite());
             }

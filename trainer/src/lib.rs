@@ -14,6 +14,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
+pub mod distill;
 pub mod error;
 pub mod export;
 // burn-ndarray is deprecated upstream, but it is the CPU backend these kernels extend (`device`).

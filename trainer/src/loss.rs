@@ -32,6 +32,23 @@ impl CrossEntropy {
         self.forward_composed(logits, targets)
     }
 
+    /// Distillation's loss ([`crate::distill`]): `(1 − w)·CE(q, z) + w·T²·CE(p, z/T)` for
+    /// `targets` `q`, the teachers' `soft_targets` `p` (already softened by `T`) and `weight`
+    /// `w`. Both terms are [`Self::forward`]; its gradient is
+    /// `((1 − w)(softmax(z) − q) + w·T·(softmax(z/T) − p)) / batch`.
+    pub fn forward_distilled(
+        &self,
+        logits: Tensor<2>,
+        targets: Tensor<2>,
+        soft_targets: Tensor<2>,
+        weight: f32,
+        temperature: f32,
+    ) -> Tensor<1> {
+        let hard = self.forward(logits.clone(), targets);
+        let soft = self.forward(logits.div_scalar(temperature), soft_targets);
+        hard.mul_scalar(1.0 - weight) + soft.mul_scalar(weight * temperature * temperature)
+    }
+
     /// The loss through burn's op-by-op composition (every device but burn-ndarray's): the
     /// reference of the fused loss.
     pub fn forward_composed(&self, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
@@ -67,6 +84,61 @@ mod tests {
         assert!(
             (f64::from(value) - expected).abs() < 1e-6,
             "{value} vs {expected}"
+        );
+    }
+
+    #[test]
+    fn distilled_gradient_mixes_the_labels_and_the_softened_teacher() {
+        let device = crate::device::cpu().autodiff();
+        let values = [0.5, -1.0, 2.0, 3.0, 0.1, -0.2, 10.0, 10.0, -10.0];
+        let soft = [0.2, 0.3, 0.5, 0.7, 0.2, 0.1, 0.1, 0.1, 0.8];
+        let (weight, temperature) = (0.6f32, 3.0f32);
+        let loss = CrossEntropy {
+            label_smoothing: 0.1,
+        };
+        let logits = tensor(&values, [3, 3], &device).require_grad();
+        let targets = loss.targets(&[1, 0, 2], 3, &device);
+        let q = targets.clone().into_data().try_to_vec::<f32>().unwrap();
+        let value = loss.forward_distilled(
+            logits.clone(),
+            targets,
+            tensor(&soft, [3, 3], &device),
+            weight,
+            temperature,
+        );
+        let got_value: f32 = value.clone().into_scalar();
+        let grads = value.backward();
+        let got = logits
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let softmax = |z: &[f64]| -> Vec<f64> {
+            let max = z.iter().cloned().fold(f64::MIN, f64::max);
+            let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
+            z.iter().map(|v| (v - max).exp() / sum).collect()
+        };
+        let (w, t) = (f64::from(weight), f64::from(temperature));
+        let mut want_value = 0.0;
+        for row in 0..3 {
+            let z: Vec<f64> = values[row * 3..row * 3 + 3]
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect();
+            let cooled: Vec<f64> = z.iter().map(|v| v / t).collect();
+            let (p, p_t) = (softmax(&z), softmax(&cooled));
+            for col in 0..3 {
+                let (q, s) = (f64::from(q[row * 3 + col]), f64::from(soft[row * 3 + col]));
+                want_value -= ((1.0 - w) * q * p[col].ln() + w * t * t * s * p_t[col].ln()) / 3.0;
+                let want = ((1.0 - w) * (p[col] - q) + w * t * (p_t[col] - s)) / 3.0;
+                let have = f64::from(got[row * 3 + col]);
+                assert!((have - want).abs() < 1e-6, "[{row},{col}] {have} vs {want}");
+            }
+        }
+        assert!(
+            (f64::from(got_value) - want_value).abs() < 1e-5,
+            "{got_value} vs {want_value}"
         );
     }
 

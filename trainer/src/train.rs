@@ -10,6 +10,7 @@ use data::Dataset;
 
 use crate::batch::{Batch, Batcher, Selection, normalize, pixel_statistics};
 use crate::checkpoint::{Checkpoint, DataIdentity, EpochProgress};
+use crate::distill::{Teacher, TeacherFiles};
 use crate::error::{Error, Result};
 use crate::learner::{Learner, evaluate};
 use crate::run::{EpochRecord, Images, Run, Trained, write_curves};
@@ -51,13 +52,18 @@ pub fn train(
         Some(checkpoint) => checkpoint.normalization,
         None => pixel_statistics(&selection.train),
     };
-    let batcher = Batcher::new(
+    let teacher_files = TeacherFiles::read(&config.distill)?;
+    let teacher = teacher_files.teacher(config.distill.temperature);
+    let mut batcher = Batcher::new(
         &selection.train,
         normalization,
         &config.augment,
         config.seed,
         config.batch_size,
     );
+    if teacher.is_some() {
+        batcher = batcher.keeping_pixels();
+    }
     let test_pixels = normalize(&dataset.test, normalization);
     let validation = selection
         .validation
@@ -97,6 +103,7 @@ pub fn train(
         let epoch_run = EpochRun {
             run,
             batcher: &batcher,
+            teacher: teacher.as_ref(),
             epoch,
             stop,
         };
@@ -166,6 +173,7 @@ pub fn train(
 struct EpochRun<'a> {
     run: &'a Run,
     batcher: &'a Batcher<'a>,
+    teacher: Option<&'a Teacher<'a>>,
     epoch: usize,
     stop: &'a AtomicBool,
 }
@@ -203,6 +211,9 @@ impl EpochRun<'_> {
             .skip(state.steps_done)
         {
             self.batcher.fill(epoch, step, indices, &mut batch);
+            if let Some(teacher) = self.teacher {
+                batch.soft_targets = teacher.soft_targets(&batch.images);
+            }
             let outcome = learner.step(&batch, (epoch - 1) * steps_per_epoch + step);
             lr = outcome.lr;
             if !outcome.loss.is_finite() {

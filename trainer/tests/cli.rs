@@ -305,3 +305,38 @@ fn train_images_beyond_the_data_are_noted_and_logged_as_used() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_teacher_teaches_and_a_damaged_one_is_named() {
+    let dir = scratch("teacher");
+    let teacher = dir.join("teacher.fmlp");
+    train_ok(&teacher, &[]);
+    let student = dir.join("student.fmlp");
+    let t = teacher.to_str().unwrap();
+    train_ok(&student, &["--teacher", t, t, "--temperature", "2"]);
+    let log = std::fs::read_to_string(student.with_extension("log.json")).unwrap();
+    assert!(log.contains("\"temperature\": 2.0"), "{log}");
+    assert!(
+        log.contains(&format!("--teacher {t} --teacher {t}")),
+        "{log}"
+    );
+    let mut damaged = std::fs::read(&teacher).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 1;
+    let bad = dir.join("damaged.fmlp");
+    std::fs::write(&bad, damaged).unwrap();
+    let mut args = TINY.to_vec();
+    let out = dir.join("never.fmlp");
+    args.extend([
+        "--teacher",
+        bad.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let output = trainer(&args);
+    assert_one_line_error(&output, "damaged.fmlp", "damaged teacher");
+    assert!(!out.exists());
+    let without = trainer(&["--teacher-weight", "0.3", "--out", out.to_str().unwrap()]);
+    assert_one_line_error(&without, "--teacher", "--teacher-weight alone");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
