@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod board;
 pub mod classify;
+pub mod compare;
 pub mod eval;
 pub mod export;
 pub mod files;

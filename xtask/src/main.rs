@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use xtask::{
-    bench, board, classify, eval, export, flash, import, models, quantize, robust, show, submit,
-    sweep, test, train,
+    bench, board, classify, compare, eval, export, flash, import, models, quantize, robust, show,
+    submit, sweep, test, train,
 };
 
 /// fashion-mlp's tasks: train a Fashion-MNIST MLP, then evaluate its f16 model file.
@@ -35,6 +35,10 @@ enum Task {
     /// Train the same net once per activation and print a Markdown table of test accuracy (of
     /// the f16 file, as `eval` measures it) and epoch time.
     Sweep(sweep::SweepArgs),
+    /// Train each configuration of a list on the validation split (seeded, resumable, one JSON
+    /// line per run) and print them ranked by validation accuracy, with each one's gain over the
+    /// first.
+    Compare(compare::CompareArgs),
     /// Run `infer` on an emulated Cortex-M4F, M33 or M0 (QEMU, `--machine`) with the model in
     /// flash; check it against the host and report flash, RAM, stack and instructions per
     /// inference.
@@ -94,6 +98,7 @@ fn run() -> anyhow::Result<()> {
         Task::Train { args } => train::run(args),
         Task::Eval(args) => eval::run(&args),
         Task::Sweep(args) => sweep::run(&args),
+        Task::Compare(args) => compare::run(&args),
         Task::Board(args) => board::run(&args),
         Task::Classify(args) => classify::run(&args),
         Task::Flash(args) => flash::run(&args),

@@ -16,6 +16,18 @@ pub fn run(mut args: Vec<String>) -> anyhow::Result<()> {
         );
         args.drain(at..at + 2);
     }
+    ensure_data(&args)?;
+    let status = run_trainer(&args, features.as_deref())?;
+    if !status.success() {
+        // The trainer said why; pass its exit status on (130 after Ctrl-C, 143 after SIGTERM).
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
+}
+
+/// Makes sure Fashion-MNIST is there for a trainer given `args`, unless they (or the
+/// environment) name the data or ask for help.
+pub fn ensure_data(args: &[String]) -> anyhow::Result<()> {
     let asks_help = args.iter().any(|a| a == "--help" || a == "-h");
     let data_given = args
         .iter()
@@ -23,11 +35,6 @@ pub fn run(mut args: Vec<String>) -> anyhow::Result<()> {
         || data::fetch::dir_from_env().is_some();
     if !asks_help && !data_given {
         ensure_fashion_mnist()?;
-    }
-    let status = run_trainer(&args, features.as_deref())?;
-    if !status.success() {
-        // The trainer said why; pass its exit status on (130 after Ctrl-C, 143 after SIGTERM).
-        std::process::exit(status.code().unwrap_or(1));
     }
     Ok(())
 }
