@@ -91,24 +91,48 @@ impl Geometry {
         let centre = (IMAGE_SIDE as f32 - 1.0) / 2.0;
         let (sin, cos) = self.rotate.to_radians().sin_cos();
         let inv_scale = 1.0 / self.scale;
-        let at = |x, y| pixel_or_black(image, x, y);
+        // Inverse map: output pixel -> source position.
+        let source = |x: usize, y: usize| {
+            let ox = if self.mirror { IMAGE_SIDE - 1 - x } else { x };
+            let px = ox as f32 - centre - self.dx;
+            let py = y as f32 - centre - self.dy;
+            (
+                (cos * px + sin * py) * inv_scale + centre,
+                (-sin * px + cos * py) * inv_scale + centre,
+            )
+        };
+        if sin == 0.0 {
+            // No rotation: a column's source x and a row's source y are the same for every
+            // row and column (`sin·p` is a zero, which leaves the sum as it is), so each is
+            // computed once, the same values as below.
+            let columns: [f32; IMAGE_SIDE] = core::array::from_fn(|x| source(x, 0).0);
+            let rows: [f32; IMAGE_SIDE] = core::array::from_fn(|y| source(0, y).1);
+            for (y, &sy) in rows.iter().enumerate() {
+                for (x, &sx) in columns.iter().enumerate() {
+                    out[y * IMAGE_SIDE + x] = bilinear(image, sx, sy);
+                }
+            }
+            return;
+        }
         for y in 0..IMAGE_SIDE {
             for x in 0..IMAGE_SIDE {
-                let ox = if self.mirror { IMAGE_SIDE - 1 - x } else { x };
-                // Inverse map: output pixel -> source position.
-                let px = ox as f32 - centre - self.dx;
-                let py = y as f32 - centre - self.dy;
-                let sx = (cos * px + sin * py) * inv_scale + centre;
-                let sy = (-sin * px + cos * py) * inv_scale + centre;
-                let (fx, fy) = (sx.floor(), sy.floor());
-                let (tx, ty) = (sx - fx, sy - fy);
-                let (ix, iy) = (fx as isize, fy as isize);
-                out[y * IMAGE_SIDE + x] = (1.0 - ty)
-                    * ((1.0 - tx) * at(ix, iy) + tx * at(ix + 1, iy))
-                    + ty * ((1.0 - tx) * at(ix, iy + 1) + tx * at(ix + 1, iy + 1));
+                let (sx, sy) = source(x, y);
+                out[y * IMAGE_SIDE + x] = bilinear(image, sx, sy);
             }
         }
     }
+}
+
+/// `image` at the source position (`sx`, `sy`), interpolated between its four neighbours (black
+/// outside).
+#[inline]
+fn bilinear(image: &[f32], sx: f32, sy: f32) -> f32 {
+    let at = |x, y| pixel_or_black(image, x, y);
+    let (fx, fy) = (sx.floor(), sy.floor());
+    let (tx, ty) = (sx - fx, sy - fy);
+    let (ix, iy) = (fx as isize, fy as isize);
+    (1.0 - ty) * ((1.0 - tx) * at(ix, iy) + tx * at(ix + 1, iy))
+        + ty * ((1.0 - tx) * at(ix, iy + 1) + tx * at(ix + 1, iy + 1))
 }
 
 /// The pixel at column `x`, row `y`, or black (0) outside the image.
@@ -208,6 +232,44 @@ mod tests {
         .apply(&dot(), &mut out);
         assert_eq!(out[7 * IMAGE_SIDE + 7], 1.0);
         assert_eq!(out.iter().sum::<f32>(), 1.0);
+    }
+
+    #[test]
+    fn without_rotation_each_pixel_is_what_the_per_pixel_map_gives_to_the_bit() {
+        let image: Vec<f32> = (0..IMAGE_PIXELS)
+            .map(|i| (i * 37 % 256) as f32 / 255.0)
+            .collect();
+        let mut rng = SplitMix64::new(9);
+        for _ in 0..200 {
+            let geometry = Geometry {
+                rotate: 0.0,
+                scale: 1.0 + 0.3 * rng.symmetric(),
+                dx: 3.0 * rng.symmetric(),
+                dy: 3.0 * rng.symmetric(),
+                mirror: rng.uniform() < 0.5,
+            };
+            let mut out = vec![0.0; IMAGE_PIXELS];
+            geometry.apply(&image, &mut out);
+            // The map pixel by pixel, as the rotating path computes it.
+            let centre = (IMAGE_SIDE as f32 - 1.0) / 2.0;
+            let (sin, cos) = 0.0f32.to_radians().sin_cos();
+            for y in 0..IMAGE_SIDE {
+                for x in 0..IMAGE_SIDE {
+                    let ox = if geometry.mirror {
+                        IMAGE_SIDE - 1 - x
+                    } else {
+                        x
+                    };
+                    let px = ox as f32 - centre - geometry.dx;
+                    let py = y as f32 - centre - geometry.dy;
+                    let sx = (cos * px + sin * py) * (1.0 / geometry.scale) + centre;
+                    let sy = (-sin * px + cos * py) * (1.0 / geometry.scale) + centre;
+                    let want = bilinear(&image, sx, sy);
+                    let got = out[y * IMAGE_SIDE + x];
+                    assert_eq!(got.to_bits(), want.to_bits(), "{geometry:?} at ({x}, {y})");
+                }
+            }
+        }
     }
 
     #[test]
