@@ -20,8 +20,9 @@ use crate::run::EpochRecord;
 
 /// First bytes of every checkpoint.
 const MAGIC: [u8; 8] = *b"FMLPCKPT";
-/// Bumped whenever the layout changes (4: a header with a CRC-32, and the data's identity).
-const CHECKPOINT_VERSION: u32 = 4;
+/// Bumped whenever the layout changes (4: a header with a CRC-32, and the data's identity; 5:
+/// the distillation settings).
+const CHECKPOINT_VERSION: u32 = 5;
 
 /// Which data a run trains on, so a resumed run can check that it sees the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -123,7 +123,9 @@ pub struct TrainConfig {
     pub augment: Augmentation,
     #[command(flatten)]
     #[allow(missing_docs)]
-    #[serde(default, skip_serializing_if = "Distillation::is_off")]
+    // Always written: postcard (the checkpoint) cannot skip a field. `default` reads the logs
+    // of runs from before distillation.
+    #[serde(default)]
     pub distill: Distillation,
     /// Seed of the initial weights and of the shuffling.
     #[arg(long, default_value_t = 0)]

@@ -168,7 +168,7 @@ mod tests {
     use infer::{Activation, ModelFileBuf, Normalization};
 
     /// A 784-16-10 f16 model file with weights drawn from `seed`.
-    pub(crate) fn model_file(seed: u32) -> Vec<u8> {
+    fn model_file(seed: u32) -> Vec<u8> {
         let mut state = seed;
         let mut halves = |count: usize| -> Vec<u8> {
             (0..count)

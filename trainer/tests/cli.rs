@@ -320,6 +320,15 @@ fn a_teacher_teaches_and_a_damaged_one_is_named() {
         log.contains(&format!("--teacher {t} --teacher {t}")),
         "{log}"
     );
+    // The checkpoint holds the teachers: the same settings resume, others are refused.
+    train_ok(
+        &student,
+        &["--teacher", t, t, "--temperature", "2", "--resume"],
+    );
+    let mut args = TINY.to_vec();
+    let s = student.to_str().unwrap();
+    args.extend(["--teacher", t, "--temperature", "2", "--resume", "--out", s]);
+    assert_one_line_error(&trainer(&args), "the settings given differ", "one teacher");
     let mut damaged = std::fs::read(&teacher).unwrap();
     let middle = damaged.len() / 2;
     damaged[middle] ^= 1;
