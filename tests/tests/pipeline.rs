@@ -131,12 +131,13 @@ fn resumed_run_ends_with_the_same_model_as_an_uninterrupted_one() {
     let mut dataset = dataset();
     dataset.train.images.truncate(6000 * data::IMAGE_PIXELS);
     dataset.train.labels.truncate(6000);
-    // Augmentation, dropout and the weight average must resume exactly too.
+    // Augmentation, mixup, dropout and the weight average must resume exactly too.
     let config = TrainConfig {
         augment: trainer::augment::Augmentation {
             shift: 1.0,
             flip: true,
             dropout: 0.1,
+            mixup: 0.4,
             ema: 0.9,
             ..Default::default()
         },

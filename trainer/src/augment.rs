@@ -40,6 +40,11 @@ pub struct Augmentation {
     /// by 1/(1-rate)).
     #[arg(long, value_name = "RATE", default_value_t = 0.0)]
     pub dropout: f32,
+    /// Mixup: each batch is mixed with a shuffled copy of itself, images and targets alike, by
+    /// one λ drawn from Beta(ALPHA, ALPHA) per batch (0 = off; at most 1).
+    #[arg(long, value_name = "ALPHA", default_value_t = 0.0)]
+    #[serde(default)]
+    pub mixup: f32,
     /// Keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off),
     /// and evaluate and export the averaged weights instead of the last ones.
     #[arg(long, value_name = "DECAY", default_value_t = 0.0)]
@@ -49,8 +54,9 @@ pub struct Augmentation {
 impl Augmentation {
     /// Rejects values that make no sense, naming the argument.
     pub fn validate(&self) -> Result<()> {
-        let checks: [(&str, f32, f32); 9] = [
+        let checks: [(&str, f32, f32); 10] = [
             ("--ema", self.ema, 0.99999),
+            ("--mixup", self.mixup, 1.0),
             ("--shift", self.shift, 14.0),
             ("--rotate", self.rotate, 180.0),
             ("--scale", self.scale, 0.9),
@@ -82,6 +88,7 @@ impl Augmentation {
             brightness,
             erase,
             dropout,
+            mixup,
             ema,
         } = self;
         let mut args = Vec::new();
@@ -97,6 +104,7 @@ impl Augmentation {
             ("--brightness", brightness),
             ("--erase", erase),
             ("--dropout", dropout),
+            ("--mixup", mixup),
             ("--ema", ema),
         ] {
             if *value != 0.0 {
@@ -144,6 +152,18 @@ impl Augmentation {
     }
 }
 
+/// A draw from Beta(α, α) for 0 < α ≤ 1 (Jöhnk's method: `u^(1/α)` and `v^(1/α)`, kept when
+/// their sum is at most 1, give `x / (x + y)`).
+pub fn beta(alpha: f32, rng: &mut SplitMix64) -> f32 {
+    loop {
+        let x = rng.uniform().powf(1.0 / alpha);
+        let y = rng.uniform().powf(1.0 / alpha);
+        if x + y <= 1.0 && x + y > 0.0 {
+            return x / (x + y);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +197,27 @@ mod tests {
         };
         assert_eq!(variant(1), variant(1));
         assert_ne!(variant(1), variant(2));
+    }
+
+    #[test]
+    fn beta_draws_have_the_distributions_mean_and_variance() {
+        let mut rng = SplitMix64::new(5);
+        for alpha in [0.2f32, 0.5, 1.0] {
+            let draws: Vec<f64> = (0..20_000)
+                .map(|_| f64::from(beta(alpha, &mut rng)))
+                .collect();
+            assert!(draws.iter().all(|&x| (0.0..=1.0).contains(&x)));
+            let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+            let variance =
+                draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / draws.len() as f64;
+            // Beta(α, α): mean 1/2, variance 1 / (4(2α + 1)).
+            let want = 1.0 / (4.0 * (2.0 * f64::from(alpha) + 1.0));
+            assert!((mean - 0.5).abs() < 0.01, "α {alpha}: mean {mean}");
+            assert!(
+                (variance - want).abs() < 0.01,
+                "α {alpha}: variance {variance} vs {want}"
+            );
+        }
     }
 
     #[test]

@@ -108,6 +108,11 @@ pub struct Batch {
     pub images: Vec<u8>,
     /// The teachers' soft targets, one row of classes per image; empty without a teacher.
     pub soft_targets: Vec<f32>,
+    /// With mixup, the class of the image each one was mixed with, and its own share λ
+    /// (`λ·mine + (1 − λ)·partner's`, targets too); empty without mixup.
+    pub partners: Vec<u8>,
+    /// λ of the mix (used only with partners).
+    pub mix: f32,
 }
 
 /// Makes a run's mini-batches: the seeded order of each epoch, and each step's images, augmented
@@ -176,6 +181,8 @@ impl<'a> Batcher<'a> {
         batch.labels.clear();
         batch.images.clear();
         batch.soft_targets.clear();
+        batch.partners.clear();
+        batch.mix = 1.0;
         let mut rng = SplitMix64::for_stream(self.seed, &[epoch as u64, step as u64]);
         let Normalization { mean, std } = self.normalization;
         let mut augmented = [0.0f32; INPUT_SIZE];
@@ -200,12 +207,76 @@ impl<'a> Batcher<'a> {
             batch.labels.push(self.split.labels[i]);
         }
         batch.dropout_seed = rng.next_u64();
+        if self.augment.mixup > 0.0 {
+            mix(
+                batch,
+                crate::augment::beta(self.augment.mixup, &mut rng),
+                &mut rng,
+            );
+        }
     }
+}
+
+/// Mixes each image of `batch` with the one a seeded shuffle pairs it with: `λ·mine + (1 −
+/// λ)·partner's`, for the normalised pixels and the teacher's pixels alike (an affine
+/// normalisation commutes with the mix), and records each partner's class.
+fn mix(batch: &mut Batch, lambda: f32, rng: &mut SplitMix64) {
+    let n = batch.labels.len();
+    let mut partner: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        partner.swap(i, j);
+    }
+    let pixels = batch.pixels.clone();
+    let images = batch.images.clone();
+    for (i, &j) in partner.iter().enumerate() {
+        let (mine, theirs) = (i * INPUT_SIZE..(i + 1) * INPUT_SIZE, j * INPUT_SIZE);
+        for (k, value) in batch.pixels[mine.clone()].iter_mut().enumerate() {
+            *value = lambda * pixels[mine.start + k] + (1.0 - lambda) * pixels[theirs + k];
+        }
+        if !images.is_empty() {
+            for (k, value) in batch.images[mine.clone()].iter_mut().enumerate() {
+                let mixed = lambda * f32::from(images[mine.start + k])
+                    + (1.0 - lambda) * f32::from(images[theirs + k]);
+                *value = mixed.round() as u8;
+            }
+        }
+    }
+    batch.partners = partner.iter().map(|&j| batch.labels[j]).collect();
+    batch.mix = lambda;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mixup_mixes_each_image_and_its_class_with_one_partner() {
+        let labels: Vec<u8> = (0..9).collect();
+        let mut batch = Batch {
+            pixels: (0..9 * INPUT_SIZE)
+                .map(|i| (i / INPUT_SIZE) as f32)
+                .collect(),
+            images: (0..9 * INPUT_SIZE)
+                .map(|i| (20 * (i / INPUT_SIZE)) as u8)
+                .collect(),
+            labels: labels.clone(),
+            ..Batch::default()
+        };
+        mix(&mut batch, 0.75, &mut SplitMix64::new(3));
+        assert_eq!(batch.mix, 0.75);
+        let mut partners = batch.partners.clone();
+        assert_ne!(partners, labels, "a shuffle that moves something");
+        partners.sort_unstable();
+        assert_eq!(partners, labels, "each image is some image's partner once");
+        for (i, &p) in batch.partners.iter().enumerate() {
+            let want = 0.75 * i as f32 + 0.25 * f32::from(p);
+            let row = &batch.pixels[i * INPUT_SIZE..(i + 1) * INPUT_SIZE];
+            assert!(row.iter().all(|&v| v == want), "image {i}");
+            let byte = (0.75 * 20.0 * i as f32 + 0.25 * 20.0 * f32::from(p)).round() as u8;
+            assert_eq!(batch.images[i * INPUT_SIZE], byte);
+        }
+    }
 
     #[test]
     fn shuffle_is_a_seeded_permutation() {

@@ -420,6 +420,7 @@ mod tests {
                 brightness: 0.2,
                 erase: 0.25,
                 dropout: 0.1,
+                mixup: 0.2,
                 ema: 0.999,
             },
             distill: Distillation {

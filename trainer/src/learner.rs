@@ -104,7 +104,13 @@ impl Learner {
             TensorData::new(batch.pixels.clone(), [batch.labels.len(), INPUT_SIZE]),
             &self.device,
         );
-        let targets = self.loss.targets(&batch.labels, NUM_CLASSES, &self.device);
+        let targets = if batch.partners.is_empty() {
+            self.loss.targets(&batch.labels, NUM_CLASSES, &self.device)
+        } else {
+            let (labels, partners) = (&batch.labels, &batch.partners);
+            self.loss
+                .mixed_targets(labels, partners, batch.mix, NUM_CLASSES, &self.device)
+        };
         let dropout = Dropout {
             rate: self.dropout,
             seed: batch.dropout_seed,

@@ -23,6 +23,22 @@ impl CrossEntropy {
         Tensor::from_data(TensorData::new(q, [labels.len(), classes]), device)
     }
 
+    /// Mixup's targets: `λ·q(labels) + (1 − λ)·q(partners)`, row by row (see
+    /// [`Self::targets`]).
+    pub fn mixed_targets(
+        &self,
+        labels: &[u8],
+        partners: &[u8],
+        lambda: f32,
+        classes: usize,
+        device: &Device,
+    ) -> Tensor<2> {
+        self.targets(labels, classes, device).mul_scalar(lambda)
+            + self
+                .targets(partners, classes, device)
+                .mul_scalar(1.0 - lambda)
+    }
+
     /// The mean loss of `logits` (`[batch, classes]`) against `targets` from [`Self::targets`]:
     /// one fused pass on burn-ndarray's device, the composition below elsewhere.
     pub fn forward(&self, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
