@@ -9,8 +9,8 @@ pub struct Model<'a> {
     file: ModelFile<'a>,
 }
 
-/// The memory a forward pass alternates between: two activation buffers, each at least as wide
-/// as the model's widest layer ([`Model::scratch_width`]).
+/// The memory a forward pass alternates between: two activation buffers, each at least
+/// [`Model::scratch_width`] wide.
 pub trait Buffers {
     /// Both buffers.
     fn buffers(&mut self) -> (&mut [f32], &mut [f32]);
@@ -94,9 +94,16 @@ impl<'a> Model<'a> {
         self.file.normalization
     }
 
-    /// The width a [`Scratch`] must have for this model.
+    /// The width a [`Scratch`] must have for this model: its widest layer (the input included)
+    /// for a float model; for a full-integer one, whichever is more of its 8-bit activations
+    /// (four to a value) and its widest layer's i32 sums, about a quarter as much.
     pub fn scratch_width(&self) -> usize {
-        self.file.max_width()
+        let widest = self.file.max_width();
+        if !self.file.is_integer() {
+            return widest;
+        }
+        let sums = self.file.layers.iter().map(|l| l.d_out as usize).max();
+        widest.div_ceil(4).max(sums.unwrap_or(0))
     }
 
     /// Number of weights and biases.

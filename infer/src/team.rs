@@ -331,6 +331,29 @@ mod tests {
     }
 
     #[test]
+    fn a_full_integer_model_needs_only_its_bytes_and_its_widest_sums() {
+        let file = integer_model();
+        let model = Model::from_bytes(&file).unwrap();
+        // 784 input bytes are 196 values; the widest layer's 200 sums need 200.
+        assert_eq!(model.scratch_width(), 200);
+        let image = bytes(INPUT_SIZE, 7);
+        let wide = model
+            .forward_into(&image, &mut Scratch::<784>::new())
+            .unwrap();
+        let exact = model
+            .forward_into(&image, &mut Scratch::<200>::new())
+            .unwrap();
+        assert_eq!(exact.map(f32::to_bits), wide.map(f32::to_bits));
+        assert!(matches!(
+            model.forward_into(&image, &mut Scratch::<199>::new()),
+            Err(Error::ScratchTooSmall {
+                needed: 200,
+                capacity: 199
+            })
+        ));
+    }
+
+    #[test]
     fn a_full_integer_team_and_batch_give_each_image_its_own_logits() {
         let file = integer_model();
         let model = Model::from_bytes(&file).unwrap();
