@@ -23,9 +23,9 @@ column. For example:
   wider      --hidden 512,128 --epochs 30 --flip --shift 1
 
 Examples:
-  cargo xtask compare levers.txt                     # one seed each, runs/compare/
-  cargo xtask compare levers.txt --seeds 2 --out-dir runs/levers
-  cargo xtask compare levers.txt --table-only        # the table of what has finished"
+  cargo xtask compare experiments/levers.txt         # one seed each, runs/compare/
+  cargo xtask compare experiments/levers.txt --seeds 2 --out-dir runs/levers
+  cargo xtask compare experiments/levers.txt --table-only   # what has finished"
 )]
 pub struct CompareArgs {
     /// The file listing the configurations (see below).
