@@ -13,6 +13,7 @@ use infer::Normalization;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
+use crate::distill::TeacherFiles;
 use crate::error::{Error, Result};
 use crate::learner::Learner;
 use crate::optim::MomentumSgd;
@@ -33,15 +34,18 @@ pub struct DataIdentity {
     pub test_images: usize,
     /// SHA-256 of all images and labels ([`data::Dataset::sha256`]).
     pub sha256: String,
+    /// CRC-32 of each `--teacher` file, in order (their soft targets are data too).
+    pub teachers: Vec<u32>,
 }
 
 impl DataIdentity {
-    /// The identity of `dataset`.
-    pub fn of(dataset: &data::Dataset) -> Self {
+    /// The identity of `dataset` and of the `teachers`' files.
+    pub fn of(dataset: &data::Dataset, teachers: &TeacherFiles) -> Self {
         Self {
             train_images: dataset.train.len(),
             test_images: dataset.test.len(),
             sha256: dataset.sha256(),
+            teachers: teachers.checksums(),
         }
     }
 }

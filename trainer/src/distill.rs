@@ -117,6 +117,16 @@ impl TeacherFiles {
     }
 }
 
+impl TeacherFiles {
+    /// The CRC-32 of each file, in order.
+    pub fn checksums(&self) -> Vec<u32> {
+        self.0
+            .iter()
+            .map(|(_, bytes)| infer::crc32::crc32(bytes))
+            .collect()
+    }
+}
+
 fn teacher_error(path: &Path, error: infer::Error) -> Error {
     Error::Config(format!("--teacher {}: {error}", path.display()))
 }

@@ -42,7 +42,8 @@ pub fn train(
             selection.train.len()
         );
     }
-    let data = DataIdentity::of(dataset);
+    let teacher_files = TeacherFiles::read(&config.distill)?;
+    let data = DataIdentity::of(dataset, &teacher_files);
     let images = Images {
         train: selection.train.len(),
         validation: selection.validation.as_ref().map_or(0, |split| split.len()),
@@ -52,7 +53,6 @@ pub fn train(
         Some(checkpoint) => checkpoint.normalization,
         None => pixel_statistics(&selection.train),
     };
-    let teacher_files = TeacherFiles::read(&config.distill)?;
     let teacher = teacher_files.teacher(config.distill.temperature);
     let mut batcher = Batcher::new(
         &selection.train,
@@ -74,6 +74,12 @@ pub fn train(
     if let Some(checkpoint) = resume {
         let defect = if checkpoint.config != *config {
             Some("was written by a run with other settings".to_owned())
+        } else if checkpoint.data.teachers != data.teachers {
+            Some(format!(
+                "was trained with teacher files of CRC-32 {:08x?}, but the --teacher files now \
+                 have {:08x?}; resume with the same files",
+                checkpoint.data.teachers, data.teachers
+            ))
         } else if checkpoint.data != data {
             Some(format!(
                 "was trained on {}, but the data now has {} ({}); resume with the same --data",

@@ -329,6 +329,26 @@ fn a_teacher_teaches_and_a_damaged_one_is_named() {
     let s = student.to_str().unwrap();
     args.extend(["--teacher", t, "--temperature", "2", "--resume", "--out", s]);
     assert_one_line_error(&trainer(&args), "the settings given differ", "one teacher");
+    // Other bytes under the teacher's name are refused too.
+    let original = std::fs::read(&teacher).unwrap();
+    std::fs::copy(&student, &teacher).unwrap();
+    let mut args = TINY.to_vec();
+    args.extend([
+        "--teacher",
+        t,
+        t,
+        "--temperature",
+        "2",
+        "--resume",
+        "--out",
+        s,
+    ]);
+    assert_one_line_error(
+        &trainer(&args),
+        "teacher files of CRC-32",
+        "changed teacher",
+    );
+    std::fs::write(&teacher, original).unwrap();
     let mut damaged = std::fs::read(&teacher).unwrap();
     let middle = damaged.len() / 2;
     damaged[middle] ^= 1;
