@@ -43,6 +43,11 @@ pub fn normalize(split: &Split, Normalization { mean, std }: Normalization) -> V
 /// same on every platform and version.
 pub fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut rng = SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    permutation(n, &mut rng)
+}
+
+/// A permutation of `0..n` drawn from `rng` (Fisher-Yates).
+fn permutation(n: usize, rng: &mut SplitMix64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
         let j = (rng.next_u64() % (i as u64 + 1)) as usize;
@@ -221,12 +226,7 @@ impl<'a> Batcher<'a> {
 /// λ)·partner's`, for the normalised pixels and the teacher's pixels alike (an affine
 /// normalisation commutes with the mix), and records each partner's class.
 fn mix(batch: &mut Batch, lambda: f32, rng: &mut SplitMix64) {
-    let n = batch.labels.len();
-    let mut partner: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        partner.swap(i, j);
-    }
+    let partner = permutation(batch.labels.len(), rng);
     let pixels = batch.pixels.clone();
     let images = batch.images.clone();
     for (i, &j) in partner.iter().enumerate() {
