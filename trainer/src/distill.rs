@@ -30,13 +30,10 @@ pub struct Distillation {
 }
 
 impl Default for Distillation {
-    /// No teacher (and the command line's defaults for the rest).
+    /// No teacher, and the command line's defaults for the rest (read from its one definition
+    /// above, as [`crate::config::TrainConfig::default`] reads all of them).
     fn default() -> Self {
-        Self {
-            teachers: Vec::new(),
-            teacher_weight: 0.5,
-            temperature: 4.0,
-        }
+        crate::config::TrainConfig::default().distill
     }
 }
 
@@ -115,9 +112,7 @@ impl TeacherFiles {
             temperature,
         })
     }
-}
 
-impl TeacherFiles {
     /// The CRC-32 of each file, in order.
     pub fn checksums(&self) -> Vec<u32> {
         self.0
