@@ -169,9 +169,7 @@ impl<'a> Model<'a> {
             let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
             let sums = &mut sums[..n * d_out];
             for row in sums.chunks_exact_mut(d_out) {
-                for (sum, bias) in row.iter_mut().zip(layer.bias.chunks_exact(4)) {
-                    *sum = i32::from_le_bytes([bias[0], bias[1], bias[2], bias[3]]);
-                }
+                biases_into(layer, 0, row);
             }
             crate::kernel::dot_rows(&activations[..n * d_in], layer, sums);
             if index == last {
@@ -228,9 +226,7 @@ impl<'a> Model<'a> {
         for start in (0..count).step_by(64) {
             let width = (count - start).min(64);
             let sums = &mut sums[..width];
-            for (j, sum) in sums.iter_mut().enumerate() {
-                *sum = crate::format::i32_at(layer.bias, first + start + j);
-            }
+            biases_into(layer, first + start, sums);
             crate::kernel::dots(input, layer, first + start, sums);
             match &mut out {
                 IntegerOutputs::Activations(out) => {
@@ -347,6 +343,13 @@ impl<'a> Model<'a> {
     pub fn predict(&self, image: &[u8], scratch: &mut impl Buffers) -> Result<usize, Error> {
         self.forward_into(image, scratch)
             .map(|logits| argmax(&logits))
+    }
+}
+
+/// Sets `sums` to the i32 biases of `layer`'s outputs from `first` on, the start of their sums.
+fn biases_into(layer: &crate::LayerBytes<'_>, first: usize, sums: &mut [i32]) {
+    for (sum, bias) in sums.iter_mut().zip(layer.bias[4 * first..].chunks_exact(4)) {
+        *sum = i32::from_le_bytes([bias[0], bias[1], bias[2], bias[3]]);
     }
 }
 
