@@ -111,88 +111,89 @@ enum Threads {
     One,
 }
 
-/// `out (m × n, row-major) += a (m × k) · b (k × n)`.
-fn product_into(out: &mut [f32], (m, n, k): (usize, usize, usize), a: Operand, b: Operand) {
-    assert!(out.len() >= m * n);
-    // SAFETY: `out` holds the m × n values, initialised and exclusive.
-    unsafe { product_at(out.as_mut_ptr(), (m, n, k), a, b, true, Threads::Share) }
-}
-
 /// `a (m × k) · b (k × n)` as a new row-major buffer, written once by the product (no zero
 /// fill first).
 fn product(m: usize, n: usize, k: usize, a: Operand, b: Operand, threads: Threads) -> Vec<f32> {
     let mut out = Vec::with_capacity(m * n);
-    // SAFETY: the buffer has room for m × n values; with `accumulate` off the product writes
-    // every one of them and reads none.
-    unsafe {
-        product_at(out.as_mut_ptr(), (m, n, k), a, b, false, threads);
-        out.set_len(m * n);
-    }
+    let at = out.as_mut_ptr() as usize;
+    in_column_runs(n, m * n * k, threads, |first, count| {
+        // SAFETY: the buffer has room for m × n values, and each run is given to one task: with
+        // `accumulate` off the product writes every value of its columns and reads none.
+        unsafe { product_columns(at as *mut f32, (m, n, k), a, b, false, first, count) }
+    });
+    // SAFETY: the runs cover every column, so every value is written.
+    unsafe { out.set_len(m * n) };
     out
 }
 
-/// The product into `out` (m × n, row-major), added to `out`'s values when `accumulate`. With
-/// [`Threads::Share`] and a large product, each of rayon's threads computes a run of the
-/// output's columns (measured faster than gemm's own split on these shapes: 190 against 144
-/// GFLOP/s for 128×784·784×512 on 2 cores).
+/// Calls `run(first, count)` for runs of the `n` columns of a product of `work` multiply-adds
+/// that cover them once. With [`Threads::Share`] and a large product, each of rayon's threads
+/// takes a run (measured faster than gemm's own split on these shapes: 190 against 144 GFLOP/s
+/// for 128×784·784×512 on 2 cores); otherwise one run takes them all, on this thread.
+fn in_column_runs(n: usize, work: usize, threads: Threads, run: impl Fn(usize, usize) + Sync) {
+    let workers = match threads {
+        Threads::Share if work >= 1 << 20 => rayon::current_num_threads().min(n / 16).max(1),
+        _ => 1,
+    };
+    // Runs of whole 16-column groups (the AVX-512 kernels' width).
+    let length = n.div_ceil(workers).next_multiple_of(16).min(n.max(1));
+    if workers > 1 {
+        (0..n)
+            .into_par_iter()
+            .step_by(length)
+            .for_each(|first| run(first, length.min(n - first)));
+    } else if n > 0 {
+        run(0, n);
+    }
+}
+
+/// Columns `first .. first + count` of the product `a (m × k) · b (k × n)` into `out` (m × n,
+/// row-major), added to `out`'s values when `accumulate`.
 ///
 /// # Safety
-/// `out` is valid for writing m × n values (and for reading them when `accumulate`), and no one
-/// else accesses them meanwhile.
-unsafe fn product_at(
+/// `out` is valid for writing those columns of its m rows (and for reading them when
+/// `accumulate`), and no one else accesses them meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product_columns(
     out: *mut f32,
     (m, n, k): (usize, usize, usize),
     a: Operand,
     b: Operand,
     accumulate: bool,
-    threads: Threads,
+    first: usize,
+    count: usize,
 ) {
+    assert!(first + count <= n);
     assert!(
         m == 0 || k == 0 || a.values.len() > (m - 1) * a.row_stride + (k - 1) * a.column_stride
     );
     assert!(
         n == 0 || k == 0 || b.values.len() > (k - 1) * b.row_stride + (n - 1) * b.column_stride
     );
-    let workers = match threads {
-        Threads::Share if m * n * k >= 1 << 20 => rayon::current_num_threads().min(n / 16).max(1),
-        _ => 1,
-    };
-    // Runs of whole 16-column groups (the AVX-512 kernels' width).
-    let run = n.div_ceil(workers).next_multiple_of(16).min(n.max(1));
-    let out = out as usize;
-    let columns = |first: usize| {
-        let count = run.min(n - first);
-        // SAFETY: columns `first .. first + count` of every row of `out` and of `b` are inside
-        // them (asserted above; `out` by the contract), and each run is given to one task, so
-        // the writes do not overlap.
-        unsafe {
-            gemm::gemm(
-                m,
-                count,
-                k,
-                (out as *mut f32).add(first),
-                1,
-                n as isize,
-                accumulate,
-                a.values.as_ptr(),
-                a.column_stride as isize,
-                a.row_stride as isize,
-                b.values.as_ptr().add(first * b.column_stride),
-                b.column_stride as isize,
-                b.row_stride as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-    };
-    if workers > 1 {
-        (0..n).into_par_iter().step_by(run).for_each(columns);
-    } else if n > 0 {
-        columns(0);
+    // SAFETY: columns `first .. first + count` of every row of `out` and of `b` are inside them
+    // (asserted above; `out` by the contract).
+    unsafe {
+        gemm::gemm(
+            m,
+            count,
+            k,
+            out.add(first),
+            1,
+            n as isize,
+            accumulate,
+            a.values.as_ptr(),
+            a.column_stride as isize,
+            a.row_stride as isize,
+            b.values.as_ptr().add(first * b.column_stride),
+            b.column_stride as isize,
+            b.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 
@@ -212,13 +213,6 @@ const TASK: usize = 16_384;
 /// The values of a task of a pass over rows of `row` values: whole rows, about [`TASK`].
 fn piece(row: usize) -> usize {
     (TASK / row.max(1)).max(1) * row.max(1)
-}
-
-/// `values[i] = flush(f(values[i]))` for every value, in parallel pieces.
-fn map_in_place(values: &mut [f32], row: usize, f: impl Fn(f32) -> f32 + Sync + Send) {
-    values
-        .par_chunks_mut(piece(row))
-        .for_each(|values| values.iter_mut().for_each(|v| *v = flush_subnormal(f(*v))));
 }
 
 /// Calls `$body` with `$f` bound to `$activation`'s function as a closure of its own type, so
@@ -268,24 +262,6 @@ macro_rules! with_activation {
             }
         }
     }};
-}
-
-/// `z = x·W + b`: the bias rows are the product's starting value (no separate add).
-fn linear(x: &Matrix, weight: &Matrix, bias: &[f32]) -> Matrix {
-    let (n, d_in, d_out) = (x.rows, x.columns, weight.columns);
-    assert_eq!(weight.rows, d_in, "x·W needs x's columns to be W's rows");
-    assert_eq!(bias.len(), d_out, "one bias per output");
-    let mut z: Vec<f32> = Vec::with_capacity(n * d_out);
-    for _ in 0..n {
-        z.extend_from_slice(bias);
-    }
-    product_into(
-        &mut z,
-        (n, d_out, d_in),
-        Operand::plain(x.slice(), d_in),
-        Operand::plain(weight.slice(), d_out),
-    );
-    Matrix::new(z, n, d_out)
 }
 
 /// Calls `$body` with `$d` bound to f' of `$activation` (the analytic derivatives of
@@ -345,15 +321,9 @@ macro_rules! with_derivative {
     }};
 }
 
-/// `f(z)` element-wise, as `infer` computes it (`alpha`: ELU's α or PReLU's).
-fn activate(z: &Matrix, activation: Act) -> Matrix {
-    let mut a = z.slice().to_vec();
-    with_activation!(activation, |f| map_in_place(&mut a, z.columns, f));
-    Matrix::new(a, z.rows, z.columns)
-}
-
 /// A dense layer's forward pass: the pre-activation `z = x·W + b` (which the backward step
-/// keeps) and `f(z)`.
+/// keeps) and `f(z)`, as `infer` computes it. Each run of columns, on the thread that takes it,
+/// starts from the bias, adds the product, and applies `f` while the values are in its cache.
 pub(super) fn dense_forward(
     x: &Matrix,
     weight: &Matrix,
@@ -361,9 +331,53 @@ pub(super) fn dense_forward(
     activation: Act,
 ) -> (Matrix, Matrix) {
     let bias = values(bias);
-    let z = linear(x, weight, bias.as_slice().expect("standard layout"));
-    let a = activate(&z, activation);
-    (z, a)
+    let bias = bias.as_slice().expect("standard layout");
+    let (n, d_in, d_out) = (x.rows, x.columns, weight.columns);
+    assert_eq!(weight.rows, d_in, "x·W needs x's columns to be W's rows");
+    assert_eq!(bias.len(), d_out, "one bias per output");
+    // Written once each, by the runs (no zero fill first).
+    let (mut z, mut a) = (Vec::with_capacity(n * d_out), Vec::with_capacity(n * d_out));
+    let (z_at, a_at) = (z.as_mut_ptr() as usize, a.as_mut_ptr() as usize);
+    let (x_operand, w_operand) = (
+        Operand::plain(x.slice(), d_in),
+        Operand::plain(weight.slice(), d_out),
+    );
+    with_activation!(activation, |f| in_column_runs(
+        d_out,
+        n * d_out * d_in,
+        Threads::Share,
+        |first, count| {
+            let (z_at, a_at) = (z_at as *mut f32, a_at as *mut f32);
+            // SAFETY: columns `first .. first + count` of each of the n rows of the two buffers
+            // of n × d_out values are this run's alone; z's are written (the bias) before the
+            // product adds to them and before they are read.
+            unsafe {
+                for row in 0..n {
+                    let at = row * d_out + first;
+                    std::ptr::copy_nonoverlapping(bias.as_ptr().add(first), z_at.add(at), count);
+                }
+                let shape = (n, d_out, d_in);
+                product_columns(z_at, shape, x_operand, w_operand, true, first, count);
+                for row in 0..n {
+                    let at = row * d_out + first;
+                    let z_row = std::slice::from_raw_parts(z_at.add(at), count);
+                    let a_row = std::slice::from_raw_parts_mut(
+                        a_at.add(at).cast::<std::mem::MaybeUninit<f32>>(),
+                        count,
+                    );
+                    for (a, &z) in a_row.iter_mut().zip(z_row) {
+                        a.write(flush_subnormal(f(z)));
+                    }
+                }
+            }
+        }
+    ));
+    // SAFETY: the runs cover every column of every row of both buffers.
+    unsafe {
+        z.set_len(n * d_out);
+        a.set_len(n * d_out);
+    }
+    (Matrix::new(z, n, d_out), Matrix::new(a, n, d_out))
 }
 
 /// A dense layer's gradients.
