@@ -4,8 +4,10 @@
 //! optimizer step are our fused operations (`crate::fused`), which do all of an epoch's
 //! arithmetic: what is left to the backend (tensor bookkeeping, autodiff's graph, an argmax) is
 //! under 4 % of a profiled epoch, so no other CPU backend can change much (burn-flex would run
-//! the same `gemm` kernels). burn 0.22 deprecates ndarray in favour of flex; moving is a matter
-//! of implementing `FusedOps` for it.
+//! the same `gemm` kernels). burn 0.22 deprecates ndarray in favour of flex: the `flex` feature
+//! runs the same fused kernels on burn-flex (same bytes; no faster or slower beyond this
+//! machine's noise in `trainer-bench` rounds), so ndarray, which every build here already has,
+//! stays the default.
 
 use burn::tensor::Device;
 
@@ -18,9 +20,13 @@ pub enum DeviceKind {
     Gpu,
 }
 
-/// The CPU device, without autodiff.
+/// The CPU device, without autodiff: burn-ndarray's, or burn-flex's when built with the `flex`
+/// feature.
 #[allow(deprecated)] // burn-ndarray is deprecated upstream; see above.
 pub fn cpu() -> Device {
+    #[cfg(feature = "flex")]
+    return Device::flex();
+    #[cfg(not(feature = "flex"))]
     Device::ndarray()
 }
 

@@ -4,53 +4,52 @@
 //! no gradient (the first layer's); the cross-entropy keeps its softmax for
 //! `∂z = (softmax − q)/n`. The optimizer step runs on the inner tensors, outside the graph.
 
-use burn::backend::AutodiffBackend;
-use burn::backend::NdArray;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
-use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::tensor::FloatTensor;
+use burn::backend::{AutodiffBackend, Backend};
 
 use super::cpu::{self, Matrix, scalar, vector};
+use super::tensors::CpuBackend;
 use super::{Act, Firsts, FusedOps, StepCoefficients};
 
 /// What a dense layer's backward step needs: its input, weight, pre-activation and activation
 /// (with PReLU's α as it was).
 #[derive(Debug, Clone)]
-struct DenseState {
-    x: NdArrayTensor,
-    weight: NdArrayTensor,
-    z: NdArrayTensor,
+struct DenseState<B: Backend> {
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    z: FloatTensor<B>,
     activation: Act,
 }
 
-impl DenseState {
+impl<B: CpuBackend> DenseState<B> {
     /// Registers the layer's gradients, given the upstream one (`grad`), for the tracked parents
     /// among `[x, weight, bias, PReLU's α]`.
-    fn backward(self, grad: NdArrayTensor, parents: [Option<NodeId>; 4], grads: &mut Gradients) {
+    fn backward(self, grad: FloatTensor<B>, parents: [Option<NodeId>; 4], grads: &mut Gradients) {
         let [x, weight, bias, alpha] = parents;
         let gradients = cpu::dense_backward(
-            &Matrix::of(self.x),
-            &Matrix::of(self.weight),
-            &Matrix::of(self.z),
-            Matrix::of(grad),
+            &Matrix::of::<B>(self.x),
+            &Matrix::of::<B>(self.weight),
+            &Matrix::of::<B>(self.z),
+            Matrix::of::<B>(grad),
             self.activation,
             x.is_some(),
         );
         if let (Some(id), Some(dx)) = (x, gradients.x) {
-            grads.register::<NdArray>(id, dx.tensor());
+            grads.register::<B>(id, dx.tensor::<B>());
         }
         if let Some(id) = weight {
-            grads.register::<NdArray>(id, gradients.weight.tensor());
+            grads.register::<B>(id, gradients.weight.tensor::<B>());
         }
         if let Some(id) = bias {
-            grads.register::<NdArray>(id, vector(gradients.bias));
+            grads.register::<B>(id, vector::<B>(gradients.bias));
         }
         if let Some(id) = alpha {
-            grads.register::<NdArray>(id, vector(vec![gradients.alpha]));
+            grads.register::<B>(id, vector::<B>(vec![gradients.alpha]));
         }
     }
 }
@@ -59,11 +58,11 @@ impl DenseState {
 #[derive(Debug)]
 struct Dense;
 
-impl Backward<NdArray, 3> for Dense {
-    type State = DenseState;
+impl<B: CpuBackend> Backward<B, 3> for Dense {
+    type State = DenseState<B>;
 
-    fn backward(self, ops: Ops<DenseState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = grads.consume::<NdArray>(&ops.node);
+    fn backward(self, ops: Ops<DenseState<B>, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
         let [x, weight, bias] = ops.parents.map(|node| node.map(|node| node.id));
         ops.state.backward(grad, [x, weight, bias, None], grads);
     }
@@ -73,11 +72,11 @@ impl Backward<NdArray, 3> for Dense {
 #[derive(Debug)]
 struct PreluDense;
 
-impl Backward<NdArray, 4> for PreluDense {
-    type State = DenseState;
+impl<B: CpuBackend> Backward<B, 4> for PreluDense {
+    type State = DenseState<B>;
 
-    fn backward(self, ops: Ops<DenseState, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = grads.consume::<NdArray>(&ops.node);
+    fn backward(self, ops: Ops<DenseState<B>, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
         let parents = ops.parents.map(|node| node.map(|node| node.id));
         ops.state.backward(grad, parents, grads);
     }
@@ -85,34 +84,36 @@ impl Backward<NdArray, 4> for PreluDense {
 
 /// A dense layer's output under autodiff: with a tracked parent, the forward pass keeping what
 /// the backward step `BO` needs; otherwise the plain one.
-fn dense_output<BO, C, const N: usize>(
-    prep: OpsKind<BO, NdArray, DenseState, C, N>,
-    x: NdArrayTensor,
-    weight: NdArrayTensor,
-    bias: NdArrayTensor,
+fn dense_output<B, BO, C, const N: usize>(
+    prep: OpsKind<BO, B, DenseState<B>, C, N>,
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
     activation: Act,
-) -> FloatTensor<Autodiff<NdArray, C>>
+) -> FloatTensor<Autodiff<B, C>>
 where
-    BO: Backward<NdArray, N, State = DenseState>,
+    B: CpuBackend + FusedOps,
+    BO: Backward<B, N, State = DenseState<B>>,
     C: CheckpointStrategy,
 {
     match prep {
         OpsKind::Tracked(prep) => {
+            let bias = B::buffer(bias);
             let (z, a) = cpu::dense_forward(
-                &Matrix::of(x.clone()),
-                &Matrix::of(weight.clone()),
-                bias,
+                &Matrix::of::<B>(x.clone()),
+                &Matrix::of::<B>(weight.clone()),
+                bias.slice(),
                 activation,
             );
             let state = DenseState {
                 x,
                 weight,
-                z: z.tensor(),
+                z: z.tensor::<B>(),
                 activation,
             };
-            prep.finish(state, a.tensor())
+            prep.finish(state, a.tensor::<B>())
         }
-        OpsKind::UnTracked(prep) => prep.finish(NdArray::dense(x, weight, bias, activation)),
+        OpsKind::UnTracked(prep) => prep.finish(B::dense(x, weight, bias, activation)),
     }
 }
 
@@ -120,22 +121,22 @@ where
 #[derive(Debug)]
 struct CrossEntropy;
 
-impl Backward<NdArray, 2> for CrossEntropy {
+impl<B: CpuBackend> Backward<B, 2> for CrossEntropy {
     /// The softmax of each row and the targets.
-    type State = (NdArrayTensor, NdArrayTensor);
+    type State = (FloatTensor<B>, FloatTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [logits_node, _] = ops.parents;
-        let upstream = scalar(grads.consume::<NdArray>(&ops.node));
+        let upstream = scalar::<B>(grads.consume::<B>(&ops.node));
         if let Some(node) = logits_node {
-            let (p, q) = (Matrix::of(ops.state.0), Matrix::of(ops.state.1));
+            let (p, q) = (Matrix::of::<B>(ops.state.0), Matrix::of::<B>(ops.state.1));
             let dz = cpu::cross_entropy_backward(&p, &q, upstream);
-            grads.register::<NdArray>(node.id, dz.tensor());
+            grads.register::<B>(node.id, dz.tensor::<B>());
         }
     }
 }
 
-impl<C: CheckpointStrategy> FusedOps for Autodiff<NdArray, C> {
+impl<B: CpuBackend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn dense(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -167,7 +168,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<NdArray, C> {
             .stateful();
         let activation = Act {
             kind: infer::ActivationKind::Prelu,
-            alpha: scalar(alpha.into_primitive()),
+            alpha: scalar::<B>(alpha.into_primitive()),
         };
         dense_output(
             prep,
@@ -186,11 +187,11 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<NdArray, C> {
         let (logits, targets) = (logits.into_primitive(), targets.into_primitive());
         match prep {
             OpsKind::Tracked(prep) => {
-                let q = Matrix::of(targets.clone());
-                let (loss, p) = cpu::cross_entropy(&Matrix::of(logits), &q);
-                prep.finish((p.tensor(), targets), vector(vec![loss]))
+                let q = Matrix::of::<B>(targets.clone());
+                let (loss, p) = cpu::cross_entropy(&Matrix::of::<B>(logits), &q);
+                prep.finish((p.tensor::<B>(), targets), vector::<B>(vec![loss]))
             }
-            OpsKind::UnTracked(prep) => prep.finish(NdArray::cross_entropy(logits, targets)),
+            OpsKind::UnTracked(prep) => prep.finish(B::cross_entropy(logits, targets)),
         }
     }
 
@@ -204,7 +205,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<NdArray, C> {
         step: StepCoefficients,
         firsts: Firsts,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (w, v, a) = NdArray::momentum_step(
+        let (w, v, a) = B::momentum_step(
             Self::inner(weight),
             Self::inner(velocity),
             Self::inner(grad),

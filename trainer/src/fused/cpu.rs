@@ -1,31 +1,31 @@
-//! The fused operations on burn-ndarray's tensors. Matrix products go through the `gemm` crate
+//! The fused operations on the CPU backends' tensors (`tensors`). Matrix products go through the `gemm` crate
 //! (burn-flex's: AVX-512, AVX2+FMA or portable kernels chosen at run time, threads from rayon's
 //! pool) with strides instead of transposed copies; element-wise passes are split over rayon's
 //! threads too.
 
 use burn::backend::NdArray;
-use burn::backend::TensorMetadata;
-use burn::backend::ndarray::NdArrayTensor;
+#[cfg(feature = "flex")]
+use burn::backend::flex::Flex;
 use burn::backend::tensor::FloatTensor;
-use ndarray::{ArcArray, IxDyn};
 use rayon::prelude::*;
 
+use super::tensors::{Buffer, CpuBackend};
 use super::{Act, Firsts, FusedOps, StepCoefficients};
 
 /// A row-major matrix: its values and its shape.
 #[derive(Debug, Clone)]
 pub(super) struct Matrix {
-    pub values: ArcArray<f32, IxDyn>,
+    pub values: Buffer,
     pub rows: usize,
     pub columns: usize,
 }
 
 impl Matrix {
-    /// A rank-2 tensor's values, in standard (row-major) layout.
-    pub fn of(tensor: NdArrayTensor) -> Self {
-        let values = values(tensor);
-        let &[rows, columns] = values.shape() else {
-            panic!("a rank-2 tensor, not {:?}", values.shape());
+    /// A rank-2 tensor's values, in place when they are row-major and contiguous.
+    pub fn of<B: CpuBackend>(tensor: FloatTensor<B>) -> Self {
+        let values = B::buffer(tensor);
+        let &[rows, columns] = values.shape.as_slice() else {
+            panic!("a rank-2 tensor, not {:?}", values.shape);
         };
         Self {
             values,
@@ -35,44 +35,32 @@ impl Matrix {
     }
 
     fn new(values: Vec<f32>, rows: usize, columns: usize) -> Self {
-        let values = ArcArray::from_shape_vec(IxDyn(&[rows, columns]), values)
-            .expect("rows × columns values");
         Self {
-            values,
+            values: Buffer::owned(values, &[rows, columns]),
             rows,
             columns,
         }
     }
 
     pub fn slice(&self) -> &[f32] {
-        self.values.as_slice().expect("standard layout")
+        self.values.slice()
     }
 
-    pub fn tensor(self) -> NdArrayTensor {
-        NdArrayTensor::from(self.values)
-    }
-}
-
-/// The f32 values of `tensor` as an array of any rank, in standard (row-major) layout.
-fn values(tensor: NdArrayTensor) -> ArcArray<f32, IxDyn> {
-    let array = match tensor {
-        NdArrayTensor::F32(storage) => storage.into_shared(),
-        other => panic!(
-            "the fused operations take f32 tensors, not {:?}",
-            other.dtype()
-        ),
-    };
-    if array.is_standard_layout() {
-        array
-    } else {
-        array.as_standard_layout().into_owned().into_shared()
+    pub fn tensor<B: CpuBackend>(self) -> FloatTensor<B> {
+        B::tensor(self.values)
     }
 }
 
 /// A rank-1 tensor of `values`.
-pub(super) fn vector(values: Vec<f32>) -> NdArrayTensor {
+pub(super) fn vector<B: CpuBackend>(values: Vec<f32>) -> FloatTensor<B> {
     let len = values.len();
-    NdArrayTensor::from(ArcArray::from_shape_vec(IxDyn(&[len]), values).expect("a vector"))
+    B::tensor(Buffer::owned(values, &[len]))
+}
+
+/// The scalar of a `[1]` tensor.
+pub(super) fn scalar<B: CpuBackend>(tensor: FloatTensor<B>) -> f32 {
+    let values = B::buffer(tensor);
+    *values.slice().first().expect("a one-value tensor")
 }
 
 /// An operand of [`product`]: values and the strides (in elements) between rows and between
@@ -327,11 +315,9 @@ macro_rules! with_derivative {
 pub(super) fn dense_forward(
     x: &Matrix,
     weight: &Matrix,
-    bias: NdArrayTensor,
+    bias: &[f32],
     activation: Act,
 ) -> (Matrix, Matrix) {
-    let bias = values(bias);
-    let bias = bias.as_slice().expect("standard layout");
     let (n, d_in, d_out) = (x.rows, x.columns, weight.columns);
     assert_eq!(weight.rows, d_in, "x·W needs x's columns to be W's rows");
     assert_eq!(bias.len(), d_out, "one bias per output");
@@ -405,7 +391,7 @@ pub(super) fn dense_backward(
     let (n, d_in, d_out) = (x.rows, x.columns, z.columns);
     // The upstream gradient becomes δz in place (copied first only if someone else holds it).
     let mut grad = grad.values;
-    let dz = grad.as_slice_mut().expect("standard layout");
+    let dz = grad.slice_mut();
     let prelu = activation.kind == infer::ActivationKind::Prelu;
     let (bias, alpha) = with_derivative!(activation, |derivative| {
         delta_pass(dz, z.slice(), d_out, prelu, derivative)
@@ -577,75 +563,74 @@ fn sgd_pass(
     }
 }
 
-/// The scalar of a `[1]` tensor.
-pub(super) fn scalar(tensor: NdArrayTensor) -> f32 {
-    values(tensor)
-        .iter()
-        .next()
-        .copied()
-        .expect("a one-value tensor")
+/// The fused operations on `$backend`'s tensors (a [`CpuBackend`]).
+macro_rules! fused_ops_on {
+    ($backend:ty) => {
+        impl FusedOps for $backend {
+            fn dense(
+                x: FloatTensor<Self>,
+                weight: FloatTensor<Self>,
+                bias: FloatTensor<Self>,
+                activation: Act,
+            ) -> FloatTensor<Self> {
+                let bias = Self::buffer(bias);
+                let (x, weight) = (Matrix::of::<Self>(x), Matrix::of::<Self>(weight));
+                let (_, a) = dense_forward(&x, &weight, bias.slice(), activation);
+                a.tensor::<Self>()
+            }
+
+            fn prelu_dense(
+                x: FloatTensor<Self>,
+                weight: FloatTensor<Self>,
+                bias: FloatTensor<Self>,
+                alpha: FloatTensor<Self>,
+            ) -> FloatTensor<Self> {
+                let activation = Act {
+                    kind: infer::ActivationKind::Prelu,
+                    alpha: scalar::<Self>(alpha),
+                };
+                Self::dense(x, weight, bias, activation)
+            }
+
+            fn cross_entropy(
+                logits: FloatTensor<Self>,
+                targets: FloatTensor<Self>,
+            ) -> FloatTensor<Self> {
+                let (z, q) = (Matrix::of::<Self>(logits), Matrix::of::<Self>(targets));
+                let (loss, _) = cross_entropy(&z, &q);
+                vector::<Self>(vec![loss])
+            }
+
+            fn momentum_step(
+                weight: FloatTensor<Self>,
+                velocity: FloatTensor<Self>,
+                grad: FloatTensor<Self>,
+                average: FloatTensor<Self>,
+                step: StepCoefficients,
+                firsts: Firsts,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                let (mut w, mut v, g, mut a) = (
+                    Self::buffer(weight),
+                    Self::buffer(velocity),
+                    Self::buffer(grad),
+                    Self::buffer(average),
+                );
+                let averaging = step.average_decay.is_some();
+                // Copy-on-write: in place when the buffers are not shared, as after the
+                // backward pass.
+                sgd_pass(
+                    w.slice_mut(),
+                    (v.slice_mut(), firsts.velocity),
+                    g.slice(),
+                    averaging.then(|| (a.slice_mut(), firsts.average)),
+                    step,
+                );
+                (Self::tensor(w), Self::tensor(v), Self::tensor(a))
+            }
+        }
+    };
 }
 
-impl FusedOps for NdArray {
-    fn dense(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        activation: Act,
-    ) -> FloatTensor<Self> {
-        let (_, a) = dense_forward(&Matrix::of(x), &Matrix::of(weight), bias, activation);
-        a.tensor()
-    }
-
-    fn prelu_dense(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        alpha: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        let activation = Act {
-            kind: infer::ActivationKind::Prelu,
-            alpha: scalar(alpha),
-        };
-        Self::dense(x, weight, bias, activation)
-    }
-
-    fn cross_entropy(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (loss, _) = cross_entropy(&Matrix::of(logits), &Matrix::of(targets));
-        vector(vec![loss])
-    }
-
-    fn momentum_step(
-        weight: FloatTensor<Self>,
-        velocity: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        average: FloatTensor<Self>,
-        step: StepCoefficients,
-        firsts: Firsts,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let shape = weight.shape();
-        let (mut w, mut v, g, mut a) = (
-            values(weight),
-            values(velocity),
-            values(grad),
-            values(average),
-        );
-        let averaging = step.average_decay.is_some();
-        // Copy-on-write: in place when the buffers are not shared, as after the backward pass.
-        sgd_pass(
-            w.as_slice_mut().expect("standard layout"),
-            (v.as_slice_mut().expect("standard layout"), firsts.velocity),
-            g.as_slice().expect("standard layout"),
-            averaging.then(|| (a.as_slice_mut().expect("standard layout"), firsts.average)),
-            step,
-        );
-        let w = w
-            .into_shape_with_order(IxDyn(shape.as_slice()))
-            .expect("the same number of values");
-        (
-            NdArrayTensor::from(w),
-            NdArrayTensor::from(v),
-            NdArrayTensor::from(a),
-        )
-    }
-}
+fused_ops_on!(NdArray);
+#[cfg(feature = "flex")]
+fused_ops_on!(Flex);

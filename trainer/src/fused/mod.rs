@@ -2,7 +2,8 @@
 //! `f(x·W + b)` as one matrix product into a fresh buffer (the bias is its starting value) and one
 //! pass for the activation; our cross-entropy with its softmax in one pass; our momentum SGD (and
 //! the weight average) in one in-place pass over each parameter. Each has a handwritten backward
-//! for burn's autodiff (`autodiff`), and kernels for burn-ndarray's tensors (`cpu`).
+//! for burn's autodiff (`autodiff`), and kernels (`cpu`) for the CPU backends' tensors (`tensors`:
+//! burn-ndarray's, and burn-flex's with the `flex` feature).
 //!
 //! The math is the model's definition (layers `x·W + b` then our activation, our cross-entropy,
 //! `v ← β·v − γ·η·w − η·g; w ← w + v`), the same as the op-by-op composition in `model`, `loss` and
@@ -10,6 +11,7 @@
 
 mod autodiff;
 mod cpu;
+mod tensors;
 
 use burn::backend::{Dispatch, DispatchDevice, backend_extension, tensor::FloatTensor};
 use burn::tensor::{Device, Tensor};
@@ -49,7 +51,7 @@ pub struct Firsts {
 }
 
 /// The fused operations (see the module's documentation).
-#[backend_extension(NdArray, Autodiff)]
+#[backend_extension(NdArray, Flex: cfg(feature = "flex"), Autodiff)]
 pub trait FusedOps: burn::backend::Backend {
     /// `f(x·W + b)` for `x` `[n, d_in]`, `weight` `[d_in, d_out]`, `bias` `[d_out]`.
     fn dense(
@@ -83,14 +85,21 @@ pub trait FusedOps: burn::backend::Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// Whether the fused operations run on `device`: burn-ndarray's CPU device, with or without
-/// autodiff. Other devices take the composed path.
+/// Whether the fused operations run on `device`: the CPU device (burn-ndarray's, or burn-flex's
+/// with the `flex` feature), with or without autodiff. Other devices take the composed path.
 pub fn runs_on(device: &Device) -> bool {
+    fn cpu(device: &DispatchDevice) -> bool {
+        match device {
+            DispatchDevice::NdArray(_) => true,
+            #[cfg(feature = "flex")]
+            DispatchDevice::Flex(_) => true,
+            #[allow(unreachable_patterns)] // the GPU backend adds a variant
+            _ => false,
+        }
+    }
     match device.as_dispatch() {
-        DispatchDevice::NdArray(_) => true,
-        DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::NdArray(_)),
-        #[allow(unreachable_patterns)] // the GPU backend adds a variant
-        _ => false,
+        DispatchDevice::Autodiff(inner) => cpu(inner),
+        other => cpu(other),
     }
 }
 
@@ -334,7 +343,7 @@ mod tests {
     }
 
     #[test]
-    fn runs_on_burn_ndarray_with_or_without_autodiff() {
+    fn runs_on_the_cpu_backend_with_or_without_autodiff() {
         assert!(runs_on(&crate::device::cpu()));
         assert!(runs_on(&crate::device::cpu().autodiff()));
     }
