@@ -179,9 +179,16 @@ fn with_helpers_awake<T: Send>(work: impl FnOnce() -> T + Send) -> T {
                 }
             });
         }
-        let out = work();
-        done.store(true, Ordering::Release);
-        out
+        // Set when `work` ends, returning or unwinding (else a panic would leave the helpers
+        // looking, and the scope waiting for them, forever).
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let _done = Done(&done);
+        work()
     })
 }
 
@@ -253,6 +260,35 @@ fn evaluate_on_this_thread(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_in_a_step_reaches_the_caller_and_releases_the_helpers() {
+        use rayon::prelude::*;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(3)
+                .build()
+                .unwrap();
+            let caught = pool.install(|| {
+                std::panic::catch_unwind(|| {
+                    with_helpers_awake(|| {
+                        // Parallel pieces for the helpers, then the failure.
+                        let sum: u64 = (0..100_000u64).into_par_iter().sum();
+                        assert_eq!(sum, 4_999_950_000);
+                        panic!("a failing step");
+                    })
+                })
+            });
+            sender.send(caught.is_err()).unwrap();
+        });
+        let caught = receiver.recv_timeout(std::time::Duration::from_secs(20));
+        assert_eq!(
+            caught,
+            Ok(true),
+            "the panic did not come back: helpers still waiting"
+        );
+    }
 
     fn config() -> TrainConfig {
         TrainConfig {
