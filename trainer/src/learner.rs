@@ -160,7 +160,7 @@ impl Learner {
 /// Runs `work` on a worker of rayon's pool while the pool's other workers stay awake, looking
 /// for its parallel pieces, instead of going to sleep between them. They yield the core while
 /// they find nothing, so more threads than cores still leaves `work` its own.
-fn with_helpers_awake<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+pub fn with_helpers_awake<T: Send>(work: impl FnOnce() -> T + Send) -> T {
     use std::sync::atomic::{AtomicBool, Ordering};
     let done = AtomicBool::new(false);
     rayon::scope(|scope| {

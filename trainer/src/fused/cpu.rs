@@ -1,7 +1,7 @@
-//! The fused operations on the CPU backends' tensors (`tensors`). Matrix products go through the `gemm` crate
-//! (burn-flex's: AVX-512, AVX2+FMA or portable kernels chosen at run time, threads from rayon's
-//! pool) with strides instead of transposed copies; element-wise passes are split over rayon's
-//! threads too.
+//! The fused operations on the CPU backends' tensors (`tensors`). Matrix products go through the
+//! `gemm` crate (burn-flex's: AVX-512, AVX2+FMA or portable kernels chosen at run time, threads
+//! from rayon's pool) with strides instead of transposed copies; element-wise passes are split
+//! over rayon's threads too.
 
 use burn::backend::NdArray;
 #[cfg(feature = "flex")]
