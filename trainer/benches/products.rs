@@ -1,56 +1,16 @@
 //! The floor under a training epoch: the matrix products of one step of the benchmark network
-//! (784-512-512-10, batch 128), each timed alone with the same `gemm` calls the fused kernels make
-//! (row-major operands, a transposed operand read through its strides, the columns split between
-//! rayon's threads), times the 469 steps of an epoch. What an epoch takes beyond this is
-//! everything else: the element-wise passes, the optimizer, memory traffic between products.
+//! (784-512-512-10, batch 128), each timed alone through the fused kernels' own product
+//! (`trainer::fused::strided_product`: row-major operands, a transposed operand read through its
+//! strides, the columns split between rayon's threads), times the 469 steps of an epoch. What an
+//! epoch takes beyond this is everything else: the element-wise passes, the optimizer, memory
+//! traffic between products.
 //!
 //! `RAYON_NUM_THREADS=T cargo bench -p trainer --profile dev --bench products`
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use rayon::prelude::*;
-
-/// `out (m × n) = a · b`, `a` read with strides `a_strides` (row, column), `b` with `b_strides`,
-/// the columns split into one run per thread.
-fn product(
-    out: &mut [f32],
-    (m, n, k): (usize, usize, usize),
-    (a, a_strides): (&[f32], (usize, usize)),
-    (b, b_strides): (&[f32], (usize, usize)),
-) {
-    let threads = rayon::current_num_threads().min(n / 16).max(1);
-    let run = n.div_ceil(threads).next_multiple_of(16).min(n);
-    let at = out.as_mut_ptr() as usize;
-    (0..n).into_par_iter().step_by(run).for_each(|first| {
-        let count = run.min(n - first);
-        // SAFETY: every operand holds the values its strides reach; each task writes its own
-        // columns of `out`.
-        unsafe {
-            gemm::gemm(
-                m,
-                count,
-                k,
-                (at as *mut f32).add(first),
-                1,
-                n as isize,
-                false,
-                a.as_ptr(),
-                a_strides.1 as isize,
-                a_strides.0 as isize,
-                b.as_ptr().add(first * b_strides.1),
-                b_strides.1 as isize,
-                b_strides.0 as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            )
-        }
-    });
-}
+use trainer::fused::strided_product;
 
 /// The fastest of 5 rounds of 50 calls of `f`, in seconds per call.
 fn time(mut f: impl FnMut()) -> f64 {
@@ -87,11 +47,6 @@ fn run() {
             values(d_in * d_out, 0.1),
             values(batch * d_out, 0.01),
         );
-        let (mut z, mut dw, mut dx) = (
-            vec![0.0; batch * d_out],
-            vec![0.0; d_in * d_out],
-            vec![0.0; batch * d_in],
-        );
         let flops = 2.0 * (batch * d_in * d_out) as f64;
         let mut report = |name: &str, seconds: f64| {
             println!(
@@ -104,15 +59,17 @@ fn run() {
         let x_plain = (x.as_slice(), (d_in, 1));
         let forward = time(|| {
             let w_plain = (w.as_slice(), (d_out, 1));
-            product(&mut z, (batch, d_out, d_in), x_plain, w_plain);
-            black_box(&z);
+            black_box(strided_product((batch, d_out, d_in), x_plain, w_plain));
         });
         report("x·W", forward);
         let weight_gradient = time(|| {
             let x_transposed = (x.as_slice(), (1, d_in));
             let dz_plain = (dz.as_slice(), (d_out, 1));
-            product(&mut dw, (d_in, d_out, batch), x_transposed, dz_plain);
-            black_box(&dw);
+            black_box(strided_product(
+                (d_in, d_out, batch),
+                x_transposed,
+                dz_plain,
+            ));
         });
         report("xᵀ·δ", weight_gradient);
         if d_in != 784 {
@@ -120,8 +77,11 @@ fn run() {
             let input_gradient = time(|| {
                 let dz_plain = (dz.as_slice(), (d_out, 1));
                 let w_transposed = (w.as_slice(), (1, d_out));
-                product(&mut dx, (batch, d_in, d_out), dz_plain, w_transposed);
-                black_box(&dx);
+                black_box(strided_product(
+                    (batch, d_in, d_out),
+                    dz_plain,
+                    w_transposed,
+                ));
             });
             report("δ·Wᵀ", input_gradient);
         }

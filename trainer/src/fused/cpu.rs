@@ -91,6 +91,24 @@ impl<'a> Operand<'a> {
     }
 }
 
+/// The product the layers make, `a (m × k) · b (k × n)` as a new row-major buffer with its
+/// columns shared out between rayon's threads, each operand given as its values and its strides
+/// between rows and between columns: for `benches/products.rs`, which times a step's products
+/// with it.
+pub fn strided_product(
+    (m, n, k): (usize, usize, usize),
+    (a, (a_rows, a_columns)): (&[f32], (usize, usize)),
+    (b, (b_rows, b_columns)): (&[f32], (usize, usize)),
+) -> Vec<f32> {
+    let operand = |values, row_stride, column_stride| Operand {
+        values,
+        row_stride,
+        column_stride,
+    };
+    let (a, b) = (operand(a, a_rows, a_columns), operand(b, b_rows, b_columns));
+    product(m, n, k, a, b, Threads::Share)
+}
+
 /// Whether a product shares out its columns between rayon's threads, or runs on this one (as
 /// when it runs beside another product).
 #[derive(Clone, Copy, PartialEq)]

@@ -13,6 +13,8 @@ mod autodiff;
 mod cpu;
 mod tensors;
 
+pub use cpu::strided_product;
+
 use burn::backend::{Dispatch, DispatchDevice, backend_extension, tensor::FloatTensor};
 use burn::tensor::{Device, Tensor};
 use infer::ActivationKind;
