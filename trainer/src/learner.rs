@@ -224,7 +224,7 @@ pub fn evaluate(
 ) -> Evaluation {
     // On rayon's pool on the CPU, on the caller's thread elsewhere, like a step.
     if crate::fused::runs_on(device) {
-        rayon::scope(|_| evaluate_on_this_thread(model, pixels, labels, loss_fn, device))
+        with_helpers_awake(|| evaluate_on_this_thread(model, pixels, labels, loss_fn, device))
     } else {
         evaluate_on_this_thread(model, pixels, labels, loss_fn, device)
     }
