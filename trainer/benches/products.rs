@@ -1,16 +1,17 @@
 //! The floor under a training epoch: the matrix products of one step of the benchmark network
 //! (784-512-512-10, batch 128), each timed alone through the fused kernels' own product
 //! (`trainer::fused::strided_product`: row-major operands, a transposed operand read through its
-//! strides, the columns split between rayon's threads), times the 469 steps of an epoch. What an
-//! epoch takes beyond this is everything else: the element-wise passes, the optimizer, memory
-//! traffic between products.
+//! strides, the columns split between rayon's threads; `∂x = δ·Wᵀ` through
+//! `input_gradient_product`, which transposes `δ` and the result when that is faster), times the
+//! 469 steps of an epoch. What an epoch takes beyond this is everything else: the element-wise
+//! passes, the optimizer, memory traffic between products.
 //!
 //! `RAYON_NUM_THREADS=T cargo bench -p trainer --profile dev --bench products`
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use trainer::fused::strided_product;
+use trainer::fused::{input_gradient_product, strided_product};
 
 /// The fastest of 5 rounds of 50 calls of `f`, in seconds per call.
 fn time(mut f: impl FnMut()) -> f64 {
@@ -75,13 +76,8 @@ fn run() {
         if d_in != 784 {
             // The first layer's input needs no gradient.
             let input_gradient = time(|| {
-                let dz_plain = (dz.as_slice(), (d_out, 1));
-                let w_transposed = (w.as_slice(), (1, d_out));
-                black_box(strided_product(
-                    (batch, d_in, d_out),
-                    dz_plain,
-                    w_transposed,
-                ));
+                let shape = (batch, d_in, d_out);
+                black_box(input_gradient_product(&dz, &w, shape));
             });
             report("δ·Wᵀ", input_gradient);
         }

@@ -13,7 +13,7 @@ mod autodiff;
 mod cpu;
 mod tensors;
 
-pub use cpu::strided_product;
+pub use cpu::{input_gradient_product, strided_product};
 
 use burn::backend::{Dispatch, DispatchDevice, backend_extension, tensor::FloatTensor};
 use burn::tensor::{Device, Tensor};
@@ -211,8 +211,16 @@ mod tests {
         let _drawing = crate::device::seed(&device, 5);
         for kind in ActivationKind::ALL {
             let alpha = kind.default_alpha().unwrap_or(0.0);
-            // Batch 1, width 1, a last partial batch, and a full one.
-            for (n, d_in, d_out) in [(1, 7, 5), (37, 20, 1), (128, 30, 17), (3, 784, 64)] {
+            // Batch 1, width 1, a last partial batch, and a full one; ∂x through transposes
+            // (d_out > n) with whole 8 × 8 blocks and edges.
+            let shapes = [
+                (1, 7, 5),
+                (37, 20, 1),
+                (128, 30, 17),
+                (3, 784, 64),
+                (20, 33, 70),
+            ];
+            for (n, d_in, d_out) in shapes {
                 // Values of the scale training sees: inputs about ±2, weights as initialised.
                 let x = random([n, d_in], &device).mul_scalar(2.0);
                 let weight = random([d_in, d_out], &device).div_scalar((d_in as f32).sqrt());
