@@ -14,6 +14,7 @@ use trainer::learner::Learner;
 use trainer::model::INPUT_SIZE;
 
 fn main() {
+    trainer::learner::join_the_pool();
     let batch_size = 128;
     let config = TrainConfig {
         hidden: vec![512, 512].into(),
