@@ -160,9 +160,10 @@ impl Learner {
 /// Makes the calling thread (a binary's main thread, before anything uses rayon) worker 0 of
 /// rayon's global pool, with `RAYON_NUM_THREADS` or one thread per core in all. Steps it calls
 /// then run in place: called from outside the pool, [`with_helpers_awake`] hands each step to
-/// a sleeping worker and waits to be woken when it ends, two wake-ups that measured 220 µs a step
-/// at 1 thread and 100 µs at 2 (`trainer-bench`, steps of 4.6 and 3.4 ms). Does nothing if the
-/// pool is already built.
+/// a sleeping worker and waits to be woken when it ends, two wake-ups that measured 220 µs of a
+/// 4.6 ms step at 1 thread (`trainer-bench`, each part of a step timed); at 2 threads the step
+/// bench's fastest step fell by 40-140 µs without them. Does nothing if the pool is already
+/// built.
 pub fn join_the_pool() {
     // An error means the pool exists already (built by an earlier call): steps still run, a
     // wake-up slower.
