@@ -207,11 +207,21 @@ fn target_dir() -> PathBuf {
         .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
-/// The workspace's root directory.
+/// The workspace's root directory: from `CARGO_MANIFEST_DIR` as `cargo run` (the `xtask` alias)
+/// and `cargo test` set it, else as it was when this binary was built. The build-time path alone
+/// can name another checkout: two checkouts that share a target directory share this binary,
+/// and rustc's incremental cache kept the first checkout's path even after a rebuild, so
+/// `cargo xtask board` built that checkout's firmware.
 pub fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is in the workspace")
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+        manifest
+            .parent()
+            .expect("xtask is in the workspace")
+            .to_path_buf()
+    })
 }
 
 /// The Fashion-MNIST test split, from wherever [`ensure_fashion_mnist`] finds it.
