@@ -503,26 +503,22 @@ pub(super) fn dense_backward(
         let x = Operand::transposed(x.slice(), d_in);
         product(d_in, d_out, n, x, Operand::plain(dz, d_out), threads)
     };
-    let input_gradient = |threads| {
-        let dx = input_gradient(dz, weight.slice(), (n, d_in, d_out), threads);
-        Matrix::new(dx, n, d_in)
-    };
     // ∂W and ∂x are independent: side by side, each on a thread of its own, they share the
     // cores better than each split in turn.
     let (dw, dx) = if need_dx && rayon::current_num_threads() > 1 {
         let (dw, dx) = rayon::join(
             || weight_gradient(Threads::One),
-            || input_gradient(Threads::One),
+            || input_gradient(dz, weight.slice(), (n, d_in, d_out), Threads::One),
         );
         (dw, Some(dx))
     } else {
         (
             weight_gradient(Threads::Share),
-            need_dx.then(|| input_gradient(Threads::Share)),
+            need_dx.then(|| input_gradient(dz, weight.slice(), (n, d_in, d_out), Threads::Share)),
         )
     };
     DenseGradients {
-        x: dx,
+        x: dx.map(|dx| Matrix::new(dx, n, d_in)),
         weight: Matrix::new(dw, d_in, d_out),
         bias,
         alpha,
