@@ -38,12 +38,14 @@ fn trainer_and_infer_activations_agree_within_1e5_relative() {
 #[test]
 fn exported_prelu_alphas_are_the_learned_ones() {
     let device = trainer::device::cpu().autodiff();
-    let _drawing = trainer::device::seed(&device, 3);
-    let mut model = trainer::model::Mlp::new(&[8, 8], ActivationKind::Prelu, 0.3, &device);
+    let mut model = trainer::model::Mlp::new(&[8, 8], ActivationKind::Prelu, 0.3, 3, &device);
     let loss = trainer::loss::CrossEntropy {
         label_smoothing: 0.0,
     };
-    let input = Tensor::<2>::random([16, 784], burn::tensor::Distribution::Default, &device);
+    let input = {
+        let _drawing = trainer::device::seed(&device, 3);
+        Tensor::<2>::random([16, 784], burn::tensor::Distribution::Default, &device)
+    };
     let labels: Vec<u8> = (0..16).map(|i| i % 10).collect();
     let targets = loss.targets(&labels, 10, &device);
     let mut grads = loss.forward(model.forward(input), targets).backward();

@@ -13,10 +13,7 @@ use trainer::run::{Run, Trained, finish};
 use trainer::train::train;
 
 fn dataset() -> Dataset {
-    Dataset::load(&DataArgs::default()).expect(
-        "these tests need Fashion-MNIST: apt-get install dataset-fashion-mnist, or set \
-         FASHION_MNIST_DIR",
-    )
+    Dataset::load_installed(&DataArgs::default()).unwrap_or_else(|error| panic!("{error}"))
 }
 
 fn config(hidden: &[usize], epochs: usize) -> TrainConfig {
@@ -44,13 +41,8 @@ fn trained(
     model: &Path,
     resume: Option<&Checkpoint>,
 ) -> trainer::Result<(Run, Trained)> {
-    // One training at a time in this process, as `cargo xtask train` runs one per process: two
-    // at once (the tests run in parallel) share burn's and rayon's process-wide state, and the
-    // determinism tests then failed about one run in eight (never run alone: 8 of 8 passed).
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _alone = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // The tests run in parallel, so trainings share the process: each must still give the bytes
+    // it gives alone (`Mlp::new` draws its values under the generator's lock).
     let run = Run::new(config.clone(), model, true)?;
     let device = trainer::device::cpu().autodiff();
     let trained = train(&run, dataset, &device, resume, &NO_STOP)?;

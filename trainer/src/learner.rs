@@ -43,10 +43,13 @@ impl Learner {
     /// A freshly initialised model (seeded by `config.seed`) on `device` (with autodiff), and the
     /// optimizer, loss and schedule of `config` for an epoch of `steps_per_epoch` steps.
     pub fn new(config: &TrainConfig, steps_per_epoch: usize, device: &Device) -> Self {
-        let model = {
-            let _drawing = crate::device::seed(device, config.seed);
-            Mlp::new(&config.hidden, config.activation, config.alpha(), device)
-        };
+        let model = Mlp::new(
+            &config.hidden,
+            config.activation,
+            config.alpha(),
+            config.seed,
+            device,
+        );
         let mut optim = MomentumSgd::new(config.momentum, config.weight_decay);
         if config.augment.ema > 0.0 {
             optim = optim.with_average(f64::from(config.augment.ema));
@@ -297,7 +300,9 @@ mod tests {
             });
             sender.send(caught.is_err()).unwrap();
         });
-        let caught = receiver.recv_timeout(std::time::Duration::from_secs(20));
+        // The event: the step's result coming back. Five minutes only catches a hang (helpers
+        // that never let go); the step itself takes milliseconds.
+        let caught = receiver.recv_timeout(std::time::Duration::from_secs(300));
         assert_eq!(
             caught,
             Ok(true),

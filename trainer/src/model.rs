@@ -1,6 +1,6 @@
 //! The MLP: `burn::nn::Linear` layers with our activation between them.
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use data::transform::SplitMix64;
@@ -27,9 +27,28 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    /// A freshly initialised `784 → hidden… → 10` network (burn's default init, seeded by the
-    /// device's seed); `alpha` is ELU's α or PReLU's initial α.
-    pub fn new(hidden: &[usize], kind: ActivationKind, alpha: f32, device: &Device) -> Self {
+    /// A freshly initialised `784 → hidden… → 10` network (burn's default init) drawn from
+    /// `seed`; `alpha` is ELU's α or PReLU's initial α.
+    ///
+    /// burn draws a layer's initial values when the parameter is first read, not when the layer
+    /// is made, and from the device's process-wide generator. So every value is read here, while
+    /// [`crate::device::seed`] holds the generator: a model made while another is being trained
+    /// in the same process (tests do) gets its seed's values, not numbers drawn later from
+    /// whatever the generator then holds.
+    pub fn new(
+        hidden: &[usize],
+        kind: ActivationKind,
+        alpha: f32,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
+        let _drawing = crate::device::seed(device, seed);
+        let model = Self::unseeded(hidden, kind, alpha, device);
+        model.visit(&mut DrawNow);
+        model
+    }
+
+    fn unseeded(hidden: &[usize], kind: ActivationKind, alpha: f32, device: &Device) -> Self {
         let widths: Vec<usize> = std::iter::once(INPUT_SIZE)
             .chain(hidden.iter().copied())
             .chain([NUM_CLASSES])
@@ -128,6 +147,15 @@ impl Mlp {
     }
 }
 
+/// Reads every parameter, which draws the initial values of those not yet drawn.
+struct DrawNow;
+
+impl ModuleVisitor for DrawNow {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
 /// Dropout of one training step: the rate and the seed of its masks.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dropout {
@@ -149,24 +177,58 @@ mod tests {
     #[test]
     fn step_leaves_hidden_layers_untracked_and_the_output_layer_trainable() {
         let device = crate::device::cpu().autodiff();
-        let model = Mlp::new(&[8, 8], ActivationKind::Step, 0.0, &device);
+        let model = Mlp::new(&[8, 8], ActivationKind::Step, 0.0, 1, &device);
         let tracked: Vec<bool> = model
             .layers
             .iter()
             .map(|l| l.weight.val().is_require_grad())
             .collect();
         assert_eq!(tracked, vec![false, false, true]);
-        let relu = Mlp::new(&[8, 8], ActivationKind::Relu, 0.0, &device);
+        let relu = Mlp::new(&[8, 8], ActivationKind::Relu, 0.0, 1, &device);
         assert!(relu.layers.iter().all(|l| l.weight.val().is_require_grad()));
+    }
+
+    /// Every value of a model, in module order.
+    fn values(model: &Mlp) -> Vec<f32> {
+        struct Values(Vec<f32>);
+        impl ModuleVisitor for Values {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0.extend(param.val().into_data().iter::<f32>());
+            }
+        }
+        let mut values = Values(Vec::new());
+        model.visit(&mut values);
+        values.0
+    }
+
+    /// Two models made one after the other, read in the other order, each hold their seed's
+    /// values: what two trainings in one process need (with burn's lazy parameters, the first
+    /// model read after the second was made took numbers from the second's seed).
+    #[test]
+    fn a_model_holds_its_seeds_values_however_late_it_is_first_read() {
+        let device = crate::device::cpu();
+        let alone = |seed| values(&Mlp::new(&[8], ActivationKind::Relu, 0.0, seed, &device));
+        let (first_alone, second_alone) = (alone(1), alone(2));
+        assert_ne!(first_alone, second_alone, "the seed must matter");
+        let first = Mlp::new(&[8], ActivationKind::Relu, 0.0, 1, &device);
+        let second = Mlp::new(&[8], ActivationKind::Relu, 0.0, 2, &device);
+        assert!(
+            values(&second) == second_alone,
+            "the second model's values changed"
+        );
+        assert!(
+            values(&first) == first_alone,
+            "the first model took values from the second's seed"
+        );
     }
 
     #[test]
     fn dropout_zeroes_about_the_rate_and_keeps_the_mean() {
         let device = crate::device::cpu();
-        let model = Mlp::new(&[2000], ActivationKind::Identity, 0.0, &device);
+        let model = Mlp::new(&[2000], ActivationKind::Identity, 0.0, 1, &device);
         let input = Tensor::<2>::ones([1, INPUT_SIZE], &device);
         let hidden = |dropout| {
-            let mut net = Mlp::new(&[2000], ActivationKind::Identity, 0.0, &device);
+            let mut net = Mlp::new(&[2000], ActivationKind::Identity, 0.0, 1, &device);
             net.layers.truncate(1); // the hidden layer's output, dropout applied, is the output
             net.layers[0] = model.layers[0].clone();
             net.activations = model.activations.clone();
