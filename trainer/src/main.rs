@@ -14,7 +14,7 @@ use trainer::activation::ActivationKind;
 use trainer::checkpoint::Checkpoint;
 use trainer::config::TrainConfig;
 use trainer::device::{DeviceKind, device};
-use trainer::run::{Run, RunPaths, finish};
+use trainer::run::{Pause, Run, RunPaths, finish};
 use trainer::train::train;
 
 /// Train a Fashion-MNIST MLP (our activation, cross-entropy and momentum SGD on burn's Linear
@@ -113,7 +113,8 @@ fn run() -> anyhow::Result<()> {
         .as_ref()
         .map_or(&cli.config, |c| &c.config)
         .clone();
-    let run = Run::new(config, &cli.out, cli.quiet)?;
+    let mut run = Run::new(config, &cli.out, cli.quiet)?;
+    run.pause = Pause::from_env()?;
     if run.config.activation == ActivationKind::Step {
         eprintln!("{STEP_WARNING}");
     }

@@ -25,6 +25,54 @@ pub struct Run {
     pub paths: RunPaths,
     /// Only the summary: no progress bars or per-epoch lines.
     pub quiet: bool,
+    /// Steps of the run (counted from 1 over all epochs) after which it pauses: see [`Pause`].
+    pub pause: Pause,
+}
+
+/// Steps after which a run stops and waits, so that a test can act at a known point of it (send a
+/// signal, kill it) instead of guessing one from the clock. After each of those steps, the run
+/// prints `paused after step G: epoch E, step S of N` on stderr and waits for a line on stdin (or
+/// its end) before it checks for a stop request and goes on. The trainer's binary takes them from
+/// `FASHION_MLP_PAUSE_AFTER_STEPS` (comma-separated); runs made in-process have none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pause(pub Vec<usize>);
+
+impl Pause {
+    /// The environment variable the trainer's binary reads.
+    pub const ENV: &str = "FASHION_MLP_PAUSE_AFTER_STEPS";
+
+    /// The steps `FASHION_MLP_PAUSE_AFTER_STEPS` names (none when it is unset or empty); a value
+    /// that is not a list of step numbers is an error naming the variable.
+    pub fn from_env() -> Result<Self> {
+        let Some(value) = std::env::var_os(Self::ENV) else {
+            return Ok(Self::default());
+        };
+        let value = value.to_string_lossy();
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|step| !step.is_empty())
+            .map(|step| match step.parse::<usize>() {
+                Ok(step) if step > 0 => Ok(step),
+                _ => Err(Error::Config(format!(
+                    "{}={value}: not a comma-separated list of step numbers (from 1)",
+                    Self::ENV
+                ))),
+            })
+            .collect::<Result<_>>()
+            .map(Self)
+    }
+
+    /// After the run's step `step` (from 1), of step `in_epoch` of `steps_per_epoch` in `epoch`:
+    /// when it is one of the pauses, says so and waits for a line on stdin.
+    pub fn after(&self, step: usize, epoch: usize, in_epoch: usize, steps_per_epoch: usize) {
+        if !self.0.contains(&step) {
+            return;
+        }
+        eprintln!("paused after step {step}: epoch {epoch}, step {in_epoch} of {steps_per_epoch}");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
 }
 
 impl Run {
@@ -40,6 +88,7 @@ impl Run {
             config,
             paths,
             quiet,
+            pause: Pause::default(),
         })
     }
 

@@ -235,6 +235,12 @@ impl EpochRun<'_> {
             state.right += outcome.right;
             state.loss_sum += f64::from(outcome.loss);
             state.steps_done = step + 1;
+            self.run.pause.after(
+                (epoch - 1) * steps_per_epoch + step + 1,
+                epoch,
+                step + 1,
+                steps_per_epoch,
+            );
             bar.inc(1);
             if step % 20 == 0 {
                 bar.set_message(format!("loss {:.4}", state.loss_sum / (step + 1) as f64));
