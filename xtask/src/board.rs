@@ -243,24 +243,37 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// QEMU's Debian package, and the command that tells whether it is there.
+pub const QEMU: (&str, &str) = ("qemu-system-arm", "qemu-system-arm --version");
+
 /// QEMU and the Rust `target`, installed when missing (saying so first).
 pub fn ensure_tools(target: &str) -> anyhow::Result<()> {
-    crate::setup::ensure_packages(
-        &[("qemu-system-arm", "qemu-system-arm --version")],
-        "The board runs on QEMU",
-    )?;
+    crate::setup::ensure_packages(&[QEMU], "The board runs on QEMU")?;
     crate::setup::ensure_rust_target(target)
 }
 
 /// Builds firmware `bin` (`measure` or `app`) for `board` with `model` embedded; returns the
-/// ELF's path.
+/// path of an ELF that is this model's and this board's alone.
+///
+/// Cargo's target directory is one per board, under `CARGO_TARGET_DIR` when set (switching boards
+/// does not rebuild the other's firmware), and cargo writes every build's ELF to one path there.
+/// So the build and a copy of its ELF to a name keyed by `bin` and the model's bytes happen under
+/// a lock on that directory: two builds at once (tests, two commands) each run the ELF of their
+/// own model, never the one the other build left.
 pub fn build(model: &Path, board: &Board, bin: &str) -> anyhow::Result<PathBuf> {
     let (target, part) = (board.target, board.part);
     crate::setup::ensure_rust_target(target)?;
     let root = crate::setup::workspace_root();
-    // One target dir per board: switching boards does not rebuild the other's firmware.
-    let target_dir = root.join("target").join("board").join(board.name);
+    let target_dir = crate::setup::target_dir().join("board").join(board.name);
     let model = std::fs::canonicalize(model).with_context(|| format!("{}", model.display()))?;
+    let model_bytes = std::fs::read(&model).with_context(|| format!("{}", model.display()))?;
+    let elf = target_dir.join("elf").join(format!(
+        "{bin}-{}",
+        &data::fetch::sha256_hex(&model_bytes)[..16]
+    ));
+    std::fs::create_dir_all(elf.parent().expect("a directory"))
+        .with_context(|| format!("creating {}", target_dir.display()))?;
+    let _building = crate::files::Lock::exclusive(&target_dir.join("build.lock"))?;
     let output = crate::setup::cargo()
         .current_dir(root.join("board"))
         .args([
@@ -296,7 +309,10 @@ pub fn build(model: &Path, board: &Board, bin: &str) -> anyhow::Result<PathBuf> 
         }
         bail!("building the board firmware failed:\n{stderr}");
     }
-    Ok(target_dir.join(target).join("release").join(bin))
+    let built = target_dir.join(target).join("release").join(bin);
+    let bytes = std::fs::read(&built).with_context(|| format!("{}", built.display()))?;
+    crate::files::write(&elf, &bytes)?;
+    Ok(elf)
 }
 
 fn emulate(machine: &Board, elf: &Path, dir: &Path, timeout: u64) -> anyhow::Result<BoardReport> {
@@ -407,6 +423,49 @@ pub(crate) mod tests {
             timeout: 300,
         })
         .unwrap();
+    }
+
+    /// Two different models built for one board at once: each build's ELF is its own model's
+    /// (both hold their model's bytes, neither the other's), whichever build finishes first.
+    #[test]
+    fn two_models_built_at_once_for_one_board_each_get_their_own_firmware() {
+        let dir = crate::files::TempDir::new("board-two").unwrap();
+        let models: Vec<(PathBuf, Vec<u8>)> = [3, 5]
+            .into_iter()
+            .map(|seed| {
+                let bytes = f16_model(&[784, 12, 10], |k, i| varying(k + seed, i));
+                let path = dir.path().join(format!("model-{seed}.fmlp"));
+                std::fs::write(&path, &bytes).unwrap();
+                (path, bytes)
+            })
+            .collect();
+        let m4f = machine("mps2-an386").unwrap();
+        let elves: Vec<PathBuf> = std::thread::scope(|scope| {
+            let builds: Vec<_> = models
+                .iter()
+                .map(|(path, _)| scope.spawn(move || build(path, m4f, "measure").unwrap()))
+                .collect();
+            builds.into_iter().map(|b| b.join().unwrap()).collect()
+        });
+        assert_ne!(elves[0], elves[1]);
+        let holds = |elf: &Path, model: &[u8]| {
+            std::fs::read(elf)
+                .unwrap()
+                .windows(model.len())
+                .any(|w| w == model)
+        };
+        for (index, elf) in elves.iter().enumerate() {
+            assert!(
+                holds(elf, &models[index].1),
+                "{}: not its model",
+                elf.display()
+            );
+            assert!(
+                !holds(elf, &models[1 - index].1),
+                "{}: the other model",
+                elf.display()
+            );
+        }
     }
 
     #[test]

@@ -78,3 +78,26 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// An exclusive lock on a file (created when missing), held until dropped. It is the operating
+/// system's lock (`flock(2)` on Linux), taken on a file description of its own, so it
+/// serialises this process's threads as well as other processes, and it ends with a holder that
+/// dies.
+pub struct Lock {
+    _file: std::fs::File,
+}
+
+impl Lock {
+    /// Waits for the lock on `path`; an error names the file.
+    pub fn exclusive(path: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening the lock file {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(Self { _file: file })
+    }
+}
