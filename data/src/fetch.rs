@@ -20,6 +20,16 @@ pub const DEBIAN_DIR: &str = "/usr/share/datasets/fashion-mnist";
 pub const MIRROR: &str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/";
 /// Environment variable naming a data directory, like `--data`.
 pub const DIR_ENV: &str = "FASHION_MNIST_DIR";
+/// Environment variable that, set to anything but the empty string, forbids every install: no
+/// download here, no `apt-get` or `rustup target add` in `xtask`; what is missing is an error
+/// that says what installs it. The tests set it for the commands they start (`cargo xtask test`
+/// installs everything in its first step), so a test run never installs anything.
+pub const NO_INSTALL_ENV: &str = "FASHION_MLP_NO_INSTALL";
+
+/// Whether [`NO_INSTALL_ENV`] allows installing what is missing.
+pub fn installs_allowed() -> bool {
+    std::env::var_os(NO_INSTALL_ENV).is_none_or(|value| value.is_empty())
+}
 
 /// The Fashion-MNIST files and the SHA-256 of their decompressed bytes.
 pub const FILES: [(&str, &str); 4] = [
@@ -142,9 +152,18 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Finds (downloading if needed) and loads both halves.
+    /// Finds (downloading if needed and allowed: [`locate`]) and loads both halves.
     pub fn load(args: &DataArgs) -> Result<Self> {
-        let source = locate(args.dir().as_deref())?;
+        Self::load_from(locate(args.dir().as_deref())?)
+    }
+
+    /// [`Self::load`] without a download, whatever [`NO_INSTALL_ENV`] says: for tests, which
+    /// install nothing.
+    pub fn load_installed(args: &DataArgs) -> Result<Self> {
+        Self::load_from(locate_installed(args.dir().as_deref())?)
+    }
+
+    fn load_from(source: Source) -> Result<Self> {
         let (train, train_verified) = load_part(&source, Part::Train)?;
         let (test, test_verified) = load_part(&source, Part::Test)?;
         Ok(Self {
@@ -168,8 +187,20 @@ impl Dataset {
 }
 
 /// Finds the data directory in the documented order, downloading into the cache as a last
-/// resort. The error, when all fail, says how to get the files.
+/// resort (unless [`NO_INSTALL_ENV`] is set). The error, when all fail, says how to get the
+/// files.
 pub fn locate(given: Option<&Path>) -> Result<Source> {
+    locate_with(given, installs_allowed())
+}
+
+/// [`locate`] without a download, whatever [`NO_INSTALL_ENV`] says: for tests, which install
+/// nothing.
+pub fn locate_installed(given: Option<&Path>) -> Result<Source> {
+    locate_with(given, false)
+}
+
+/// [`locate`], downloading only when `may_download` is true.
+fn locate_with(given: Option<&Path>, may_download: bool) -> Result<Source> {
     if let Some(dir) = given {
         missing_files(dir).map_or(Ok(()), |missing| {
             Err(Error::NotFound(format!(
@@ -187,6 +218,14 @@ pub fn locate(given: Option<&Path>) -> Result<Source> {
     let debian = PathBuf::from(DEBIAN_DIR);
     if missing_files(&debian).is_none() {
         return Ok(Source::Debian(debian));
+    }
+    if !may_download {
+        return Err(Error::NotFound(format!(
+            "Fashion-MNIST is not in {} nor in {DEBIAN_DIR}, and nothing may be installed now \
+             (a test, or {NO_INSTALL_ENV} set): `cargo xtask test` installs it first (or \
+             apt-get install dataset-fashion-mnist)",
+            cache.display()
+        )));
     }
     eprintln!(
         "Fashion-MNIST is not in {} nor in {DEBIAN_DIR}; downloading from {MIRROR}",

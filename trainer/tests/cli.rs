@@ -19,6 +19,7 @@ fn trainer(args: &[&str]) -> Output {
     Command::new(TRAINER)
         .args(args)
         .env("RUST_BACKTRACE", "1")
+        .env(data::fetch::NO_INSTALL_ENV, "1")
         .output()
         .unwrap()
 }

@@ -15,7 +15,8 @@ const WINDOW: usize = 50;
 
 #[test]
 fn gpu_loss_curve_matches_cpu() {
-    let dataset = Dataset::load(&DataArgs::default()).expect("Fashion-MNIST");
+    let dataset =
+        Dataset::load_installed(&DataArgs::default()).unwrap_or_else(|error| panic!("{error}"));
     let config = TrainConfig {
         hidden: vec![64].into(),
         batch_size: BATCH,

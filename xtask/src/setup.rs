@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 
 /// The cargo that runs xtask, without the package variables cargo set for xtask itself: some
 /// build scripts in burn's tree watch `CARGO_PKG_NAME` or `CARGO_MANIFEST_DIR`, so passing
@@ -201,8 +201,8 @@ pub fn artifacts(command: &mut Command) -> anyhow::Result<Vec<Artifact>> {
         .collect())
 }
 
-/// Cargo's target directory.
-fn target_dir() -> PathBuf {
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set, else the workspace's `target/`.
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
@@ -234,6 +234,9 @@ pub fn fashion_mnist_test() -> anyhow::Result<(data::Split, data::Source)> {
 /// Finds Fashion-MNIST, downloading it, or as a last resort installing Debian's package (these
 /// machines often reach package registries but not the dataset's mirror).
 pub fn ensure_fashion_mnist() -> anyhow::Result<data::Source> {
+    if !may_install() {
+        return Ok(data::fetch::locate_installed(None)?);
+    }
     let error = match data::fetch::locate(None) {
         Ok(source) => return Ok(source),
         Err(error) => error,
@@ -246,7 +249,24 @@ pub fn ensure_fashion_mnist() -> anyhow::Result<data::Source> {
     data::fetch::locate(None).map_err(Into::into)
 }
 
-/// The Cortex-M4F's Rust target, added through rustup when missing (saying so first).
+/// Whether this process may install what is missing: never in a test (`cargo test` installs
+/// nothing; `cargo xtask test` installs everything first), nor with
+/// [`data::fetch::NO_INSTALL_ENV`] set.
+pub fn may_install() -> bool {
+    !cfg!(test) && data::fetch::installs_allowed()
+}
+
+/// The error for something missing when nothing may be installed: it names the command that
+/// installs it.
+fn not_installed(what: &str, command: &str) -> anyhow::Error {
+    anyhow!(
+        "{what} is missing, and nothing may be installed now (a test, or {} set): \
+         `cargo xtask test` installs it first (or: {command})",
+        data::fetch::NO_INSTALL_ENV
+    )
+}
+
+/// A Rust target for the board builds, added through rustup when missing (saying so first).
 pub fn ensure_rust_target(target: &str) -> anyhow::Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
@@ -257,6 +277,12 @@ pub fn ensure_rust_target(target: &str) -> anyhow::Result<()> {
         .any(|line| line.trim() == target)
     {
         return Ok(());
+    }
+    if !may_install() {
+        return Err(not_installed(
+            &format!("the Rust target {target}"),
+            &format!("rustup target add {target}"),
+        ));
     }
     eprintln!("installing the {target} target for the board builds (rustup target add {target})");
     let status = Command::new("rustup")
@@ -294,6 +320,12 @@ pub fn ensure_packages(packages: &[(&str, &str)], why: &str) -> anyhow::Result<(
 /// saying why; without apt or the rights to use it, an error that gives the command to run.
 fn apt_install(packages: &[&str], why: &str) -> anyhow::Result<()> {
     let list = packages.join(" ");
+    if !may_install() {
+        return Err(not_installed(
+            &format!("{why}: {list}"),
+            &format!("apt-get install -y {list}"),
+        ));
+    }
     let by_hand = format!("install them, e.g. sudo apt-get install -y {list}, and run this again");
     if Command::new("apt-get").arg("--version").output().is_err() {
         bail!("{why}: {list} missing, and there is no apt-get here; {by_hand}");
@@ -339,26 +371,68 @@ fn apt_install(packages: &[&str], why: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// Set in the copy of this test binary that `a_signal_to_xtask_reaches_the_child_which_it_waits_for`
+    /// starts: the directory where its child says it is ready.
+    const FORWARDING_DIR: &str = "FASHION_MLP_TEST_FORWARDING_DIR";
+
+    /// The signal goes to a copy of this test binary that runs only
+    /// `forwarding_in_a_separate_process`, so no other test's child gets it. The events waited
+    /// for: the child writes `ready` once its trap is set (run_child's handlers are installed
+    /// before it starts), and the copy's exit.
     #[test]
     fn a_signal_to_xtask_reaches_the_child_which_it_waits_for() {
-        // The child exits 7 on SIGTERM, else runs for a minute.
+        let dir = crate::files::TempDir::new("forwarding").unwrap();
+        let mut copy = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "setup::tests::forwarding_in_a_separate_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(FORWARDING_DIR, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let ready = dir.path().join("ready");
+        while !ready.exists() {
+            assert!(
+                copy.try_wait().unwrap().is_none(),
+                "the copy ended before its child was ready"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // SAFETY: kill(2) touches no memory; the copy is our child, not yet reaped.
+        let sent = unsafe { libc::kill(copy.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0);
+        let output = copy.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && said.contains("the child exited 7"),
+            "{}\n{said}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Only in the copy: runs a child that exits 7 on SIGTERM and reports its status. Without the
+    /// signal the child exits 0 after five minutes: a deadline that only catches a hang.
+    #[test]
+    fn forwarding_in_a_separate_process() {
+        let Some(dir) = std::env::var_os(FORWARDING_DIR) else {
+            return;
+        };
+        let ready = std::path::Path::new(&dir).join("ready");
         let mut child = Command::new("sh");
         child.args([
             "-c",
-            "trap 'exit 7' TERM; i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done",
+            "trap 'exit 7' TERM; touch \"$1\"; i=0; while [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done",
+            "sh",
         ]);
-        let raiser = std::thread::spawn(|| {
-            std::thread::sleep(std::time::Duration::from_millis(500));
-            signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();
-        });
-        let started = std::time::Instant::now();
+        child.arg(&ready);
         let status = run_child(&mut child, "the child").unwrap().status;
-        raiser.join().unwrap();
+        println!("the child exited {}", status.code().unwrap_or(-1));
         assert_eq!(status.code(), Some(7));
-        assert!(
-            started.elapsed().as_secs() < 30,
-            "the signal did not reach the child"
-        );
     }
 
     #[test]

@@ -12,11 +12,14 @@ use crate::setup::{artifacts, cargo, ensure_packages, trainer_binary};
 /// Options of `test`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Steps (each says what it installs before it does):
-  1. Fashion-MNIST and a font for the pictures, through apt when missing
+  1. everything the tests need, when missing (the tests themselves install nothing): Fashion-MNIST,
+     then one apt-get install for a font, QEMU (qemu-system-arm) and, with --gpu, a Vulkan
+     driver, then rustup target add for each Cortex-M target (thumbv7em-none-eabihf,
+     thumbv8m.main-none-eabihf, thumbv6m-none-eabi); --quick leaves out QEMU and the targets
   2. the trainer's build, then the tests' build, which must reuse its burn (else an error)
   3. cargo test --workspace
-  4. infer for the Cortex-M4F (no_std, no heap): rustup target add thumbv7em-none-eabihf
-  5. the board on QEMU (apt-get install qemu-system-arm): a small f16 model trained here and
+  4. infer for the Cortex-M4F (no_std, no heap)
+  5. the board on QEMU: a small f16 model trained here and
      every shipped model that fits its flash, each bit-identical to the host
   6. with --gpu: the wgpu training test (GPU or Mesa's lavapipe; the first build of the wgpu
      stack takes about 25 minutes more)
@@ -37,29 +40,7 @@ pub struct TestArgs {
 /// Runs `test`.
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     let mut steps = Steps::default();
-    steps.run("what the tests need", || {
-        crate::setup::ensure_fashion_mnist()?;
-        ensure_packages(
-            &[(
-                "fonts-dejavu-core",
-                "test -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-            )],
-            "The pictures' labels need a font",
-        )?;
-        if args.gpu {
-            ensure_packages(
-                &[
-                    ("libvulkan1", "ldconfig -p | grep -q libvulkan.so.1"),
-                    (
-                        "mesa-vulkan-drivers",
-                        "ls /usr/share/vulkan/icd.d/ | grep -q lvp",
-                    ),
-                ],
-                "The GPU test needs a Vulkan driver (lavapipe runs it on the CPU)",
-            )?;
-        }
-        Ok(())
-    })?;
+    steps.run("what the tests need", || install_what_the_tests_need(args))?;
     steps.run("the tests' build reuses the trainer's burn", || {
         trainer_binary("trainer", None)?;
         let built = artifacts(cargo().args(["test", "--workspace", "--no-run"]))?;
@@ -80,7 +61,10 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     })?;
     steps.run("cargo test --workspace", || {
         let mut command = cargo();
-        command.args(["test", "--workspace"]);
+        // Everything is installed by now: a test that finds something missing fails, naming it.
+        command
+            .env(data::fetch::NO_INSTALL_ENV, "1")
+            .args(["test", "--workspace"]);
         if args.quick {
             // The firmware's tests need the cross targets and QEMU.
             command.args([
@@ -95,7 +79,6 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     })?;
     if !args.quick {
         steps.run("infer for the Cortex-M4F (no_std, no heap)", || {
-            crate::setup::ensure_rust_target("thumbv7em-none-eabihf")?;
             status(cargo().args(["build", "-p", "infer", "--target", "thumbv7em-none-eabihf"]))
         })?;
         steps.run("the board on QEMU, bit-identical to the host", board)?;
@@ -117,13 +100,46 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs everything any test needs, before any test runs (the tests install nothing): the
+/// data, then one apt-get call for the system packages (a font; QEMU unless `--quick`; a Vulkan
+/// driver with `--gpu`), then the Cortex-M targets unless `--quick`, one rustup call at a time.
+fn install_what_the_tests_need(args: &TestArgs) -> anyhow::Result<()> {
+    crate::setup::ensure_fashion_mnist()?;
+    let mut packages = vec![(
+        "fonts-dejavu-core",
+        "test -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    )];
+    if !args.quick {
+        packages.push(crate::board::QEMU);
+    }
+    if args.gpu {
+        packages.extend([
+            ("libvulkan1", "ldconfig -p | grep -q libvulkan.so.1"),
+            (
+                "mesa-vulkan-drivers",
+                "ls /usr/share/vulkan/icd.d/ | grep -q lvp",
+            ),
+        ]);
+    }
+    ensure_packages(
+        &packages,
+        "The tests need a font for the pictures, QEMU for the boards (and, with --gpu, a Vulkan \
+         driver: lavapipe runs it on the CPU)",
+    )?;
+    if !args.quick {
+        let mut targets: Vec<&str> = crate::board::machines().map(|m| m.target).collect();
+        targets.dedup();
+        for target in targets {
+            crate::setup::ensure_rust_target(target)?;
+        }
+    }
+    Ok(())
+}
+
 /// A small f16 model trained for the check, and every shipped model that fits, on each core:
 /// the Cortex-M4F and M33 take models under 900 kB, the Cortex-M0 (256 kB flash) those under
 /// 200 kB.
 fn board() -> anyhow::Result<()> {
-    for machine in crate::board::machines() {
-        crate::board::ensure_tools(machine.target)?;
-    }
     let scratch = crate::files::TempDir::new("fashion-mlp-test")?;
     let small = scratch.path().join("small.fmlp");
     let mut args: Vec<String> = ["--hidden", "128", "--epochs", "1", "--train-images", "6000"]

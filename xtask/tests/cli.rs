@@ -5,8 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The xtask binary, which may install nothing (as every test: `cargo xtask test` installs first).
+fn xtask_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command.env(data::fetch::NO_INSTALL_ENV, "1");
+    command
+}
+
 fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
+    xtask_command()
         .args(args)
         .env("RUST_BACKTRACE", "1")
         .output()
@@ -181,7 +188,7 @@ fn eval_scores_a_model_wider_than_8192() {
     let model = dir.join("wide.fmlp");
     std::fs::write(&model, file.to_vec().unwrap()).unwrap();
     let (images, labels) = idx_files(&dir, 20);
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let output = xtask_command()
         .args(["eval", "--json", "--model"])
         .arg(&model)
         .arg("--images")
@@ -377,7 +384,7 @@ fn an_empty_fashion_mnist_dir_variable_means_unset() {
     let dir = scratch("env");
     let model = dir.join("m.fmlp");
     std::fs::write(&model, small_model()).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let output = xtask_command()
         .args(["eval", "--json", "--model", model.to_str().unwrap()])
         .env("FASHION_MNIST_DIR", "")
         .output()
@@ -444,7 +451,7 @@ fn two_evals_writing_one_csv_at_once_leave_one_whole_file() {
 }
 
 fn eval_command(model: &Path, images: &Path, labels: &Path, csv: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    let mut command = xtask_command();
     command
         .args(["eval", "--json", "--model"])
         .arg(model)
@@ -467,6 +474,7 @@ fn a_file_size_limit_is_an_error_naming_the_file_and_leaves_no_temporary_file() 
     let out = dir.join("q.fmlp");
     // 512 bytes: the quantised file is larger.
     let output = Command::new("sh")
+        .env(data::fetch::NO_INSTALL_ENV, "1")
         .arg("-c")
         .arg(format!(
             "ulimit -f 1; exec {} quantize --model {} --out {}",
