@@ -64,7 +64,9 @@ fn misclassified_grid_decodes_with_one_cell_per_image() {
     assert_eq!(plot::misclassified::size(8), (900, 300));
 }
 
-/// Runs `draw` on another thread and fails if it takes longer than 20 seconds.
+/// Runs `draw` on another thread and fails if it has not finished within five minutes: a
+/// deadline that only catches a hang (a drawing takes milliseconds), so a slow or busy machine
+/// never trips it.
 fn within_deadline(what: &str, draw: impl FnOnce() + Send + 'static) {
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -73,9 +75,9 @@ fn within_deadline(what: &str, draw: impl FnOnce() + Send + 'static) {
     });
     assert!(
         finished
-            .recv_timeout(std::time::Duration::from_secs(20))
+            .recv_timeout(std::time::Duration::from_secs(300))
             .is_ok(),
-        "{what}: drawing did not finish within 20 s (or panicked)"
+        "{what}: drawing did not finish within 5 minutes (or panicked)"
     );
 }
 
