@@ -11,7 +11,7 @@ extern crate std;
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::vec::Vec;
+use std::boxed::Box;
 
 use crate::model::{IntegerOutputs, as_bytes};
 use crate::{Error, INPUT_SIZE, Model, NUM_CLASSES};
@@ -65,14 +65,20 @@ impl Team<'_, '_> {
         if image.len() != INPUT_SIZE {
             return Err(Error::ImageSize { found: image.len() });
         }
+        let width = self.shared.width;
         if self.shared.threads == 1 {
             // No one to meet: the model's own pass, in the team's buffers (the same bits).
-            // SAFETY: a team of one has no helpers to touch the buffers.
-            let buffers = unsafe { (self.shared.buffer(0), self.shared.buffer(1)) };
+            // SAFETY: a team of one has no helpers to touch the buffers, and the two are apart.
+            let buffers = unsafe {
+                (
+                    self.shared.write(0, 0..width),
+                    self.shared.write(1, 0..width),
+                )
+            };
             return self.model.forward_into(image, &mut Pair(buffers));
         }
         // SAFETY: the helpers wait for the next meeting and touch no buffer until then.
-        let input = unsafe { self.shared.buffer(0) };
+        let input = unsafe { self.shared.write(0, 0..width) };
         if self.model.file().is_integer() {
             Model::integer_input(image, as_bytes(input));
         } else {
@@ -83,9 +89,9 @@ impl Team<'_, '_> {
         let last = self.model.file().layers.len() % 2;
         // SAFETY: the helpers passed the meeting before the last layer, which this thread
         // computed alone, and wait for the next image.
-        let output = unsafe { self.shared.buffer(last) };
+        let output = unsafe { self.shared.read(last, NUM_CLASSES) };
         let mut logits = [0.0; NUM_CLASSES];
-        logits.copy_from_slice(&output[..NUM_CLASSES]);
+        logits.copy_from_slice(output);
         Ok(logits)
     }
 
@@ -97,8 +103,15 @@ impl Team<'_, '_> {
 }
 
 /// What the members share: two activation buffers and the meeting counter.
+///
+/// The buffers are cells, so that each member can hold a reference to the part it uses, never
+/// to the whole buffer: between two meetings every member reads the whole input buffer (shared
+/// references) and writes only its own columns of the output buffer (a mutable reference to
+/// those alone), so no two references overlap where one of them may write.
 struct Shared {
-    buffers: [UnsafeCell<Vec<f32>>; 2],
+    buffers: [Box<[UnsafeCell<f32>]>; 2],
+    /// Values in each buffer.
+    width: usize,
     threads: usize,
     /// Arrivals at meetings so far, all members together.
     arrived: OwnLine<AtomicUsize>,
@@ -110,33 +123,73 @@ struct Shared {
 #[repr(align(128))]
 struct OwnLine<T>(T);
 
-// SAFETY: the buffers are only written in disjoint ranges between two meetings, and read after
-// the meeting that follows the writes (the counter orders them: Release on arrival, Acquire on
-// leaving).
+// SAFETY: the buffers are cells, only written in disjoint ranges between two meetings (through
+// references to those ranges alone), and read after the meeting that follows the writes (the
+// counter orders them: Release on arrival, Acquire on leaving).
 unsafe impl Sync for Shared {}
 
 impl Shared {
     fn new(width: usize, threads: usize) -> Self {
+        let buffer = || (0..width).map(|_| UnsafeCell::new(0.0)).collect();
         Self {
-            buffers: [
-                UnsafeCell::new(std::vec![0.0; width]),
-                UnsafeCell::new(std::vec![0.0; width]),
-            ],
+            buffers: [buffer(), buffer()],
+            width,
             threads,
             arrived: OwnLine(AtomicUsize::new(0)),
             stop: AtomicBool::new(false),
         }
     }
 
-    /// Buffer `index` (0 or 1).
+    /// The start of buffer `index` (0 or 1), with the right to write all of it.
+    fn start(&self, index: usize) -> *mut f32 {
+        UnsafeCell::raw_get(self.buffers[index].as_ptr())
+    }
+
+    /// The first `len` values of buffer `index`, to read.
     ///
     /// # Safety
-    /// No other member may touch the range used through the returned slice until the next
-    /// meeting.
+    /// No member may write them until the next meeting.
+    unsafe fn read(&self, index: usize, len: usize) -> &[f32] {
+        assert!(len <= self.width);
+        // SAFETY: in the buffer (checked above); f32 and UnsafeCell<f32> share a layout; no
+        // writes by the caller's contract.
+        unsafe { core::slice::from_raw_parts(self.start(index), len) }
+    }
+
+    /// The first `len` bytes of buffer `index` (a full-integer layer's 8-bit values), to read.
+    ///
+    /// # Safety
+    /// As for [`Self::read`].
+    unsafe fn read_bytes(&self, index: usize, len: usize) -> &[u8] {
+        assert!(len <= 4 * self.width);
+        // SAFETY: as in `read`; u8 has alignment 1 and no invalid values.
+        unsafe { core::slice::from_raw_parts(self.start(index).cast::<u8>(), len) }
+    }
+
+    /// Values `range` of buffer `index`, to write.
+    ///
+    /// # Safety
+    /// No other member may touch them until the next meeting.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn buffer(&self, index: usize) -> &mut [f32] {
-        // SAFETY: by the caller's contract.
-        unsafe { &mut *self.buffers[index].get() }
+    unsafe fn write(&self, index: usize, range: core::ops::Range<usize>) -> &mut [f32] {
+        assert!(range.start <= range.end && range.end <= self.width);
+        // SAFETY: in the buffer (checked above); no other reference to them by the caller's
+        // contract.
+        unsafe { core::slice::from_raw_parts_mut(self.start(index).add(range.start), range.len()) }
+    }
+
+    /// Bytes `range` of buffer `index` (a full-integer layer's 8-bit outputs), to write.
+    ///
+    /// # Safety
+    /// As for [`Self::write`].
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn write_bytes(&self, index: usize, range: core::ops::Range<usize>) -> &mut [u8] {
+        assert!(range.start <= range.end && range.end <= 4 * self.width);
+        // SAFETY: as in `write`; u8 has alignment 1 and no invalid values.
+        unsafe {
+            let start = self.start(index).cast::<u8>().add(range.start);
+            core::slice::from_raw_parts_mut(start, range.len())
+        }
     }
 
     /// A helper's life: wait for an image, compute its share of every layer, repeat until told
@@ -161,18 +214,30 @@ impl Shared {
                 (true, _) => return,
             };
             if !columns.is_empty() {
-                // SAFETY: between two meetings, every member reads the whole input buffer and
-                // writes only its own columns of the output buffer.
-                let (input, output) =
-                    unsafe { (self.buffer(index % 2), self.buffer(1 - index % 2)) };
+                let (input, output) = (index % 2, 1 - index % 2);
+                let start = columns.start;
+                // Between two meetings, every member reads the input buffer and writes only its
+                // own columns of the output buffer, which is the other one.
                 if !model.file().is_integer() {
-                    model.layer_columns(index, &input[..d_in], columns.start, &mut output[columns]);
-                } else if index + 1 == model.file().layers.len() {
-                    let out = IntegerOutputs::Logits(&mut output[columns.clone()]);
-                    model.integer_columns(index, &as_bytes(input)[..d_in], columns.start, out);
+                    // SAFETY: as said above.
+                    let (input, output) =
+                        unsafe { (self.read(input, d_in), self.write(output, columns)) };
+                    model.layer_columns(index, input, start, output);
+                } else if index == last {
+                    // SAFETY: as said above.
+                    let (input, output) =
+                        unsafe { (self.read_bytes(input, d_in), self.write(output, columns)) };
+                    model.integer_columns(index, input, start, IntegerOutputs::Logits(output));
                 } else {
-                    let out = IntegerOutputs::Activations(&mut as_bytes(output)[columns.clone()]);
-                    model.integer_columns(index, &as_bytes(input)[..d_in], columns.start, out);
+                    // SAFETY: as said above.
+                    let (input, output) = unsafe {
+                        (
+                            self.read_bytes(input, d_in),
+                            self.write_bytes(output, columns),
+                        )
+                    };
+                    let out = IntegerOutputs::Activations(output);
+                    model.integer_columns(index, input, start, out);
                 }
             }
             if index < last {
@@ -226,6 +291,7 @@ mod tests {
     use super::*;
     use crate::format::Encoding;
     use crate::{Activation, ModelFileBuf, Normalization, Scratch};
+    use std::vec::Vec;
 
     /// Pseudo-random bytes.
     fn bytes(count: usize, seed: u32) -> Vec<u8> {
