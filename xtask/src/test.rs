@@ -15,10 +15,12 @@ use crate::setup::{artifacts, cargo, ensure_packages, trainer_binary};
   1. everything the tests need, when missing (the tests themselves install nothing): Fashion-MNIST,
      then one apt-get install for a font, QEMU (qemu-system-arm) and, with --gpu, a Vulkan
      driver, then rustup target add for each Cortex-M target (thumbv7em-none-eabihf,
-     thumbv8m.main-none-eabihf, thumbv6m-none-eabi); --quick leaves out QEMU and the targets
+     thumbv8m.main-none-eabihf, thumbv6m-none-eabi) and armv7-unknown-linux-gnueabihf;
+     --quick leaves out QEMU and the targets
   2. the trainer's build, then the tests' build, which must reuse its burn (else an error)
   3. cargo test --workspace
-  4. infer for the Cortex-M4F (no_std, no heap)
+  4. infer for the Cortex-M4F (no_std, no heap), and for armv7-unknown-linux-gnueabihf, whose
+     VFPv3 lacks the Cortex-M kernels' instructions (the portable loops)
   5. the board on QEMU: a small f16 model trained here and
      every shipped model that fits its flash, each bit-identical to the host
   6. with --gpu: the wgpu training test (GPU or Mesa's lavapipe; the first build of the wgpu
@@ -81,6 +83,9 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         steps.run("infer for the Cortex-M4F (no_std, no heap)", || {
             status(cargo().args(["build", "-p", "infer", "--target", "thumbv7em-none-eabihf"]))
         })?;
+        steps.run("infer for an A-profile Arm (the portable loops)", || {
+            status(cargo().args(["build", "-p", "infer", "--target", ARM_LINUX]))
+        })?;
         steps.run("the board on QEMU, bit-identical to the host", board)?;
     }
     if args.gpu {
@@ -99,6 +104,10 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     steps.report();
     Ok(())
 }
+
+/// A hard-float Arm target whose FPU (VFPv3) lacks what the Cortex-M kernels use: `infer` must
+/// build for it with the portable loops.
+const ARM_LINUX: &str = "armv7-unknown-linux-gnueabihf";
 
 /// Installs everything any test needs, before any test runs (the tests install nothing): the
 /// data, then one apt-get call for the system packages (a font; QEMU unless `--quick`; a Vulkan
@@ -128,6 +137,7 @@ fn install_what_the_tests_need(args: &TestArgs) -> anyhow::Result<()> {
     )?;
     if !args.quick {
         let mut targets: Vec<&str> = crate::board::machines().map(|m| m.target).collect();
+        targets.push(ARM_LINUX);
         targets.dedup();
         for target in targets {
             crate::setup::ensure_rust_target(target)?;

@@ -193,6 +193,7 @@ unsafe fn block16(x: *const f32, n: usize, w: *const u8, stride: usize, acc: *mu
 /// Cortex-M33s that have it (the nRF5340's and the STM32L5/U5's do; build for
 /// `thumbv8m.main-none-eabihf` with `-C target-cpu=cortex-m33`, as `board/` does, or
 /// `-C target-feature=+dsp`).
+#[cfg(fmlp_arm_dsp)]
 pub fn int8_dots(input: &[u8], weights: &[u8], sums: &mut [i32]) {
     let d_in = input.len();
     let quads = d_in / 4;
@@ -219,6 +220,7 @@ pub fn int8_dots(input: &[u8], weights: &[u8], sums: &mut [i32]) {
 /// # Safety
 /// `quads >= 1`; `x` points to `4 · quads` readable bytes, `w` and `w + stride` to as many.
 /// Unaligned word loads are allowed on the M4.
+#[cfg(fmlp_arm_dsp)]
 unsafe fn dots2(x: *const u8, quads: usize, w: *const u8, stride: usize) -> (i32, i32) {
     let (mut first, mut second) = (0i32, 0i32);
     // SAFETY: the loads stay inside the ranges the contract names; the asm declares every

@@ -12,7 +12,7 @@ use crate::format::{Encoding, LayerBytes};
 
 pub mod portable;
 
-#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+#[cfg(fmlp_arm_fpu)]
 mod cortex_m4f;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
@@ -27,7 +27,7 @@ pub enum Path {
     X86Avx2,
     /// Cortex-M4F: VCVTB/VCVTT and VFMA, eight outputs in FPU registers (f16 layers; int8
     /// layers take the portable loop).
-    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    #[cfg(fmlp_arm_fpu)]
     CortexM4f,
 }
 
@@ -38,7 +38,7 @@ impl Path {
             Path::Portable => "portable (libm fmaf)",
             #[cfg(target_arch = "x86_64")]
             Path::X86Avx2 => "x86-64 AVX2 + F16C + FMA",
-            #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+            #[cfg(fmlp_arm_fpu)]
             Path::CortexM4f => "Cortex-M4F VCVT + VFMA",
         }
     }
@@ -46,7 +46,7 @@ impl Path {
 
 /// The fastest path this machine runs.
 pub fn best() -> Path {
-    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    #[cfg(fmlp_arm_fpu)]
     {
         Path::CortexM4f
     }
@@ -56,7 +56,7 @@ pub fn best() -> Path {
             return Path::X86Avx2;
         }
     }
-    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+    #[cfg(not(fmlp_arm_fpu))]
     {
         Path::Portable
     }
@@ -82,7 +82,7 @@ pub fn columns(input: &[f32], layer: &LayerBytes<'_>, first: usize, out: &mut [f
         (Path::X86Avx2, Encoding::Int8) => unsafe {
             x86_64::int8_columns(input, layer, first, out)
         },
-        #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+        #[cfg(fmlp_arm_fpu)]
         (Path::CortexM4f, Encoding::F16) => cortex_m4f::f16_columns(input, layer, first, out),
         (_, Encoding::Int8) => portable::int8_columns(input, layer, first, out),
         (_, Encoding::Int8Full) => unreachable!("full-integer layers take `dots`"),
@@ -103,7 +103,7 @@ pub fn dots(input: &[u8], layer: &LayerBytes<'_>, first: usize, sums: &mut [i32]
     );
     let weights = &layer.weights[first * d_in..(first + sums.len()) * d_in];
     match best() {
-        #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+        #[cfg(fmlp_arm_dsp)]
         Path::CortexM4f => cortex_m4f::int8_dots(input, weights, sums),
         // SAFETY: `best` found AVX2; `weights` holds the rows (sliced above).
         #[cfg(target_arch = "x86_64")]
@@ -234,7 +234,7 @@ pub fn integer_name() -> &'static str {
         }
         #[cfg(target_arch = "x86_64")]
         Path::X86Avx2 => "x86-64 AVX2 (VPMOVZXBW, VPMOVSXBW + VPMADDWD), 4 outputs at a time",
-        #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+        #[cfg(fmlp_arm_dsp)]
         Path::CortexM4f => "Cortex-M4 DSP (UXTB16, SXTB16 + SMLAD), 2 outputs at a time",
         _ => "portable (i32 sums)",
     }

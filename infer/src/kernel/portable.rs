@@ -16,7 +16,7 @@ pub fn f16_columns(input: &[f32], layer: &LayerBytes<'_>, first: usize, out: &mu
 }
 
 /// Output `j` alone, in the same order as [`f16_columns`].
-#[cfg_attr(not(all(target_arch = "arm", target_abi = "eabihf")), allow(dead_code))]
+#[cfg_attr(not(fmlp_arm_fpu), allow(dead_code))]
 pub fn f16_column(input: &[f32], weights: &[u8], d_out: usize, j: usize, value: &mut f32) {
     for (i, &x) in input.iter().enumerate() {
         *value = fma(x, f16_at(weights, i * d_out + j), *value);
@@ -64,7 +64,7 @@ pub fn int8_dots(input: &[u8], weights: &[u8], sums: &mut [i32]) {
 /// emulation there), `libm::fmaf` elsewhere (one instruction on aarch64 and x86-64 with FMA).
 #[inline]
 pub fn fma(x: f32, w: f32, acc: f32) -> f32 {
-    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    #[cfg(fmlp_arm_fpu)]
     {
         let mut acc = acc.to_bits();
         // SAFETY: VFMA is part of the M4F's FPv4-SP; it only touches these registers. Values
@@ -85,7 +85,7 @@ pub fn fma(x: f32, w: f32, acc: f32) -> f32 {
         }
         f32::from_bits(acc)
     }
-    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+    #[cfg(not(fmlp_arm_fpu))]
     {
         libm::fmaf(x, w, acc)
     }
