@@ -152,17 +152,42 @@ impl Augmentation {
     }
 }
 
-/// A draw from Beta(α, α) for 0 < α ≤ 1 (Jöhnk's method: `u^(1/α)` and `v^(1/α)`, kept when
-/// their sum is at most 1, give `x / (x + y)`).
+/// A draw from Beta(α, α) for 0 < α ≤ 1 (Jöhnk's method: `x = u^(1/α)` and `y = v^(1/α)`,
+/// kept when their sum is at most 1, give `x / (x + y)`).
+///
+/// For a small α both powers underflow f32 to 0 (below α ≈ 1e-9 nearly always), and a loop that
+/// waited for a non-zero sum never ended. Such a pair is taken in logarithms (f64) instead, where
+/// nothing underflows; each try is then accepted with probability at least 1/2 (exactly
+/// Γ(α+1)² / Γ(2α+1)), and after [`BETA_TRIES`] tries, a chance below 2⁻⁶⁴, the draw is 1/2. The
+/// pairs that do not underflow are computed as before, so runs with the usual α keep their bytes.
 pub fn beta(alpha: f32, rng: &mut SplitMix64) -> f32 {
-    loop {
-        let x = rng.uniform().powf(1.0 / alpha);
-        let y = rng.uniform().powf(1.0 / alpha);
-        if x + y <= 1.0 && x + y > 0.0 {
-            return x / (x + y);
+    for _ in 0..BETA_TRIES {
+        let (u, v) = (rng.uniform(), rng.uniform());
+        let (x, y) = (u.powf(1.0 / alpha), v.powf(1.0 / alpha));
+        if x + y > 0.0 {
+            if x + y <= 1.0 {
+                return x / (x + y);
+            }
+            continue;
+        }
+        let (lx, ly) = (
+            f64::from(u).ln() / f64::from(alpha),
+            f64::from(v).ln() / f64::from(alpha),
+        );
+        let high = lx.max(ly);
+        if high == f64::NEG_INFINITY {
+            continue; // u = v = 0
+        }
+        let log_sum = high + ((lx - high).exp() + (ly - high).exp()).ln();
+        if log_sum <= 0.0 {
+            return (lx - log_sum).exp() as f32;
         }
     }
+    0.5
 }
+
+/// Most tries of [`beta`] (see there).
+const BETA_TRIES: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -218,6 +243,31 @@ mod tests {
                 "α {alpha}: variance {variance} vs {want}"
             );
         }
+    }
+
+    /// The smallest α `--mixup` takes once made every try underflow, and the draw never ended.
+    #[test]
+    fn beta_draws_end_for_any_alpha_and_a_tiny_one_is_nearly_0_or_1() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut rng = SplitMix64::new(9);
+            let draws: Vec<f32> = (0..4_000)
+                .map(|k| beta(if k < 2_000 { 1e-10 } else { f32::MIN_POSITIVE }, &mut rng))
+                .collect();
+            let _ = done.send(draws);
+        });
+        // The event: the draws coming back; five minutes only catches a hang.
+        let draws = finished
+            .recv_timeout(std::time::Duration::from_secs(300))
+            .expect("beta(1e-10) did not end");
+        assert!(draws.iter().all(|&x| (0.0..=1.0).contains(&x)));
+        let extreme = draws
+            .iter()
+            .filter(|&&x| !(1e-6..=1.0 - 1e-6).contains(&x))
+            .count();
+        assert!(extreme > 3_990, "{extreme} of 4000 draws near 0 or 1");
+        let ones = draws.iter().filter(|&&x| x > 0.5).count();
+        assert!((1_800..2_200).contains(&ones), "{ones} of 4000 near 1");
     }
 
     #[test]
