@@ -151,6 +151,10 @@ fn activation_names() -> impl clap::builder::TypedValueParser<Value = Activation
         .map(|name| name.parse().expect("one of the listed names"))
 }
 
+/// Most epochs a run takes: far past any schedule here (a few hundred), and small enough that
+/// every count of steps fits (`--epochs 18446744073709551615` once overflowed a multiplication).
+pub const MAX_EPOCHS: usize = 100_000;
+
 impl TrainConfig {
     /// Rejects settings that cannot train, naming the argument.
     pub fn validate(&self) -> Result<()> {
@@ -180,8 +184,11 @@ impl TrainConfig {
             }
             _ => {}
         }
-        if self.epochs == 0 {
-            return fail("--epochs must be at least 1".into());
+        if !(1..=MAX_EPOCHS).contains(&self.epochs) {
+            return fail(format!(
+                "--epochs {} must be between 1 and {MAX_EPOCHS}",
+                self.epochs
+            ));
         }
         self.augment.validate()?;
         self.distill.validate()?;
@@ -227,7 +234,7 @@ impl TrainConfig {
 
     /// η over a run with `steps_per_epoch` steps an epoch.
     pub fn learning_rate(&self, steps_per_epoch: usize) -> LearningRate {
-        let total = (self.epochs * steps_per_epoch) as f64;
+        let total = self.epochs.saturating_mul(steps_per_epoch) as f64;
         LearningRate {
             peak: self.lr,
             schedule: self.schedule,

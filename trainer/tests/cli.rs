@@ -60,7 +60,14 @@ fn bad_arguments_are_one_line_errors() {
         (&["--hidden", "0"][..], "--hidden width 0"),
         (&["--hidden", "-3"][..], "--hidden"),
         (&["--hidden", "70000"][..], "between 1 and 65536"),
-        (&["--epochs", "0"][..], "--epochs must be at least 1"),
+        (
+            &["--epochs", "0"][..],
+            "--epochs 0 must be between 1 and 100000",
+        ),
+        (
+            &["--epochs", "18446744073709551615"][..],
+            "must be between 1 and 100000",
+        ),
         (&["--epochs", "-1"][..], "'--epochs <EPOCHS>'"),
         (
             &["--batch-size", "0"][..],

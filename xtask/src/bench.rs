@@ -28,10 +28,10 @@ pub struct BenchArgs {
     json: bool,
     /// Threads for every side (training, batch-1 latency with each image shared by the threads,
     /// throughput with the images split between them, each part in batches).
-    #[arg(long, default_value_t = default_threads())]
+    #[arg(long, default_value_t = default_threads(), value_parser = crate::args::count::<1, 1024>)]
     threads: usize,
     /// Timed training epochs on each side (after one warm-up epoch); the median is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::args::count::<1, 1000>)]
     epochs: usize,
     /// A Python with torch installed: also time the PyTorch reference and print ours / theirs.
     #[arg(long, value_name = "PYTHON")]
@@ -55,9 +55,6 @@ fn default_threads() -> usize {
 
 /// Runs `bench`.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.threads == 0 || args.epochs == 0 {
-        bail!("--threads and --epochs must be at least 1");
-    }
     crate::files::check_outputs(&[("--model", &args.model)], &[])?;
     if let Some(python) = &args.compare_pytorch {
         check_module(python, "torch", "--compare-pytorch")?;

@@ -107,13 +107,13 @@ pub struct BoardArgs {
     #[arg(long, value_name = "NAME", default_value = "mps2-an386")]
     pub machine: String,
     /// Test images to run through the board (from the start of the test split).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = crate::args::count::<1, 1_000_000>)]
     pub count: usize,
     /// Print one JSON object on stdout instead of the report.
     #[arg(long)]
     pub json: bool,
     /// Seconds QEMU may run before it is stopped.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, value_parser = crate::args::between::<1, 86_400>)]
     pub timeout: u64,
 }
 

@@ -56,10 +56,10 @@ pub struct ClassifyArgs {
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// Images taken from the start of each IDX file (and of the test split).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = crate::args::count::<1, 1_000_000>)]
     pub count: usize,
     /// Seconds to wait for each answer (a Cortex-M0 without FPU takes seconds per image).
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = crate::args::between::<1, 86_400>)]
     pub reply_timeout: u64,
     /// Print one JSON object per image, then a summary object.
     #[arg(long)]

@@ -31,10 +31,10 @@ pub struct CompareArgs {
     /// The file listing the configurations (see below).
     list: PathBuf,
     /// Seeds per configuration: 0, 1, … N − 1.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = crate::args::between::<1, 1000>)]
     seeds: u64,
     /// The last N training images are held out and score every run.
-    #[arg(long, value_name = "N", default_value_t = 5000)]
+    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = crate::args::count::<1, 59_999>)]
     validation: usize,
     /// Directory for the runs (NAME-sSEED.fmlp and its log and checkpoint) and compare.jsonl.
     #[arg(long, value_name = "DIR", default_value = "runs/compare")]
@@ -121,12 +121,6 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.list)
         .with_context(|| format!("reading {}", args.list.display()))?;
     let list = parse_list(&text, &args.list)?;
-    if args.seeds == 0 {
-        bail!("--seeds must be at least 1");
-    }
-    if args.validation == 0 {
-        bail!("--validation must be at least 1: the ranking is by validation accuracy");
-    }
     let journal = args.out_dir.join("compare.jsonl");
     let mut records = read_journal(&journal)?;
     if !args.table_only {

@@ -1,10 +1,11 @@
 //! The project's commands (`cargo xtask`), one module each, and what they share: setting up the
-//! machine ([`setup`]), reading models and writing outputs ([`files`]), and the PyTorch formats
+//! machine ([`setup`]), range-checked arguments ([`args`]), reading models and writing outputs ([`files`]), and the PyTorch formats
 //! ([`safetensors`], [`pt`]). A library so that the fuzz targets reach the importers; the binary
 //! (`main.rs`) parses the command line and calls the `run` of each module.
 //!
 //! Light on purpose: burn is not a dependency; `train` runs the trainer's own binary.
 
+pub mod args;
 pub mod bench;
 pub mod board;
 pub mod classify;

@@ -25,7 +25,7 @@ pub struct ModelsArgs {
     #[arg(long)]
     name: Option<String>,
     /// Wall-clock seconds the training command took (measured outside, e.g. with `time`).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = crate::args::seconds)]
     wall_seconds: Option<f64>,
 }
 

@@ -29,7 +29,7 @@ pub struct QuantizeArgs {
     scheme: String,
     /// Training images (spread evenly over the training split, never the test split) whose
     /// activations set the 8-bit ranges of `--scheme full`.
-    #[arg(long, value_name = "IMAGES", default_value_t = 2000)]
+    #[arg(long, value_name = "IMAGES", default_value_t = 2000, value_parser = crate::args::count::<1, 60_000>)]
     calibration: usize,
 }
 

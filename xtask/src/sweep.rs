@@ -19,7 +19,7 @@ pub struct SweepArgs {
     #[arg(long, default_value = "256")]
     hidden: String,
     /// Epochs per run.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::args::count::<1, 100_000>)]
     epochs: usize,
     /// Seed of every run.
     #[arg(long, default_value_t = 0)]

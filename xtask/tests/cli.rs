@@ -589,3 +589,47 @@ fn submit_writes_the_pt_and_the_csv_eval_would_and_the_pt_imports_back() {
     assert!(!out.join("43_submission.csv").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Numbers past what a flag can mean are refused by name before anything runs: they once
+/// overflowed into panics (`compare --seeds`, `classify --reply-timeout`) or walked every seed
+/// (`compare --table-only --seeds 100000000000`).
+#[test]
+fn numbers_out_of_a_flags_range_are_refused_naming_it() {
+    for (args, flag) in [
+        (
+            &["compare", "list.txt", "--seeds", "18446744073709551615"][..],
+            "--seeds",
+        ),
+        (
+            &[
+                "compare",
+                "list.txt",
+                "--table-only",
+                "--seeds",
+                "100000000000",
+            ][..],
+            "--seeds",
+        ),
+        (&["compare", "list.txt", "--seeds", "0"][..], "--seeds"),
+        (
+            &[
+                "classify",
+                "--qemu",
+                "--reply-timeout",
+                "18446744073709551615",
+            ][..],
+            "--reply-timeout",
+        ),
+        (&["board", "--count", "0"][..], "--count"),
+        (&["bench", "--threads", "0"][..], "--threads"),
+        (&["models", "--wall-seconds", "NaN"][..], "--wall-seconds"),
+    ] {
+        let output = xtask(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(flag) && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
