@@ -39,7 +39,10 @@ pub fn run_trainer(args: &[String], features: Option<&str>) -> anyhow::Result<Ex
 /// runs in its own process group, and SIGINT, SIGTERM and SIGHUP that reach xtask are passed on
 /// to it, once each: a terminal's Ctrl-C (sent to xtask's group) or a `kill` of xtask stop the
 /// child the way they would stop it alone, and xtask exits only after the child (no orphan goes
-/// on writing files). A child killed by a signal is an error that names the signal.
+/// on writing files). On Linux the child also gets SIGTERM when xtask dies without passing
+/// anything on (SIGKILL, the OOM killer, a CI job's group kill, which its own group escapes):
+/// the trainer then stops as after a `kill`, checkpoint written. A child killed by a signal is an
+/// error that names the signal.
 #[cfg(unix)]
 pub fn run_child(command: &mut Command, what: &str) -> anyhow::Result<Output> {
     use std::io::Read;
@@ -49,6 +52,26 @@ pub fn run_child(command: &mut Command, what: &str) -> anyhow::Result<Output> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing the signal handlers")?;
     let handle = signals.handle();
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs in the child between fork and exec and calls only prctl(2),
+        // getppid(2) and kill(2), which are async-signal-safe, and touches no memory but `parent`.
+        unsafe {
+            command.pre_exec(move || {
+                // The signal comes when the thread that forked ends; run_child's caller waits
+                // for the child, so that thread outlives it unless the whole process dies.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Died before prctl took effect: no signal will come, so act on it now.
+                if libc::getppid() != parent {
+                    libc::kill(libc::getpid(), libc::SIGTERM);
+                }
+                Ok(())
+            });
+        }
+    }
     let mut child = command
         .process_group(0)
         .spawn()
@@ -433,6 +456,68 @@ mod tests {
         let status = run_child(&mut child, "the child").unwrap().status;
         println!("the child exited {}", status.code().unwrap_or(-1));
         assert_eq!(status.code(), Some(7));
+    }
+
+    /// Set in the copy of this test binary that `the_child_gets_sigterm_when_xtask_is_killed`
+    /// starts: the directory where its child says it is ready and that it got SIGTERM.
+    const ORPHAN_DIR: &str = "FASHION_MLP_TEST_ORPHAN_DIR";
+
+    /// SIGKILL of xtask (a copy of this test binary running only
+    /// `orphan_in_a_separate_process`) reaches no child through forwarding, and the child is in a
+    /// group of its own: it still gets SIGTERM, and says so in a file. The events waited for: the
+    /// child's `ready` file, then its `term` file. Five minutes only catches a child that never
+    /// got the signal (it would run on for five minutes, then exit without `term`).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_child_gets_sigterm_when_xtask_is_killed() {
+        let dir = crate::files::TempDir::new("orphan").unwrap();
+        let mut copy = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "setup::tests::orphan_in_a_separate_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ORPHAN_DIR, dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (ready, term) = (dir.path().join("ready"), dir.path().join("term"));
+        while !ready.exists() {
+            assert!(copy.try_wait().unwrap().is_none(), "the copy ended first");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        copy.kill().unwrap(); // SIGKILL: nothing is forwarded
+        copy.wait().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while !term.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child of a killed xtask did not get SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Only in the copy: a child that writes `term` on SIGTERM and otherwise runs five minutes.
+    #[test]
+    fn orphan_in_a_separate_process() {
+        let Some(dir) = std::env::var_os(ORPHAN_DIR) else {
+            return;
+        };
+        let dir = std::path::Path::new(&dir);
+        let mut child = Command::new("sh");
+        child
+            .args([
+                "-c",
+                "trap 'touch \"$2\"; exit 0' TERM; touch \"$1\"; i=0; \
+                 while [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done",
+                "sh",
+            ])
+            .arg(dir.join("ready"))
+            .arg(dir.join("term"));
+        let _ = run_child(&mut child, "the child");
     }
 
     #[test]
