@@ -18,7 +18,7 @@ use crate::board::Board;
 /// Options of `classify`.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Images: PNG files (any size; grey, colour or with transparency) or IDX \
+    after_help = "Images: PNG files (up to 4096 x 4096 pixels; grey, colour or with transparency) or IDX \
 images files (n x 28 x 28, plain or gzip). Without any, the first --count images of the \
 Fashion-MNIST test split (with their labels, so accuracy is printed too).
 
@@ -253,23 +253,39 @@ fn gather(args: &ClassifyArgs) -> anyhow::Result<Vec<Image>> {
     Ok(images)
 }
 
+/// Most pixels a picture may have: a 4096 × 4096 photo, far more than 28 × 28 needs. Larger
+/// ones are refused from their header, before any decoding: a 568 KB PNG can declare
+/// 23000 × 23000 pixels, which took 6.2 GB once decoded and converted.
+pub const MAX_PICTURE_PIXELS: u64 = 4096 * 4096;
+
 /// A PNG as Fashion-MNIST would have it: 28×28 grey, light product on black (see `--help`).
 pub fn picture(path: &Path, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let decoded = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
-        .with_context(|| format!("{}: not a PNG this tool can read", path.display()))?
-        .to_rgba8();
-    let (width, height) = decoded.dimensions();
+    use image::ImageDecoder;
+    let not_png = || format!("{}: not a PNG this tool can read", path.display());
+    let decoder =
+        image::codecs::png::PngDecoder::new(std::io::Cursor::new(bytes)).with_context(not_png)?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > MAX_PICTURE_PIXELS {
+        bail!(
+            "{}: {width} x {height} pixels, more than the {MAX_PICTURE_PIXELS} ({}) a picture \
+             may have; scale it down first",
+            path.display(),
+            "4096 x 4096"
+        );
+    }
     if width == 0 || height == 0 {
         bail!("{}: the picture is empty", path.display());
     }
-    let mut grey: Vec<f32> = decoded
-        .pixels()
-        .map(|p| {
+    let decoded = image::DynamicImage::from_decoder(decoder).with_context(not_png)?;
+    // One pass from the decoded picture to grey values: no RGBA copy of it.
+    let mut grey: Vec<f32> = image::GenericImageView::pixels(&decoded)
+        .map(|(_, _, p)| {
             let [r, g, b, a] = p.0.map(f32::from);
             let luma = 0.299 * r + 0.587 * g + 0.114 * b;
             luma * a / 255.0 + 255.0 * (1.0 - a / 255.0)
         })
         .collect();
+    drop(decoded);
     let (w, h) = (width as usize, height as usize);
     // The background: the border's median (a product may touch the border, as trousers do).
     let mut border: Vec<f32> = (0..w)
@@ -312,9 +328,10 @@ pub fn picture(path: &Path, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
         ((ch as f32 * scale).round() as u32).clamp(1, 28),
     );
     let small = image::imageops::resize(&crop, nw, nh, image::imageops::FilterType::CatmullRom);
+    // In 0..=255, as the background is (the resized values are 0..=1).
     let brightest = small
         .pixels()
-        .map(|p| p.0[0])
+        .map(|p| 255.0 * p.0[0])
         .fold(background + 1.0, f32::max);
     let mut pixels = vec![0u8; INPUT_SIZE];
     let (left, top) = ((28 - nw as usize) / 2, (28 - nh as usize) / 2);
@@ -586,6 +603,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A product of two tones keeps both: the stretch to 0..255 once compared the resized
+    /// values (0..1) with the background (0..255), so everything brighter than the background
+    /// became 255.
+    #[test]
+    fn a_two_tone_product_keeps_both_tones() {
+        let dir = crate::files::TempDir::new("classify-tones").unwrap();
+        // White background; a box, dark grey on the left, mid grey on the right.
+        let photo = image::GrayImage::from_fn(120, 80, |x, y| {
+            let inside = (20..100).contains(&x) && (10..70).contains(&y);
+            image::Luma([match (inside, x < 60) {
+                (false, _) => 250,
+                (true, true) => 40,
+                (true, false) => 140,
+            }])
+        });
+        let path = dir.path().join("tones.png");
+        photo.save(&path).unwrap();
+        let got = picture(&path, &std::fs::read(&path).unwrap()).unwrap();
+        // The box fills the width: 80x60 scaled to 28x21, rows 3..24; its halves 0..14, 14..28.
+        let at = |x: usize, y: usize| got[y * 28 + x];
+        // Negated: 40 -> 215 (the brightest, 255), 140 -> 115 (about 133 once stretched).
+        for y in 6..21 {
+            assert!(at(5, y) > 240, "the dark half at (5, {y}): {}", at(5, y));
+            let mid = at(22, y);
+            assert!(
+                (100..170).contains(&mid),
+                "the mid-grey half at (22, {y}): {mid}"
+            );
+        }
+    }
+
+    /// A PNG that declares more pixels than a picture may have is refused from its header,
+    /// before anything is decoded (so a small file cannot take gigabytes).
+    #[test]
+    fn a_picture_over_the_pixel_limit_is_refused_before_decoding() {
+        let dir = crate::files::TempDir::new("classify-bomb").unwrap();
+        let path = dir.path().join("bomb.png");
+        // A 5000 x 5000 black PNG compresses to a few kilobytes.
+        image::GrayImage::new(5000, 5000).save(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() < 1_000_000, "{} bytes", bytes.len());
+        let message = format!("{:#}", picture(&path, &bytes).unwrap_err());
+        assert!(
+            message.contains("bomb.png") && message.contains("5000 x 5000"),
+            "{message}"
+        );
     }
 
     /// On QEMU, through a pseudo-terminal opened as a serial port: each bad frame gets its error
