@@ -92,16 +92,30 @@ impl Run {
         })
     }
 
-    /// Refuses a run whose outputs would overwrite one of its `inputs` (the data files), naming
-    /// both.
-    pub fn check_inputs(&self, inputs: &[PathBuf]) -> Result<()> {
+    /// Refuses a run whose outputs would overwrite one of its inputs: the `data` files, and
+    /// each `--teacher` file and the checkpoint beside it; an error names both.
+    pub fn check_inputs(&self, data: &[PathBuf]) -> Result<()> {
+        let teachers = self.config.distill.teachers.iter().flat_map(|teacher| {
+            [
+                (teacher.clone(), "a --teacher file"),
+                (
+                    RunPaths::new(teacher).checkpoint,
+                    "a --teacher file's checkpoint",
+                ),
+            ]
+        });
+        let inputs: Vec<(PathBuf, &str)> = data
+            .iter()
+            .map(|file| (file.clone(), "one of its data files"))
+            .chain(teachers)
+            .collect();
         for (role, output) in self.paths.all() {
-            if let Some(input) = inputs
+            if let Some((input, what)) = inputs
                 .iter()
-                .find(|input| data::atomic::same_file(input, output))
+                .find(|(input, _)| data::atomic::same_file(input, output))
             {
                 return Err(Error::Config(format!(
-                    "--out {}: the run's {role} would be written over {}, one of its data files",
+                    "--out {}: the run's {role} would be written over {}, {what}",
                     self.paths.model.display(),
                     input.display()
                 )));

@@ -314,6 +314,25 @@ fn train_images_beyond_the_data_are_noted_and_logged_as_used() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `--out` onto the `--teacher` file once trained over the teacher and replaced it (exit 0).
+#[test]
+fn an_output_over_a_teacher_is_refused_naming_both() {
+    let dir = scratch("over-teacher");
+    let teacher = dir.join("teacher.fmlp");
+    train_ok(&teacher, &[]);
+    let before = std::fs::read(&teacher).unwrap();
+    let t = teacher.to_str().unwrap();
+    let mut args = TINY.to_vec();
+    args.extend(["--teacher", t, "--out", t]);
+    assert_one_line_error(&trainer(&args), "a --teacher file", "--out over --teacher");
+    assert_eq!(
+        std::fs::read(&teacher).unwrap(),
+        before,
+        "the teacher changed"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_teacher_teaches_and_a_damaged_one_is_named() {
     let dir = scratch("teacher");
