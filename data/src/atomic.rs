@@ -1,38 +1,85 @@
 //! Writing artifacts so that a crash or a full disk never leaves a half-written file: the bytes go
-//! to a temporary file of this process in the same directory, are flushed to disk, then renamed
-//! over the target. And the checks every output path passes before a command writes anything.
+//! to a new temporary file in the same directory, are flushed to disk, then renamed over the
+//! target. And the checks every output path passes before a command writes anything.
 
+use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename). On error the previous file at
-/// `path`, if any, is intact and the temp file is removed. The temp file's name is unique to the
-/// process and the call, so concurrent writers of one path never mix their bytes: each rename
-/// puts one writer's whole file in place, and the last one stays.
+/// `path`, if any, is intact and the temp file is removed.
+///
+/// - Only a regular file (or nothing) is replaced: a device, a FIFO, a socket or a directory at
+///   `path` is an error naming it ([`check_output`]). A symbolic link to a regular file has that
+///   file replaced (the link stays); a link to anything else is an error.
+/// - The temp file's name ends in 64 random bits, and it is created with `O_CREAT | O_EXCL`
+///   (`create_new`), which never opens an existing file or follows a link: another user cannot
+///   plant a link there that makes this write into their choice of file. Concurrent writers of
+///   one path never mix their bytes: each rename puts one writer's whole file in place, and the
+///   last one stays.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    static CALLS: AtomicUsize = AtomicUsize::new(0);
-    let dir = parent(path);
+    check_output(path).map_err(std::io::Error::other)?;
+    // A link to a regular file: replace the file it names.
+    let path = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(path)?,
+        _ => path.to_owned(),
+    };
+    let dir = parent(&path);
     std::fs::create_dir_all(dir)?;
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("path has no file name"))?;
-    let temp = dir.join(format!(
-        ".{}.{}-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        CALLS.fetch_add(1, Ordering::Relaxed)
-    ));
+    let (temp, mut file) =
+        create_temp(dir, &name.to_string_lossy(), std::iter::repeat_with(nonce))?;
     let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&temp, path)
+        drop(file);
+        std::fs::rename(&temp, &path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
     result
+}
+
+/// A new file in `dir` named after `name` and the first of `nonces` whose name is free, created
+/// exclusively (never an existing file or link); after 16 names taken, the error of the last.
+fn create_temp(
+    dir: &Path,
+    name: &str,
+    nonces: impl Iterator<Item = u64>,
+) -> std::io::Result<(PathBuf, std::fs::File)> {
+    // At most 64 characters of the name, so that the temp name stays legal (255 bytes) for any
+    // legal name.
+    let short: String = name.chars().take(64).collect();
+    let mut last = std::io::Error::other("no temporary name tried");
+    for nonce in nonces.take(16) {
+        let temp = dir.join(format!(".{short}.{nonce:016x}.tmp"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+        {
+            Ok(file) => return Ok((temp, file)),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => last = error,
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last)
+}
+
+/// 64 bits no other user can predict: std's hasher keys are drawn from the operating system's
+/// random source (once per thread, then stepped per hasher), hashed with the time.
+fn nonce() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// The directory `path` is in (`.` for a bare file name).
@@ -54,6 +101,23 @@ pub fn check_output(path: &Path) -> Result<(), String> {
     if path.is_dir() {
         return Err(format!("{text} is a directory"));
     }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        // What is there, through a link: only a regular file may be replaced.
+        let (meta, through) = if meta.file_type().is_symlink() {
+            match std::fs::metadata(path) {
+                Ok(target) => (target, " (a symbolic link to it)"),
+                Err(_) => return Err(format!("{text} is a symbolic link to nothing")),
+            }
+        } else {
+            (meta, "")
+        };
+        if !meta.is_file() {
+            return Err(format!(
+                "{text} is {}{through}, not a regular file: refusing to replace it",
+                kind(&meta.file_type())
+            ));
+        }
+    }
     for ancestor in parent(path).ancestors() {
         if ancestor.as_os_str().is_empty() || ancestor.is_dir() {
             return Ok(());
@@ -63,6 +127,31 @@ pub fn check_output(path: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// What a file that is not a regular one is, for errors.
+fn kind(file_type: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_char_device() {
+            return "a character device";
+        }
+        if file_type.is_block_device() {
+            return "a block device";
+        }
+        if file_type.is_fifo() {
+            return "a FIFO";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+    }
+    if file_type.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// Whether `a` and `b` name the same file, existing or not (links and `..` resolved where the
@@ -147,6 +236,77 @@ mod tests {
             let error = check_output(&path).unwrap_err();
             assert!(error.contains(says), "{}: {error}", path.display());
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A link planted where the temp file goes once made the write land in the link's target
+    /// (another user's choice of file). Exclusive creation skips such a name and takes the next.
+    #[cfg(unix)]
+    #[test]
+    fn a_link_planted_at_a_temp_name_is_never_written_through() {
+        let dir = std::env::temp_dir().join(format!("atomic-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(format!(".out.csv.{:016x}.tmp", 7))).unwrap();
+        let (temp, mut file) = create_temp(&dir, "out.csv", [7, 8].into_iter()).unwrap();
+        assert_eq!(temp, dir.join(format!(".out.csv.{:016x}.tmp", 8)));
+        file.write_all(b"mine").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_ne!(nonce(), nonce());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// FIFOs, links to devices and dangling links are refused by name; a link to a regular file
+    /// has that file replaced, the link kept; a 250-character name is written.
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_are_replaced() {
+        let dir = std::env::temp_dir().join(format!("atomic-special-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let to_null = dir.join("null");
+        std::os::unix::fs::symlink("/dev/null", &to_null).unwrap();
+        let dangling = dir.join("dangling");
+        std::os::unix::fs::symlink(dir.join("nothing"), &dangling).unwrap();
+        for (path, says) in [
+            (&fifo, "is a FIFO, not a regular file"),
+            (&to_null, "is a character device (a symbolic link to it)"),
+            (&dangling, "is a symbolic link to nothing"),
+        ] {
+            let error = write_atomically(path, b"x").unwrap_err().to_string();
+            assert!(error.contains(says), "{}: {error}", path.display());
+        }
+        let file_type = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&file_type));
+        assert!(
+            std::fs::symlink_metadata(&to_null)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+
+        let real = dir.join("real.csv");
+        std::fs::write(&real, b"old").unwrap();
+        let link = dir.join("link.csv");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_atomically(&link, b"new").unwrap();
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+
+        let long = dir.join("a".repeat(250));
+        write_atomically(&long, b"long").unwrap();
+        assert_eq!(std::fs::read(&long).unwrap(), b"long");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

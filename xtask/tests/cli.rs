@@ -246,6 +246,17 @@ fn outputs_over_inputs_or_that_cannot_be_files_are_refused_naming_both() {
     let (images, labels) = idx_files(&dir, 20);
     std::fs::create_dir_all(dir.join("a_dir")).unwrap();
     std::fs::write(dir.join("afile"), b"x").unwrap();
+    // Special files: never replaced by a plain one (a link to /dev/null, as root, once would
+    // have replaced the system's /dev/null had it been given directly).
+    let fifo = dir.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::os::unix::fs::symlink("/dev/null", dir.join("to-null")).unwrap();
     let at = |name: &str| dir.join(name).to_str().unwrap().to_owned();
     let (m, i, l) = (
         at("m.fmlp"),
@@ -272,6 +283,11 @@ fn outputs_over_inputs_or_that_cannot_be_files_are_refused_naming_both() {
         (eval("m.fmlp"), vec!["--csv", "is also --model"]),
         (eval("a_dir"), vec!["--csv", "is a directory"]),
         (eval("afile/p.csv"), vec!["--csv", "is not a directory"]),
+        (eval("fifo"), vec!["--csv", "is a FIFO, not a regular file"]),
+        (
+            eval("to-null"),
+            vec!["--csv", "is a character device (a symbolic link to it)"],
+        ),
         (
             eval("m.confusion.png"),
             vec!["the confusion picture", "is also --csv"],
