@@ -130,7 +130,7 @@ pub fn check_output(path: &Path) -> Result<(), String> {
 }
 
 /// What a file that is not a regular one is, for errors.
-fn kind(file_type: &std::fs::FileType) -> &'static str {
+pub(crate) fn kind(file_type: &std::fs::FileType) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;

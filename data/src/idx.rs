@@ -90,7 +90,7 @@ pub fn images_from_bytes<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8]> {
 
 /// Reads a file, decompressing it when it starts with the gzip magic.
 pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|cause| Error::Io {
+    let raw = crate::input::read(path, crate::input::MAX_DATA).map_err(|cause| Error::Io {
         path: path.to_owned(),
         cause,
     })?;

@@ -3,12 +3,14 @@
 //! [`idx`] parses IDX files, plain or gzip, checking every size against the bytes present.
 //! [`fetch`] finds Fashion-MNIST (`--data DIR` / `FASHION_MNIST_DIR`, the cache, the Debian
 //! package, then a download) and verifies it by the SHA-256 of the decompressed files.
+//! [`input`] reads an input file whole, bounded; [`atomic`] writes artifacts.
 //! [`transform`] shifts, rotates, mirrors, blurs and adds noise to images, for augmentation
 //! and robustness checks.
 
 pub mod atomic;
 pub mod fetch;
 pub mod idx;
+pub mod input;
 pub mod transform;
 
 use std::path::PathBuf;

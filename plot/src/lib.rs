@@ -11,6 +11,7 @@ pub mod curves;
 pub mod misclassified;
 pub mod pareto;
 
+use std::path::Path;
 use std::sync::OnceLock;
 
 use plotters::style::FontStyle;
@@ -50,7 +51,7 @@ fn ensure_font() -> Result<()> {
             .map(String::as_str)
             .chain(FONT_CANDIDATES)
             .any(|path| {
-                std::fs::read(path).is_ok_and(|bytes| {
+                read_font(Path::new(path)).is_some_and(|bytes| {
                     let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
                     plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
                 })
@@ -61,6 +62,13 @@ fn ensure_font() -> Result<()> {
     } else {
         Err(Error::NoFont)
     }
+}
+
+/// A font file's bytes: a regular file of at most 64 MiB (a font is a few hundred kilobytes;
+/// `FASHION_MLP_FONT=/dev/zero` once read without end), else none.
+fn read_font(path: &Path) -> Option<Vec<u8>> {
+    let meta = std::fs::metadata(path).ok()?;
+    (meta.is_file() && meta.len() <= 64 << 20).then(|| std::fs::read(path).ok())?
 }
 
 fn draw_error(error: impl std::fmt::Display) -> Error {

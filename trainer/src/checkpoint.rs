@@ -192,10 +192,12 @@ impl Checkpoint {
 
     /// Reads a checkpoint written by [`Self::save`]; an error names the file.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|cause| Error::Io {
-            path: path.to_owned(),
-            cause,
-        })?;
+        // Parameters, velocities and averages of the largest model file: a few times its bytes.
+        let bytes =
+            data::input::read(path, 8 * data::input::MAX_DATA).map_err(|cause| Error::Io {
+                path: path.to_owned(),
+                cause,
+            })?;
         Self::from_bytes(&bytes).map_err(|defect| Error::Checkpoint {
             path: path.to_owned(),
             defect,

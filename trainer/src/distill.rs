@@ -87,10 +87,11 @@ impl TeacherFiles {
     pub fn read(distillation: &Distillation) -> Result<Self> {
         let mut files = Vec::new();
         for path in &distillation.teachers {
-            let bytes = std::fs::read(path).map_err(|cause| Error::Io {
-                path: path.clone(),
-                cause,
-            })?;
+            let bytes =
+                data::input::read(path, data::input::MAX_DATA).map_err(|cause| Error::Io {
+                    path: path.clone(),
+                    cause,
+                })?;
             infer::Model::from_bytes(&bytes).map_err(|error| teacher_error(path, error))?;
             files.push((path.clone(), bytes));
         }

@@ -227,7 +227,8 @@ fn gather(args: &ClassifyArgs) -> anyhow::Result<Vec<Image>> {
     }
     let mut images = Vec::new();
     for path in &args.images {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = data::input::read(path, data::input::MAX_DATA)
+            .with_context(|| format!("reading {}", path.display()))?;
         if bytes.starts_with(b"\x89PNG") {
             images.push(Image {
                 name: path.display().to_string(),

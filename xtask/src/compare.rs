@@ -118,7 +118,7 @@ impl Record {
 
 /// Runs `compare`.
 pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.list)
+    let text = data::input::read_text(&args.list, data::input::MAX_TEXT)
         .with_context(|| format!("reading {}", args.list.display()))?;
     let list = parse_list(&text, &args.list)?;
     let journal = args.out_dir.join("compare.jsonl");

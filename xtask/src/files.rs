@@ -16,7 +16,8 @@ pub struct ModelFileOnDisk {
 impl ModelFileOnDisk {
     /// Reads and validates `path`.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = data::input::read(path, data::input::MAX_DATA)
+            .with_context(|| format!("reading {}", path.display()))?;
         infer::Model::from_bytes(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         Ok(Self {
             path: path.to_owned(),

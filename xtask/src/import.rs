@@ -39,11 +39,11 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.from.with_extension("fmlp"));
     crate::files::check_outputs(&[("--out", &out)], &[("--from", &args.from)])?;
-    let raw =
-        std::fs::read(&args.from).with_context(|| format!("reading {}", args.from.display()))?;
+    let raw = data::input::read(&args.from, data::input::MAX_DATA)
+        .with_context(|| format!("reading {}", args.from.display()))?;
     let (bytes, notes) = if raw.starts_with(b"PK\x03\x04") {
         let json = crate::export::sidecar(&args.from);
-        let metadata = match std::fs::read(&json) {
+        let metadata = match data::input::read(&json, data::input::MAX_TEXT) {
             Ok(text) => serde_json::from_slice(&text)
                 .with_context(|| format!("{}: not a JSON object of strings", json.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),

@@ -649,3 +649,38 @@ fn numbers_out_of_a_flags_range_are_refused_naming_it() {
         );
     }
 }
+
+/// Inputs that never end or block (`/dev/zero` took 20 GB in 20 s; a FIFO blocked for ever) are
+/// refused by name at once, by every reader.
+#[test]
+fn endless_or_blocking_inputs_are_refused_naming_them() {
+    let dir = scratch("endless");
+    let fifo = dir.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let f = fifo.to_str().unwrap();
+    let out = dir.join("out.fmlp");
+    let o = out.to_str().unwrap();
+    for (args, says) in [
+        (&["show", "--model", "/dev/zero"][..], "/dev/zero"),
+        (&["eval", "--model", f][..], "fifo"),
+        (
+            &["import", "--from", "/dev/zero", "--out", o][..],
+            "/dev/zero",
+        ),
+        (&["import", "--from", f, "--out", o][..], "fifo"),
+        (&["eval", "--model", "/dev/zero"][..], "/dev/zero"),
+    ] {
+        assert_one_line_error(
+            &xtask(args),
+            &[says, "not a regular file"],
+            &format!("{args:?}"),
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
