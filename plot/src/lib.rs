@@ -51,10 +51,15 @@ fn ensure_font() -> Result<()> {
             .map(String::as_str)
             .chain(FONT_CANDIDATES)
             .any(|path| {
-                read_font(Path::new(path)).is_some_and(|bytes| {
-                    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
-                })
+                let Some(bytes) = read_font(Path::new(path)) else {
+                    return false;
+                };
+                if let Err(defect) = usable_font(&bytes) {
+                    eprintln!("warning: the font {path} is not used: {defect}");
+                    return false;
+                }
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
             })
     });
     if registered {
@@ -62,6 +67,34 @@ fn ensure_font() -> Result<()> {
     } else {
         Err(Error::NoFont)
     }
+}
+
+/// Whether `bytes` are a TrueType font the labels can be drawn with: one that parses, with a
+/// sane em and a line height above 0, and a finite, sane advance for every printable ASCII
+/// character (all the labels use). A damaged font draws NaN-sized glyphs: DejaVu Sans with its
+/// `hhea` table filled with 0xFF has a line height of 0, and the rasteriser then spun for good
+/// (`train` hung after its first epoch, `eval` before its pictures).
+pub fn usable_font(bytes: &[u8]) -> std::result::Result<(), String> {
+    use ab_glyph::Font;
+    let font = ab_glyph::FontRef::try_from_slice(bytes).map_err(|e| format!("not a font ({e})"))?;
+    let em = font.units_per_em().unwrap_or(0.0);
+    if !(16.0..=16_384.0).contains(&em) {
+        return Err(format!("{em} units per em"));
+    }
+    let (ascent, descent) = (font.ascent_unscaled(), font.descent_unscaled());
+    let height = ascent - descent;
+    if !(ascent.is_finite() && descent.is_finite() && height > 0.0 && height <= 8.0 * em) {
+        return Err(format!(
+            "a line height of {height} units (ascent {ascent}, descent {descent})"
+        ));
+    }
+    for c in ' '..='~' {
+        let advance = font.h_advance_unscaled(font.glyph_id(c));
+        if !(advance.is_finite() && (0.0..=8.0 * em).contains(&advance)) {
+            return Err(format!("{c:?} advances {advance} units"));
+        }
+    }
+    Ok(())
 }
 
 /// A font file's bytes: a regular file of at most 64 MiB (a font is a few hundred kilobytes;

@@ -116,3 +116,38 @@ fn curves_of_any_values_are_drawn_without_hanging_or_failing() {
         });
     }
 }
+
+/// DejaVu Sans with its `hhea` table filled with 0xFF (line height 0), which made the rasteriser
+/// spin for good, is refused with the reason; the font itself is usable.
+#[test]
+fn a_damaged_font_is_refused_before_it_is_drawn_with() {
+    let path = plot::FONT_CANDIDATES[0];
+    let good = std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "{path}: {e}: `cargo xtask test` installs it first (apt-get install fonts-dejavu-core)"
+        )
+    });
+    assert_eq!(plot::usable_font(&good), Ok(()));
+    let damaged = damaged_hhea(&good);
+    let defect = plot::usable_font(&damaged).unwrap_err();
+    assert!(defect.contains("line height of 0"), "{defect}");
+    assert!(plot::usable_font(b"not a font").is_err());
+}
+
+/// A copy of the TrueType font `font` whose `hhea` table is all 0xFF.
+pub fn damaged_hhea(font: &[u8]) -> Vec<u8> {
+    let mut bytes = font.to_vec();
+    let be16 = |at: usize| usize::from(u16::from_be_bytes([bytes[at], bytes[at + 1]]));
+    let tables = be16(4);
+    for k in 0..tables {
+        let entry = 12 + 16 * k;
+        if &bytes[entry..entry + 4] == b"hhea" {
+            let be32 =
+                |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let (offset, length) = (be32(entry + 8), be32(entry + 12));
+            bytes[offset..offset + length].fill(0xFF);
+            return bytes;
+        }
+    }
+    panic!("no hhea table");
+}
