@@ -11,7 +11,8 @@ pub enum Error {
     UnsupportedVersion {
         /// Version found in the file.
         found: u16,
-        /// Version this build reads.
+        /// The newest version this build reads (it also reads
+        /// [`crate::format::FLOAT_FORMAT_VERSION`]).
         expected: u16,
     },
     /// The payload's CRC-32 does not match the one stored in the file: the bytes were corrupted
@@ -103,9 +104,12 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Error::BadMagic => write!(f, "not a fashion-mlp model file (bad magic bytes)"),
-            Error::UnsupportedVersion { found, expected } => write!(
+            Error::UnsupportedVersion { found, .. } => write!(
                 f,
-                "model format version {found} is not supported (this build reads version {expected})"
+                "model format version {found} is not supported (this build reads versions {} \
+                 and {})",
+                crate::format::FLOAT_FORMAT_VERSION,
+                crate::format::FORMAT_VERSION
             ),
             Error::Checksum { stored, computed } => write!(
                 f,

@@ -150,8 +150,16 @@ struct FloatFile<'a> {
 impl<'a> ModelFile<'a> {
     /// Decodes and validates a model file. Never panics; any defect is an [`Error`].
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
-        let (header, rest) =
-            postcard::take_from_bytes::<Header>(bytes).map_err(|_| Error::BadMagic)?;
+        // The magic, or the start of it, followed by too little: a truncated model file.
+        let truncated =
+            !bytes.is_empty() && (MAGIC.starts_with(bytes) || bytes.starts_with(&MAGIC));
+        let (header, rest) = postcard::take_from_bytes::<Header>(bytes).map_err(|_| {
+            if truncated {
+                Error::Malformed
+            } else {
+                Error::BadMagic
+            }
+        })?;
         if header.magic != MAGIC {
             return Err(Error::BadMagic);
         }
@@ -200,6 +208,33 @@ impl<'a> ModelFile<'a> {
         }
         file.validate()?;
         Ok(file)
+    }
+
+    /// The format version of this file: [`FORMAT_VERSION`] for a full-integer model, else
+    /// [`FLOAT_FORMAT_VERSION`] (the only versions read, and each is only ever the other's
+    /// complement: `decode` refuses a float model stamped 4).
+    pub fn version(&self) -> u16 {
+        if self.is_integer() {
+            FORMAT_VERSION
+        } else {
+            FLOAT_FORMAT_VERSION
+        }
+    }
+
+    /// How the weights are stored, in words: `f16`, `int8`, `f16 and int8` (a file may mix float
+    /// layers), or `full-integer`.
+    pub fn encodings(&self) -> &'static str {
+        let has = |encoding| self.layers.iter().any(|l| l.encoding == encoding);
+        match (
+            has(Encoding::F16),
+            has(Encoding::Int8),
+            has(Encoding::Int8Full),
+        ) {
+            (_, _, true) => "full-integer",
+            (true, true, _) => "f16 and int8",
+            (false, true, _) => "int8",
+            _ => "f16",
+        }
     }
 
     /// Whether this is a full-integer model (its layers [`Encoding::Int8Full`]).
@@ -580,6 +615,37 @@ mod tests {
             }
         );
         assert!(std::format!("{error}").contains(&std::format!("version {}", FORMAT_VERSION + 1)));
+        // Both versions read are named, not only the newest (a version-2 file was told "this
+        // build reads version 4" although 3 is read too).
+        bytes[4] = 2;
+        let error = std::format!("{}", Model::from_bytes(&bytes).unwrap_err());
+        assert!(error.contains("reads versions 3 and 4"), "{error}");
+    }
+
+    /// The magic alone, or its start, is a truncated file, not a foreign one.
+    #[test]
+    fn a_file_cut_inside_its_header_is_truncated_not_foreign() {
+        for cut in [1, 3, 4] {
+            assert_eq!(
+                Model::from_bytes(&MAGIC[..cut.min(4)]).unwrap_err(),
+                Error::Malformed,
+                "{cut} bytes"
+            );
+        }
+        assert_eq!(Model::from_bytes(b"PK").unwrap_err(), Error::BadMagic);
+    }
+
+    /// The version and the encodings a file reports are its own, not the build's newest.
+    #[test]
+    fn a_file_reports_its_own_version_and_encodings() {
+        let bytes = encoded(4);
+        let float = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(float.file().version(), FLOAT_FORMAT_VERSION);
+        assert_eq!(float.file().encodings(), "f16");
+        let bytes = integer_file(16, false).to_vec().unwrap();
+        let integer = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(integer.file().version(), FORMAT_VERSION);
+        assert_eq!(integer.file().encodings(), "full-integer");
     }
 
     #[test]

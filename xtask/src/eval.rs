@@ -226,11 +226,12 @@ fn text_report(
     let w = &mut out;
     let _ = writeln!(
         w,
-        "model {}: {bytes} bytes, {}, {} parameters (f16), format v{}",
+        "model {}: {bytes} bytes, {}, {} parameters ({}), format v{}",
         path.display(),
         architecture(model),
         model.parameter_count(),
-        infer::FORMAT_VERSION
+        model.file().encodings(),
+        model.file().version()
     );
     let _ = writeln!(w, "data  {source}: {} images", scores.total());
     let _ = writeln!(

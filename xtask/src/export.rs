@@ -186,7 +186,7 @@ pub fn metadata(model: &Model<'_>) -> BTreeMap<String, String> {
         ("format".to_owned(), "pt".to_owned()),
         (
             "source".to_owned(),
-            format!("fashion-mlp model file v{}", infer::FORMAT_VERSION),
+            format!("fashion-mlp model file v{}", file.version()),
         ),
         ("activation".to_owned(), file.activation.name().to_owned()),
         (
@@ -216,4 +216,19 @@ pub fn metadata(model: &Model<'_>) -> BTreeMap<String, String> {
         _ => {}
     }
     metadata
+}
+
+#[cfg(test)]
+mod tests {
+    /// A float model's metadata names its own format version (3), not the build's newest (4).
+    #[test]
+    fn the_metadata_names_the_files_own_version() {
+        let bytes = crate::board::tests::small_model();
+        let model = infer::Model::from_bytes(&bytes).unwrap();
+        assert_eq!(model.file().version(), 3);
+        assert_eq!(
+            super::metadata(&model)["source"],
+            "fashion-mlp model file v3"
+        );
+    }
 }

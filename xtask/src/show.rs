@@ -32,11 +32,7 @@ fn describe(path: &Path, model: &Model<'_>, size: usize) -> String {
         w,
         "model {} ({size} bytes), format version {}, CRC-32 verified",
         path.display(),
-        if file.is_integer() {
-            infer::FORMAT_VERSION
-        } else {
-            infer::format::FLOAT_FORMAT_VERSION
-        }
+        file.version()
     );
     let _ = writeln!(w, "architecture {}", crate::eval::architecture(model));
     let Normalization { mean, std } = file.normalization;
