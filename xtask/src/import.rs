@@ -78,8 +78,26 @@ pub fn from_pt(
     raw: &[u8],
     metadata: &BTreeMap<String, String>,
 ) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
+    // Names and shapes are checked before any values are read: a file of thousands of
+    // tensors, or of huge ones, costs nothing before it is refused.
+    let template = |name: &str, shape: &[usize]| {
+        let layer = (0..MAX_LAYERS).find(|&k| {
+            let (weight, bias) = tensor_names(k);
+            name == weight || name == bias
+        });
+        match layer {
+            None => Err(format!(
+                "tensor {name} is not part of the template (mlp.0.weight, mlp.0.bias, \
+                 mlp.2.weight, ..., at most {MAX_LAYERS} layers)"
+            )),
+            Some(k) if shape.len() != if name == tensor_names(k).0 { 2 } else { 1 } => {
+                Err(format!("{name} has shape {shape:?}"))
+            }
+            Some(_) => Ok(()),
+        }
+    };
     let mut tensors = BTreeMap::new();
-    for (name, shape, values) in crate::pt::read(raw).map_err(|e| anyhow!("{e}"))? {
+    for (name, shape, values) in crate::pt::read_with(raw, template).map_err(|e| anyhow!("{e}"))? {
         tensors.insert(name, (shape, values));
     }
     from_state_dict(tensors, metadata)

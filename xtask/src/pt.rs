@@ -30,8 +30,15 @@ const MAX_PICKLE: usize = 16 << 20;
 /// Most values the pickle's memo may copy in all, and most entries in one dict: far beyond a
 /// state dict's needs, and they keep a hostile pickle from growing memory or time without bound
 /// by fetching the same large value again and again.
-const MAX_COPIED: usize = 1 << 22;
+const MAX_COPIED: usize = 1 << 20;
 const MAX_ENTRIES: usize = 4096;
+/// Most values a pickle may make, all opcodes together (a state dict of 8 layers makes a few
+/// hundred): a 15 MB pickle of 15 M `None`s once took 4.2 GB.
+const MAX_VALUES: usize = 1 << 20;
+/// Deepest nesting of containers (a state dict nests 4 deep): every walk of a value (drop,
+/// clone, count, compare) recurses that deep at most, so a pickle of a million nested tuples
+/// cannot overflow the stack.
+const MAX_DEPTH: usize = 32;
 
 /// A state dict's tensor: its name, shape and values (row-major, as f32).
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
@@ -52,6 +59,18 @@ pub fn write(tensors: &[NamedTensor], dtype: Dtype) -> Vec<u8> {
 
 /// The tensors of a `.pt` state dict (name → shape and values as f32), in the dict's order.
 pub fn read(raw: &[u8]) -> Result<Vec<NamedTensor>, String> {
+    read_with(raw, |_, _| Ok(()))
+}
+
+/// [`read`], with each tensor's name and shape passed to `accept` before any of its values are
+/// read, so a caller can refuse what its template has no place for before it costs anything.
+/// The tensors may hold no more elements, all together, than their storages (each counted
+/// once): overlapping views of one storage, which a hostile file can repeat thousands of times
+/// to expand one record without bound, are refused.
+pub fn read_with(
+    raw: &[u8],
+    mut accept: impl FnMut(&str, &[usize]) -> Result<(), String>,
+) -> Result<Vec<NamedTensor>, String> {
     if !raw.starts_with(b"PK\x03\x04") {
         return Err(
             "not a zip archive (PyTorch's format since 1.6); a legacy torch.save file is not read"
@@ -91,7 +110,9 @@ pub fn read(raw: &[u8]) -> Result<Vec<NamedTensor>, String> {
         Value::Dict(entries) => entries,
         other => return Err(format!("data.pkl holds {}, not a dict", other.kind())),
     };
-    let mut tensors = Vec::new();
+    let mut views = Vec::new();
+    let mut storages = BTreeMap::new();
+    let mut elements = 0usize;
     for (name, value) in dict {
         let Value::Str(name) = name else {
             return Err(format!(
@@ -102,6 +123,25 @@ pub fn read(raw: &[u8]) -> Result<Vec<NamedTensor>, String> {
         let Value::Tensor(tensor) = value else {
             return Err(format!("{name} is {}, not a tensor", value.kind()));
         };
+        accept(&name, &tensor.size)?;
+        storages.insert(tensor.storage.key.clone(), tensor.storage.numel);
+        elements = tensor
+            .size
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .and_then(|count| elements.checked_add(count))
+            .ok_or_else(|| format!("{name}: a size too large"))?;
+        views.push((name, tensor));
+    }
+    let held: usize = storages.values().fold(0usize, |n, &m| n.saturating_add(m));
+    if elements > held {
+        return Err(format!(
+            "the tensors hold {elements} elements but their storages only {held}: views that \
+             overlap (one storage read again and again) are not read"
+        ));
+    }
+    let mut tensors = Vec::new();
+    for (name, tensor) in views {
         let data = record(&format!("data/{}", tensor.storage.key))?;
         let values = tensor
             .values(data)
@@ -366,8 +406,8 @@ enum Value {
     List(Vec<Value>),
     Dict(Vec<(Value, Value)>),
     Global(Global),
-    Storage(Storage),
-    Tensor(TensorRef),
+    Storage(Box<Storage>),
+    Tensor(Box<TensorRef>),
 }
 
 impl Value {
@@ -385,6 +425,22 @@ impl Value {
             Value::Global(_) => "a class",
             Value::Storage(_) => "a storage",
             Value::Tensor(_) => "a tensor",
+        }
+    }
+
+    /// How deep its containers nest (1 for a value that holds none): at most [`MAX_DEPTH`]
+    /// for every value the unpickler makes, so this recursion is bounded too.
+    fn depth(&self) -> usize {
+        1 + match self {
+            Value::Tuple(items) | Value::List(items) => {
+                items.iter().map(Value::depth).max().unwrap_or(0)
+            }
+            Value::Dict(entries) => entries
+                .iter()
+                .map(|(k, v)| k.depth().max(v.depth()))
+                .max()
+                .unwrap_or(0),
+            _ => 0,
         }
     }
 
@@ -421,6 +477,8 @@ struct Unpickler {
     memo: BTreeMap<u32, Value>,
     /// Values copied out of the memo so far.
     copied: usize,
+    /// Values pushed so far.
+    pushed: usize,
 }
 
 /// A reader over the pickle's bytes; running out is an error.
@@ -466,7 +524,39 @@ impl<'a> Bytes<'a> {
     }
 }
 
+/// Refuses `items` as the contents of a container: one of them nests [`MAX_DEPTH`] deep already.
+fn nest(items: &[Value]) -> Result<(), String> {
+    match items.iter().map(Value::depth).max() {
+        Some(depth) if depth >= MAX_DEPTH => Err(format!(
+            "the pickle nests containers over {MAX_DEPTH} deep; a state dict needs 4"
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Unpickler {
+    /// Pushes a value, counting it against [`MAX_VALUES`].
+    fn push(&mut self, value: Value) -> Result<(), String> {
+        self.pushed += 1;
+        if self.pushed > MAX_VALUES {
+            return Err(format!(
+                "the pickle makes over {MAX_VALUES} values; a state dict needs a few hundred"
+            ));
+        }
+        self.stack.push(value);
+        Ok(())
+    }
+
+    /// Pushes a container of `items`, checking how deep it nests.
+    fn push_container(
+        &mut self,
+        make: fn(Vec<Value>) -> Value,
+        items: Vec<Value>,
+    ) -> Result<(), String> {
+        nest(&items)?;
+        self.push(make(items))
+    }
+
     fn pop(&mut self) -> Result<Value, String> {
         match self.stack.pop() {
             Some(Value::Mark) | None => Err("the pickle pops an empty stack".into()),
@@ -493,6 +583,7 @@ impl Unpickler {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
+        nest(&items)?;
         if !items.len().is_multiple_of(2) {
             return Err("a dict's items do not come in pairs".into());
         }
@@ -513,6 +604,7 @@ impl Unpickler {
     }
 
     fn append(&mut self, items: Vec<Value>) -> Result<(), String> {
+        nest(&items)?;
         match self.top()? {
             Value::List(list) => {
                 list.extend(items);
@@ -546,7 +638,7 @@ impl Unpickler {
         match callable {
             Value::Global(Global::OrderedDict) if args.is_empty() => Ok(Value::Dict(Vec::new())),
             Value::Global(Global::RebuildTensor) if (6..=7).contains(&args.len()) => {
-                let Value::Storage(storage) = args[0].clone() else {
+                let Value::Storage(storage) = &args[0] else {
                     return Err(format!("a tensor's storage is {}", args[0].kind()));
                 };
                 let size = args[2].usizes("a tensor's size")?;
@@ -556,12 +648,12 @@ impl Unpickler {
                         "size {size:?} and stride {stride:?} differ in length"
                     ));
                 }
-                Ok(Value::Tensor(TensorRef {
-                    storage,
+                Ok(Value::Tensor(Box::new(TensorRef {
+                    storage: (**storage).clone(),
                     offset: args[1].usize("a tensor's storage offset")?,
                     size,
                     stride,
-                }))
+                })))
             }
             Value::Global(global) => Err(format!(
                 "the pickle calls {global:?} with {} arguments",
@@ -589,16 +681,14 @@ impl Unpickler {
                 op::STOP => return self.pop(),
                 op::GLOBAL => {
                     let (module, name) = (bytes.line()?, bytes.line()?);
-                    self.stack
-                        .push(Value::Global(Global::named(&module, &name)?));
+                    self.push(Value::Global(Global::named(&module, &name)?))?;
                 }
                 op::STACK_GLOBAL => {
                     let (name, module) = (self.pop()?, self.pop()?);
                     let (Value::Str(module), Value::Str(name)) = (module, name) else {
                         return Err("STACK_GLOBAL without two strings".into());
                     };
-                    self.stack
-                        .push(Value::Global(Global::named(&module, &name)?));
+                    self.push(Value::Global(Global::named(&module, &name)?))?;
                 }
                 op::BINPUT | op::LONG_BINPUT | op::MEMOIZE => {
                     let index = match code {
@@ -615,26 +705,26 @@ impl Unpickler {
                 }
                 op::BINGET => {
                     let value = self.memo_get(u32::from(bytes.u8()?))?;
-                    self.stack.push(value);
+                    self.push(value)?;
                 }
                 op::LONG_BINGET => {
                     let value = self.memo_get(bytes.u32()?)?;
-                    self.stack.push(value);
+                    self.push(value)?;
                 }
-                op::MARK => self.stack.push(Value::Mark),
-                op::EMPTY_TUPLE => self.stack.push(Value::Tuple(Vec::new())),
+                op::MARK => self.push(Value::Mark)?,
+                op::EMPTY_TUPLE => self.push(Value::Tuple(Vec::new()))?,
                 op::TUPLE => {
                     let items = self.pop_to_mark()?;
-                    self.stack.push(Value::Tuple(items));
+                    self.push_container(Value::Tuple, items)?;
                 }
                 op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
                     let n = usize::from(code - op::TUPLE1 + 1);
                     let mut items = (0..n).map(|_| self.pop()).collect::<Result<Vec<_>, _>>()?;
                     items.reverse();
-                    self.stack.push(Value::Tuple(items));
+                    self.push_container(Value::Tuple, items)?;
                 }
-                op::EMPTY_DICT => self.stack.push(Value::Dict(Vec::new())),
-                op::EMPTY_LIST => self.stack.push(Value::List(Vec::new())),
+                op::EMPTY_DICT => self.push(Value::Dict(Vec::new()))?,
+                op::EMPTY_LIST => self.push(Value::List(Vec::new()))?,
                 op::SETITEM => {
                     let (value, key) = (self.pop()?, self.pop()?);
                     self.set_items(vec![key, value])?;
@@ -654,24 +744,24 @@ impl Unpickler {
                 op::BINUNICODE => {
                     let len = bytes.u32()? as usize;
                     let s = bytes.string(len)?;
-                    self.stack.push(Value::Str(s));
+                    self.push(Value::Str(s))?;
                 }
                 op::SHORT_BINUNICODE => {
                     let len = usize::from(bytes.u8()?);
                     let s = bytes.string(len)?;
-                    self.stack.push(Value::Str(s));
+                    self.push(Value::Str(s))?;
                 }
                 op::BININT => {
                     let n = i32::from_le_bytes(bytes.take(4)?.try_into().expect("4"));
-                    self.stack.push(Value::Int(i64::from(n)));
+                    self.push(Value::Int(i64::from(n)))?;
                 }
                 op::BININT1 => {
                     let n = bytes.u8()?;
-                    self.stack.push(Value::Int(i64::from(n)));
+                    self.push(Value::Int(i64::from(n)))?;
                 }
                 op::BININT2 => {
                     let n = bytes.u16()?;
-                    self.stack.push(Value::Int(i64::from(n)));
+                    self.push(Value::Int(i64::from(n)))?;
                 }
                 op::LONG1 => {
                     let len = usize::from(bytes.u8()?);
@@ -684,15 +774,15 @@ impl Unpickler {
                     if len > 0 && digits[len - 1] & 0x80 != 0 {
                         buffer[len..].fill(0xFF);
                     }
-                    self.stack.push(Value::Int(i64::from_le_bytes(buffer)));
+                    self.push(Value::Int(i64::from_le_bytes(buffer)))?;
                 }
                 op::BINFLOAT => {
                     let v = f64::from_be_bytes(bytes.take(8)?.try_into().expect("8"));
-                    self.stack.push(Value::Float(v));
+                    self.push(Value::Float(v))?;
                 }
-                op::NONE => self.stack.push(Value::None),
-                op::NEWTRUE => self.stack.push(Value::Bool(true)),
-                op::NEWFALSE => self.stack.push(Value::Bool(false)),
+                op::NONE => self.push(Value::None)?,
+                op::NEWTRUE => self.push(Value::Bool(true))?,
+                op::NEWFALSE => self.push(Value::Bool(false))?,
                 op::BINPERSID => {
                     let id = self.pop()?;
                     let storage = match id {
@@ -717,11 +807,12 @@ impl Unpickler {
                     if storage.key.contains(['/', '\\']) || storage.key.contains("..") {
                         return Err(format!("a storage key {:?} that is a path", storage.key));
                     }
-                    self.stack.push(Value::Storage(storage));
+                    self.push(Value::Storage(Box::new(storage)))?;
                 }
                 op::REDUCE => {
                     let (args, callable) = (self.pop()?, self.pop()?);
-                    self.stack.push(Self::call(callable, args)?);
+                    let made = Self::call(callable, args)?;
+                    self.push(made)?;
                 }
                 op::BUILD => {
                     // An OrderedDict's attributes (a module's `_metadata`): not part of the
@@ -810,7 +901,9 @@ fn zip(records: &[(String, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// The records (name, data) of a zip archive of stored records, in the central directory's
-/// order, each checked against its CRC.
+/// order, each checked against its CRC. Records may not overlap (local header and data), so each
+/// byte is checked once: 65,534 directory entries pointing at one 4 MB record once made the CRC
+/// run over it 65,534 times.
 fn unzip(raw: &[u8]) -> Result<Vec<(String, &[u8])>, String> {
     let truncated = || "the zip archive is truncated or damaged (no end of central directory)";
     let search_from = raw.len().saturating_sub(22 + 0xFFFF);
@@ -858,14 +951,34 @@ fn unzip(raw: &[u8]) -> Result<Vec<(String, &[u8])>, String> {
         let data = raw
             .get(start..start + size as usize)
             .ok_or_else(|| format!("record {name} is truncated: {size} bytes promised"))?;
-        if crc32(data) != crc {
+        records.push((name, local..start + data.len(), data, crc));
+    }
+    let mut spans: Vec<(&std::ops::Range<usize>, &str)> = records
+        .iter()
+        .map(|(name, span, ..)| (span, name.as_str()))
+        .collect();
+    spans.sort_by_key(|(span, _)| span.start);
+    for pair in spans.windows(2) {
+        let ((first, first_name), (second, second_name)) = (pair[0], pair[1]);
+        if second.start < first.end {
             return Err(format!(
-                "record {name} is damaged: its CRC-32 does not match"
+                "records {first_name} and {second_name} overlap in the archive: not a zip \
+                 archive torch writes"
             ));
         }
-        records.push((name, data));
     }
-    Ok(records)
+    records
+        .into_iter()
+        .map(|(name, _, data, crc)| {
+            if crc32(data) == crc {
+                Ok((name, data))
+            } else {
+                Err(format!(
+                    "record {name} is damaged: its CRC-32 does not match"
+                ))
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -896,16 +1009,9 @@ mod tests {
         }
     }
 
-    /// An archive whose records are `records`, with `data.pkl` replaced.
+    /// An archive of [`tensors`] with `data.pkl` replaced.
     fn with_pickle(pickle: Vec<u8>) -> Vec<u8> {
-        let raw = write(&tensors(), Dtype::F32);
-        let mut records: Vec<(String, Vec<u8>)> = unzip(&raw)
-            .unwrap()
-            .into_iter()
-            .map(|(name, data)| (name, data.to_vec()))
-            .collect();
-        records[0].1 = pickle;
-        zip(&records)
+        with_pickle_of(&write(&tensors(), Dtype::F32), pickle)
     }
 
     #[test]
@@ -1035,6 +1141,100 @@ mod tests {
         wide.extend([op::SETITEMS, op::STOP]);
         let message = read(&with_pickle(wide)).unwrap_err();
         assert!(message.contains("entries"), "{message}");
+    }
+
+    /// A million nested tuples (TUPLE1 on TUPLE1…) or nested lists once overflowed the stack
+    /// (exit 134); a flat pickle of 15 M `None`s took 4.2 GB. Each is refused once it passes the
+    /// bound, with nothing left that recurses deeper than [`MAX_DEPTH`].
+    #[test]
+    fn deep_or_endless_pickles_are_refused() {
+        let mut tuples = vec![op::PROTO, 2, op::EMPTY_TUPLE];
+        tuples.extend(std::iter::repeat_n(op::TUPLE1, 1_000_000));
+        tuples.push(op::STOP);
+        let message = read(&with_pickle(tuples)).unwrap_err();
+        assert!(
+            message.contains("nests containers over 32 deep"),
+            "{message}"
+        );
+
+        let mut lists = vec![op::PROTO, 2];
+        lists.extend(std::iter::repeat_n(op::EMPTY_LIST, 100_000));
+        lists.extend(std::iter::repeat_n(op::APPEND, 99_999));
+        lists.push(op::STOP);
+        let message = read(&with_pickle(lists)).unwrap_err();
+        assert!(
+            message.contains("nests containers over 32 deep"),
+            "{message}"
+        );
+
+        let mut nones = vec![op::PROTO, 2];
+        nones.extend(std::iter::repeat_n(op::NONE, 2 * MAX_VALUES));
+        nones.push(op::STOP);
+        let message = read(&with_pickle(nones)).unwrap_err();
+        assert!(message.contains("makes over"), "{message}");
+    }
+
+    /// Directory entries that point at one record made its CRC run once per entry (65,534
+    /// entries on a 4 MB record: minutes): records may not overlap.
+    #[test]
+    fn overlapping_records_are_refused() {
+        let raw = write(&tensors(), Dtype::F32);
+        let end = raw.len() - 22;
+        let mut at = u32_at(&raw, end + 16).unwrap() as usize;
+        let first_local = u32_at(&raw, at + 42).unwrap();
+        let mut patched = raw.clone();
+        for index in 0..u16_at(&raw, end + 10).unwrap() {
+            let name_len = usize::from(u16_at(&raw, at + 28).unwrap());
+            let extra_len = usize::from(u16_at(&raw, at + 30).unwrap());
+            if index == 2 {
+                // The third entry: same name, sizes and CRC, but the first record's place.
+                patched[at + 42..at + 46].copy_from_slice(&first_local.to_le_bytes());
+            }
+            at += 46 + name_len + extra_len;
+        }
+        let message = read(&patched).unwrap_err();
+        assert!(message.contains("overlap"), "{message}");
+    }
+
+    /// Tensors that view one storage again and again once had it expanded per tensor (4,096
+    /// views of a 4 MB storage: 16 GB) before the template check: the tensors may hold no more
+    /// elements than their storages, and each tensor is offered to `accept` before it is read.
+    #[test]
+    fn shared_storages_are_not_expanded_twice_and_names_are_checked_first() {
+        let values: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let two = vec![
+            ("a".to_owned(), vec![12], values.clone()),
+            ("b".to_owned(), vec![12], values),
+        ];
+        let raw = write(&two, Dtype::F32);
+        let records = unzip(&raw).unwrap();
+        let mut pickle = records[0].1.to_vec();
+        // The second tensor's storage key, "1", becomes "0": both view storage 0.
+        let key = [op::BINUNICODE, 1, 0, 0, 0, b'1'];
+        let at = pickle.windows(6).position(|w| w == key).unwrap();
+        pickle[at + 5] = b'0';
+        let message = read(&with_pickle_of(&raw, pickle)).unwrap_err();
+        assert!(message.contains("overlap"), "{message}");
+
+        let mut offered = Vec::new();
+        let refused = read_with(&raw, |name, shape| {
+            offered.push((name.to_owned(), shape.to_vec()));
+            Err(format!("{name} is not in the template"))
+        })
+        .unwrap_err();
+        assert_eq!(refused, "a is not in the template");
+        assert_eq!(offered, vec![("a".to_owned(), vec![12])]);
+    }
+
+    /// `raw`'s records with `data.pkl` replaced by `pickle`.
+    fn with_pickle_of(raw: &[u8], pickle: Vec<u8>) -> Vec<u8> {
+        let mut records: Vec<(String, Vec<u8>)> = unzip(raw)
+            .unwrap()
+            .into_iter()
+            .map(|(name, data)| (name, data.to_vec()))
+            .collect();
+        records[0].1 = pickle;
+        zip(&records)
     }
 
     #[test]
