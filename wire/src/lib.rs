@@ -4,8 +4,9 @@
 //! A frame is `MAGIC (2 bytes) | kind (1) | length (2, little-endian) | payload (length) |
 //! CRC-32 (4, little-endian, of kind, length and payload)`. The host sends [`CLASSIFY`] frames
 //! (784 pixel bytes, as stored in the IDX files); the board answers each with a [`RESULT`]
-//! (the class, then the 10 logits as little-endian f32 bits) or an [`ERROR`] (one [`Fault`]
-//! byte). Every frame is read whole by its length before it is judged, so a bad frame never
+//! (the CRC-32 of the frame it answers, the class, then the 10 logits as little-endian f32
+//! bits) or an [`ERROR`] (one [`Fault`] byte). The echoed CRC lets the host tell the answer to
+//! the image it sent from a late or repeated one. Every frame is read whole by its length before it is judged, so a bad frame never
 //! leaves the stream misaligned; a frame that stops arriving is ended by [`Decoder::timeout`].
 #![cfg_attr(not(test), no_std)]
 
@@ -19,12 +20,15 @@ pub const HEADER: usize = 5;
 pub const TRAILER: usize = 4;
 /// Host to board: classify the image in the payload.
 pub const CLASSIFY: u8 = 0x01;
-/// Board to host: the class (1 byte), then the logits (10 × f32, little-endian).
+/// Board to host: the CRC-32 of the frame answered (4 bytes, little-endian), then a
+/// [`RECORD_LEN`] record: the class (1 byte) and the logits (10 × f32, little-endian).
 pub const RESULT: u8 = 0x81;
 /// Board to host: one [`Fault`] byte.
 pub const ERROR: u8 = 0xE1;
+/// One image's result: the class and the logits (also the measuring firmware's record).
+pub const RECORD_LEN: usize = 1 + 4 * infer::NUM_CLASSES;
 /// A [`RESULT`] payload's length.
-pub const RESULT_LEN: usize = 1 + 4 * infer::NUM_CLASSES;
+pub const RESULT_LEN: usize = 4 + RECORD_LEN;
 /// The longest frame the board builds: a [`RESULT`].
 pub const MAX_REPLY: usize = HEADER + RESULT_LEN + TRAILER;
 
@@ -97,6 +101,8 @@ pub struct Frame<'a> {
     pub kind: u8,
     /// Its payload.
     pub payload: &'a [u8],
+    /// Its CRC-32 (what [`encode`] put in its trailer), which a [`RESULT`] echoes.
+    pub crc: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +212,7 @@ impl<const N: usize> Decoder<N> {
         Ok(Frame {
             kind: self.header[0],
             payload: &self.payload[..self.length],
+            crc: u32::from_le_bytes(self.crc),
         })
     }
 }

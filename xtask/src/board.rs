@@ -81,7 +81,7 @@ pub fn qemu_machine(board: &Board) -> [&'static str; 4] {
     ["-M", board.name, "-cpu", cpu]
 }
 
-const RECORD: usize = wire::RESULT_LEN;
+const RECORD: usize = wire::RECORD_LEN;
 
 /// Options of `board`.
 #[derive(clap::Args, Debug)]

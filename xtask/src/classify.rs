@@ -418,42 +418,82 @@ impl Line {
 
     /// The next reply frame, within `timeout`.
     pub fn receive(&mut self, timeout: Duration) -> anyhow::Result<Answer> {
-        let deadline = Instant::now() + timeout;
+        Ok(self.next_reply(deadline(timeout), timeout)?.1)
+    }
+
+    /// The next reply before `deadline` (`timeout` from its start, for the error): the CRC-32
+    /// it answers (results only) and what it says, checked ([`answer`]).
+    fn next_reply(
+        &mut self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> anyhow::Result<(Option<u32>, Answer)> {
         let mut decoder = wire::Decoder::<64>::new();
-        let mut buf = [0u8; 64];
+        // One byte at a time, so that nothing past this frame is read: the next reply, if it
+        // came in the same read, stays on the line for the next call.
+        let mut byte = [0u8; 1];
         while Instant::now() < deadline {
-            let n = self.receive_some(&mut buf)?;
-            for &byte in &buf[..n] {
-                match decoder.push(byte) {
-                    None => {}
-                    Some(Err(fault)) => bail!("a damaged reply: {}", fault.describe()),
-                    Some(Ok(frame)) => return answer(frame),
-                }
+            if self.receive_some(&mut byte)? == 0 {
+                continue;
+            }
+            match decoder.push(byte[0]) {
+                None => {}
+                Some(Err(fault)) => bail!("a damaged reply: {}", fault.describe()),
+                Some(Ok(frame)) => return answer(frame),
             }
         }
         bail!("no reply within {} s", timeout.as_secs_f64())
     }
 
-    /// Sends one image and returns the answer.
+    /// Sends one image and returns the answer to it: a result that answers another frame (a
+    /// late reply to an image that timed out, or a repeated one) is passed over.
     pub fn classify(&mut self, pixels: &[u8], timeout: Duration) -> anyhow::Result<Answer> {
         let mut frame = vec![0u8; wire::HEADER + pixels.len() + wire::TRAILER];
-        wire::encode(wire::CLASSIFY, pixels, &mut frame);
+        let n = wire::encode(wire::CLASSIFY, pixels, &mut frame);
+        let sent = u32::from_le_bytes(frame[n - wire::TRAILER..n].try_into().expect("4 bytes"));
         self.send(&frame)?;
-        self.receive(timeout)
+        let deadline = deadline(timeout);
+        loop {
+            match self.next_reply(deadline, timeout)? {
+                (Some(answered), _) if answered != sent => {}
+                (_, answer) => return Ok(answer),
+            }
+        }
     }
 }
 
-fn answer(frame: wire::Frame<'_>) -> anyhow::Result<Answer> {
+/// `timeout` from now (far in the future when that does not fit an `Instant`).
+fn deadline(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+}
+
+/// What a reply frame says, checked: a result names a class under 10 that is the largest of its
+/// finite logits (the board computes it so), and comes with the CRC-32 of the frame it answers;
+/// an error names a known fault. Anything else is an error that says what is wrong.
+fn answer(frame: wire::Frame<'_>) -> anyhow::Result<(Option<u32>, Answer)> {
     match (frame.kind, frame.payload) {
         (wire::RESULT, payload) if payload.len() == wire::RESULT_LEN => {
+            let answered = u32::from_le_bytes(payload[..4].try_into().expect("4 bytes"));
+            let (class, record) = (payload[4], &payload[5..]);
             let mut logits = [0f32; NUM_CLASSES];
-            for (logit, chunk) in logits.iter_mut().zip(payload[1..].chunks_exact(4)) {
+            for (logit, chunk) in logits.iter_mut().zip(record.chunks_exact(4)) {
                 *logit = f32::from_le_bytes(chunk.try_into().expect("4 bytes"));
             }
-            Ok(Answer::Class(payload[0], logits))
+            if usize::from(class) >= NUM_CLASSES {
+                bail!("an impossible reply: class {class} (there are {NUM_CLASSES})");
+            }
+            if let Some(bad) = logits.iter().find(|l| !l.is_finite()) {
+                bail!("an impossible reply: a logit of {bad}");
+            }
+            if usize::from(class) != infer::model::argmax(&logits) {
+                bail!("an impossible reply: class {class} is not its largest logit's");
+            }
+            Ok((Some(answered), Answer::Class(class, logits)))
         }
         (wire::ERROR, &[byte]) => wire::Fault::from_byte(byte)
-            .map(Answer::Refused)
+            .map(|fault| (None, Answer::Refused(fault)))
             .ok_or_else(|| anyhow!("an error reply with unknown code {byte}")),
         (kind, payload) => bail!(
             "an unexpected reply (kind {kind:#x}, {} bytes)",
@@ -652,6 +692,62 @@ mod tests {
             message.contains("bomb.png") && message.contains("5000 x 5000"),
             "{message}"
         );
+    }
+
+    /// A RESULT frame answering the frame of CRC-32 `answered`.
+    fn result_frame(answered: u32, class: u8, logits: &[f32; NUM_CLASSES]) -> Vec<u8> {
+        let mut payload = answered.to_le_bytes().to_vec();
+        payload.push(class);
+        logits.iter().for_each(|l| payload.extend(l.to_le_bytes()));
+        let mut out = vec![0u8; wire::HEADER + payload.len() + wire::TRAILER];
+        wire::encode(wire::RESULT, &payload, &mut out);
+        out
+    }
+
+    /// Replies a board could not have sent (class 200, a NaN logit, a class that is not the
+    /// largest logit's) are errors that say so, and a result answering another frame (a late or
+    /// repeated one) is passed over for the one that answers the image sent. Before, class 200
+    /// printed as "200 Ankle boot" with exit 0, and a stale reply was taken as the next image's.
+    #[test]
+    fn impossible_or_stale_replies_are_never_taken_as_the_answer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let (mut board, _) = listener.accept().unwrap();
+        let mut line = Line::Tcp(client);
+        let pixels = [7u8; INPUT_SIZE];
+        let mut request = vec![0u8; wire::HEADER + INPUT_SIZE + wire::TRAILER];
+        let n = wire::encode(wire::CLASSIFY, &pixels, &mut request);
+        let sent = u32::from_le_bytes(request[n - 4..n].try_into().unwrap());
+        let mut logits = [0.0f32; NUM_CLASSES];
+        logits[3] = 2.5;
+        // A late reply to another image, then the answer to this one.
+        let mut other = logits;
+        other.swap(3, 8);
+        board.write_all(&result_frame(sent ^ 1, 8, &other)).unwrap();
+        board.write_all(&result_frame(sent, 3, &logits)).unwrap();
+        // Each wait ends at a reply; the minutes only catch a hang.
+        let timeout = Duration::from_secs(300);
+        assert_eq!(
+            line.classify(&pixels, timeout).unwrap(),
+            Answer::Class(3, logits)
+        );
+        let mut nan = logits;
+        nan[5] = f32::NAN;
+        for (reply, says) in [
+            (result_frame(sent, 200, &logits), "class 200"),
+            (result_frame(sent, 5, &nan), "a logit of NaN"),
+            (
+                result_frame(sent, 4, &logits),
+                "class 4 is not its largest logit's",
+            ),
+        ] {
+            board.write_all(&reply).unwrap();
+            let error = format!("{:#}", line.classify(&pixels, timeout).unwrap_err());
+            assert!(error.contains(says), "{error}");
+        }
     }
 
     /// On QEMU, through a pseudo-terminal opened as a serial port: each bad frame gets its error

@@ -1,6 +1,6 @@
 //! The application firmware: classifies images sent over the board's UART with the model in
 //! flash, in `wire`'s framed protocol. Each `CLASSIFY` frame (784 pixel bytes) gets a `RESULT`
-//! (class and logits); a frame that is corrupted, cut short (the line quiet for
+//! (the frame's CRC-32, class and logits); a frame that is corrupted, cut short (the line quiet for
 //! [`QUIET_MS`] inside a frame), of the wrong size or of an unknown kind gets an `ERROR` naming
 //! why, and the next frame is read as usual. No semihosting, no allocator: it runs without a
 //! debugger attached. A panic (none is expected) resets the core.
@@ -65,13 +65,15 @@ fn main() -> ! {
             Some(Ok(frame)) => model
                 .as_ref()
                 .and_then(|model| model.forward_into(frame.payload, scratch).ok())
+                .map(|logits| (frame.crc, logits))
                 .ok_or(Fault::BadModel),
         };
         match answer {
-            Ok(logits) => {
+            Ok((crc, logits)) => {
                 let mut payload = [0u8; wire::RESULT_LEN];
-                payload[0] = infer::model::argmax(&logits) as u8;
-                for (chunk, logit) in payload[1..].chunks_exact_mut(4).zip(&logits) {
+                payload[..4].copy_from_slice(&crc.to_le_bytes());
+                payload[4] = infer::model::argmax(&logits) as u8;
+                for (chunk, logit) in payload[5..].chunks_exact_mut(4).zip(&logits) {
                     chunk.copy_from_slice(&logit.to_bits().to_le_bytes());
                 }
                 reply(&mut uart, wire::RESULT, &payload);

@@ -18,7 +18,7 @@ use cortex_m_semihosting::{debug, hprintln, nr, syscall};
 use infer::{INPUT_SIZE, Model};
 use panic_semihosting as _;
 
-const RECORD: usize = wire::RESULT_LEN;
+const RECORD: usize = wire::RECORD_LEN;
 const CALIBRATION_LOOPS: u32 = 100_000;
 
 unsafe extern "C" {
