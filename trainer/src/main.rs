@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use data::{DataArgs, Dataset};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook::iterator::Signals;
@@ -76,7 +76,9 @@ fn run() -> anyhow::Result<()> {
     // A file-size limit makes writes fail with an error naming the file, not kill the process.
     signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))
         .context("installing the SIGXFSZ handler")?;
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    let settings_given = settings_given(&matches);
     let checkpoint_path = RunPaths::new(&cli.out).checkpoint;
     let checkpoint = if cli.resume && !checkpoint_path.exists() {
         eprintln!(
@@ -86,7 +88,7 @@ fn run() -> anyhow::Result<()> {
         None
     } else if cli.resume {
         let checkpoint = Checkpoint::load(&checkpoint_path)?;
-        if cli.config != TrainConfig::default() && cli.config != checkpoint.config {
+        if settings_given && cli.config != checkpoint.config {
             anyhow::bail!(
                 "--resume continues {} with the settings it was started with ({}), and the \
                  settings given differ ({}): drop them to resume, or start a new run with \
@@ -171,6 +173,16 @@ fn run() -> anyhow::Result<()> {
         run.paths.log.display()
     );
     Ok(())
+}
+
+/// Whether any of the run's settings (a [`TrainConfig`] flag) was given on the command line,
+/// even with its default value: `--resume --seed 0` of a run started with `--seed 5` is a
+/// conflict, not a request to resume as it was.
+fn settings_given(matches: &clap::ArgMatches) -> bool {
+    let settings = <TrainConfig as clap::Args>::augment_args(clap::Command::new("settings"));
+    settings.get_arguments().any(|arg| {
+        matches.value_source(arg.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine)
+    })
 }
 
 /// Whether a stop was asked for, and by which signal.
