@@ -170,9 +170,21 @@ fn train(configuration: &Configuration, seed: u64, args: &CompareArgs) -> anyhow
     crate::train::ensure_data(&options)?;
     let status = crate::setup::run_trainer(&options, None)?;
     if !status.success() {
+        // Only a stop (Ctrl-C, SIGTERM: 130, 143) leaves a run that the same command resumes;
+        // anything else would fail again the same way.
+        if matches!(status.code(), Some(130 | 143)) {
+            bail!(
+                "{} seed {seed} was stopped ({status}); run the same command again to resume it",
+                configuration.name
+            );
+        }
         bail!(
-            "{} seed {seed} failed ({status}); run the same command again to resume it",
-            configuration.name
+            "{} seed {seed} failed ({status}; the trainer's error is above). If it says the \
+             settings differ from the checkpoint's, the list's options for {} changed since that \
+             run: give the configuration a new name, or delete {} to start it again",
+            configuration.name,
+            configuration.name,
+            model.with_extension("ckpt").display()
         );
     }
     let log_path = model.with_extension("log.json");
