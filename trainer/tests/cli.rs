@@ -224,7 +224,14 @@ fn resume_honours_or_refuses_the_settings_given() {
     args.extend(["--seed", "6", "--resume", "--out", out.to_str().unwrap()]);
     assert_one_line_error(&trainer(&args), "the settings given differ", "--seed 6");
     // A setting given with its default value is a setting given (it was ignored silently).
-    let args = ["--seed", "0", "--quiet", "--resume", "--out", out.to_str().unwrap()];
+    let args = [
+        "--seed",
+        "0",
+        "--quiet",
+        "--resume",
+        "--out",
+        out.to_str().unwrap(),
+    ];
     assert_one_line_error(&trainer(&args), "the settings given differ", "--seed 0");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -88,9 +88,13 @@ pub enum Answer {
 /// Runs `classify`.
 pub fn run(args: &ClassifyArgs) -> anyhow::Result<()> {
     let images = gather(args)?;
+    if images.is_empty() {
+        bail!("no images to classify: the files given hold none");
+    }
     let (mut line, _qemu, model_path) = match (&args.qemu, &args.port) {
         (Some(name), _) => {
-            let machine = crate::board::machine(name)?;
+            let machine = crate::board::machine(name)
+                .map_err(|e| anyhow!("{}", e.to_string().replacen("--machine", "--qemu", 1)))?;
             let model = args
                 .model
                 .clone()

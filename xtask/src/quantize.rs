@@ -28,10 +28,13 @@ pub struct QuantizeArgs {
     #[arg(long, value_name = "SCHEME", default_value = "int8", value_parser = ["int8", "full"])]
     scheme: String,
     /// Training images (spread evenly over the training split, never the test split) whose
-    /// activations set the 8-bit ranges of `--scheme full`.
-    #[arg(long, value_name = "IMAGES", default_value_t = 2000, value_parser = crate::args::count::<1, 60_000>)]
-    calibration: usize,
+    /// activations set the 8-bit ranges of `--scheme full` [default: 2000].
+    #[arg(long, value_name = "IMAGES", value_parser = crate::args::count::<1, 60_000>)]
+    calibration: Option<usize>,
 }
+
+/// `--calibration`'s default.
+const CALIBRATION: usize = 2000;
 
 /// Runs `quantize`.
 pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
@@ -46,6 +49,9 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
     }
     if args.scheme == "full" {
         return full(args, &input);
+    }
+    if args.calibration.is_some() {
+        bail!("--calibration applies to --scheme full; int8 weights need no calibration images");
     }
     if file.layers.iter().all(|l| l.encoding == Encoding::Int8) {
         bail!(
@@ -178,12 +184,9 @@ fn full(args: &QuantizeArgs, input: &ModelFileOnDisk) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.model.with_extension("q8.fmlp"));
     crate::files::check_outputs(&[("--out", &out)], &[("--model", &args.model)])?;
-    if args.calibration == 0 {
-        bail!("--calibration must be at least 1 image");
-    }
     let source = crate::setup::ensure_fashion_mnist()?;
     let (train, _) = data::fetch::load_part(&source, data::fetch::Part::Train)?;
-    let count = args.calibration.min(train.len());
+    let count = args.calibration.unwrap_or(CALIBRATION).min(train.len());
     let quantized = full_integer(&input.model(), &train, count)?;
     crate::files::write(&out, &quantized)?;
     println!(

@@ -31,7 +31,7 @@ pub struct SweepArgs {
 
 /// Runs `sweep`.
 pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
-    let kinds: Vec<ActivationKind> = if args.activations.iter().any(|a| a == "all") {
+    let mut kinds: Vec<ActivationKind> = if args.activations.iter().any(|a| a == "all") {
         ActivationKind::ALL.to_vec()
     } else {
         args.activations
@@ -42,6 +42,13 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?
     };
+    // `relu,relu` trains ReLU once.
+    let mut seen = Vec::new();
+    kinds.retain(|kind| {
+        let first = !seen.contains(kind);
+        seen.push(*kind);
+        first
+    });
     let (test, _) = crate::setup::fashion_mnist_test()?;
     let mut table = format!(
         "Command: `cargo xtask sweep --activations {} --hidden {} --epochs {} --seed {}` \

@@ -684,3 +684,34 @@ fn endless_or_blocking_inputs_are_refused_naming_them() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Options that would be ignored, or inputs with nothing in them, are errors rather than a
+/// silent success: `quantize --calibration` without `--scheme full`, `classify` of an IDX file
+/// of no images ("0 images answered", exit 0), and `--qemu` of an unknown board names `--qemu`.
+#[test]
+fn ignored_options_and_empty_inputs_are_errors() {
+    let dir = scratch("ignored");
+    let model = dir.join("m.fmlp");
+    std::fs::write(&model, small_model()).unwrap();
+    let m = model.to_str().unwrap();
+    let (images, _) = idx_files(&dir, 0);
+    let i = images.to_str().unwrap();
+    for (args, says) in [
+        (
+            &["quantize", "--model", m, "--calibration", "100"][..],
+            &["--calibration applies to --scheme full"][..],
+        ),
+        (
+            &["classify", "--qemu", "--model", m, i][..],
+            &["no images to classify"][..],
+        ),
+        (
+            &["classify", "--qemu", "nosuchboard", "--model", m][..],
+            &["--qemu nosuchboard"][..],
+        ),
+    ] {
+        assert_one_line_error(&xtask(args), says, &format!("{args:?}"));
+    }
+    assert!(!dir.join("m.int8.fmlp").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
