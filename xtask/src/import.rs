@@ -176,7 +176,48 @@ pub fn from_state_dict(
             infer::NUM_CLASSES
         );
     }
-    Ok((file.to_vec()?, notes))
+    let bytes = file.to_vec()?;
+    finite_logits(&infer::Model::from_bytes(&bytes)?)?;
+    Ok((bytes, notes))
+}
+
+/// Refuses a model whose logits can leave f32's range on some picture (pixels 0-255): its
+/// normalisation (a std of 1e-45, a mean of 1e38) or its weights. The bound is interval
+/// arithmetic, in f64: the largest normalised input, then per layer the largest `Σ|w|·bound +
+/// |b|`, through the activation at both ends of the interval. Such a model once imported fine
+/// and `eval` then reported about 10 %, silently.
+fn finite_logits(model: &infer::Model<'_>) -> anyhow::Result<()> {
+    let file = model.file();
+    let Normalization { mean, std } = file.normalization;
+    let input = |p: f64| ((p - f64::from(mean)) / f64::from(std)).abs();
+    let mut bound = input(0.0).max(input(1.0));
+    let last = file.layers.len() - 1;
+    for (index, layer) in file.layers.iter().enumerate() {
+        let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+        let mut widest = 0f64;
+        for j in 0..d_out {
+            let sum: f64 = (0..d_in)
+                .map(|i| f64::from(layer.weight(i, j)).abs())
+                .sum::<f64>()
+                * bound
+                + f64::from(infer::format::f16_at(layer.bias, j)).abs();
+            widest = widest.max(sum);
+        }
+        bound = if index == last {
+            widest
+        } else {
+            let at = |z: f64| f64::from(file.activation.apply(index, z as f32)).abs();
+            at(widest).max(at(-widest))
+        };
+        if !(bound.is_finite() && bound < f64::from(f32::MAX)) {
+            bail!(
+                "the normalisation (mean {mean}, std {std}) and the weights can give values \
+                 beyond f32's range by layer {index}, so the logits would not be finite on \
+                 every picture: refused"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The activation the metadata names (`relu` when it names none), with its α.
@@ -284,6 +325,33 @@ mod tests {
             assert!(notes.is_empty(), "{notes:?}");
             assert_eq!(imported, bytes, "{dtype:?}");
         }
+    }
+
+    /// A normalisation that sends some pixel out of f32's range (std 1e-45, mean 1e38) once
+    /// imported fine and scored about 10 % in eval: it is refused.
+    #[test]
+    fn normalisations_or_weights_that_cannot_give_finite_logits_are_refused() {
+        let bytes = model_bytes();
+        let model = Model::from_bytes(&bytes).unwrap();
+        let tensors = || {
+            crate::export::state_dict(&model)
+                .into_iter()
+                .map(|(name, shape, values)| (name, (shape, values)))
+                .collect::<BTreeMap<_, _>>()
+        };
+        for (mean, std) in [("0.25", "1e-45"), ("1e38", "0.5")] {
+            let mut metadata = crate::export::metadata(&model);
+            metadata.insert("normalization_mean".into(), mean.into());
+            metadata.insert("normalization_std".into(), std.into());
+            match from_state_dict(tensors(), &metadata) {
+                Ok(_) => panic!("mean {mean}, std {std}: accepted"),
+                Err(error) => assert!(
+                    error.to_string().contains("would not be finite"),
+                    "{mean}, {std}: {error}"
+                ),
+            }
+        }
+        assert!(from_state_dict(tensors(), &crate::export::metadata(&model)).is_ok());
     }
 
     #[test]
