@@ -248,10 +248,8 @@ fn locate_with(given: Option<&Path>, may_download: bool) -> Result<Source> {
 /// split and whether it matched Fashion-MNIST.
 pub fn load_part(source: &Source, part: Part) -> Result<(Split, bool)> {
     let [(images_name, images_sha), (labels_name, labels_sha)] = part.files();
-    let images_path = file_in(source.dir(), images_name);
-    let labels_path = file_in(source.dir(), labels_name);
-    let images = read_maybe_gzip(&images_path)?;
-    let labels = read_maybe_gzip(&labels_path)?;
+    let (images_path, images) = read_one(source.dir(), images_name)?;
+    let (labels_path, labels) = read_one(source.dir(), labels_name)?;
     let must_verify = !matches!(source, Source::Given(_));
     let mut verified = true;
     for (path, bytes, expected) in [
@@ -272,6 +270,25 @@ pub fn load_part(source: &Source, part: Part) -> Result<(Split, bool)> {
     }
     let split = Split::from_bytes(&images_path, &images, &labels_path, &labels)?;
     Ok((split, verified))
+}
+
+/// The file `name` of `dir` (plain if present, else gzipped) and its bytes. Where both are
+/// there, both are read, and a pair that disagrees is an error naming both: the plain one was
+/// once used silently.
+fn read_one(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>)> {
+    let path = file_in(dir, name);
+    let bytes = read_maybe_gzip(&path)?;
+    let gz = dir.join(format!("{name}.gz"));
+    if path != gz && gz.is_file() && read_maybe_gzip(&gz)? != bytes {
+        return Err(Error::Invalid {
+            path,
+            defect: format!(
+                "differs from {} beside it (decompressed): remove the one that is wrong",
+                gz.display()
+            ),
+        });
+    }
+    Ok((path, bytes))
 }
 
 /// The path of `name` in `dir`, plain if present, else gzipped.
@@ -356,6 +373,54 @@ mod tests {
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    /// Plain and `.gz` copies of one file that disagree are refused naming both; copies that
+    /// agree are read.
+    #[test]
+    fn a_plain_and_a_gz_file_that_disagree_are_refused() {
+        use std::io::Write as _;
+        let dir = std::env::temp_dir().join(format!("fetch-pair-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let idx = |magic: u32, dims: &[u32], fill: u8| {
+            let mut bytes = magic.to_be_bytes().to_vec();
+            dims.iter().for_each(|d| bytes.extend(d.to_be_bytes()));
+            let n: u32 = dims.iter().product();
+            bytes.extend(std::iter::repeat_n(fill, n as usize));
+            bytes
+        };
+        let images = idx(0x803, &[2, 28, 28], 7);
+        let labels = idx(0x801, &[2], 3);
+        for (name, _) in FILES {
+            let bytes = if name.contains("images") {
+                &images
+            } else {
+                &labels
+            };
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+        let gz = |bytes: &[u8]| {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+            encoder.write_all(bytes).unwrap();
+            encoder.finish().unwrap()
+        };
+        let args = DataArgs {
+            data: Some(dir.clone()),
+        };
+        std::fs::write(dir.join("t10k-labels-idx1-ubyte.gz"), gz(&labels)).unwrap();
+        assert_eq!(Dataset::load(&args).unwrap().test.len(), 2);
+        std::fs::write(
+            dir.join("t10k-labels-idx1-ubyte.gz"),
+            gz(&idx(0x801, &[2], 4)),
+        )
+        .unwrap();
+        let message = Dataset::load(&args).unwrap_err().to_string();
+        assert!(
+            message.contains("t10k-labels-idx1-ubyte: differs from")
+                && message.contains("t10k-labels-idx1-ubyte.gz"),
+            "{message}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -124,8 +124,14 @@ fn run() -> anyhow::Result<()> {
 
     let dataset = Dataset::load(&cli.data)?;
     run.check_inputs(&dataset.source.files())?;
+    let files: Vec<String> = dataset
+        .source
+        .files()
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
     eprintln!(
-        "data: {} ({} train, {} test images{})",
+        "data: {} ({} train, {} test images{}; read {})",
         dataset.source,
         dataset.train.len(),
         dataset.test.len(),
@@ -133,7 +139,8 @@ fn run() -> anyhow::Result<()> {
             ", Fashion-MNIST checksums verified"
         } else {
             ""
-        }
+        },
+        files.join(", ")
     );
     eprintln!("settings: {}", serde_json::to_string(&run.config)?);
 
