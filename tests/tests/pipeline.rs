@@ -162,6 +162,7 @@ fn divergence_stops_the_run_naming_epoch_and_step() {
     let model = run_dir("diverge").join("model.fmlp");
     let config = TrainConfig {
         lr: 1e6,
+        weight_decay: 0.5,
         ..config(&[16], 2)
     };
     let error = trained(&config, &dataset, &model, None)
@@ -173,6 +174,13 @@ fn divergence_stops_the_run_naming_epoch_and_step() {
             assert_eq!(epoch, 1);
             assert!(
                 step >= 2 && message.contains(&format!("step {step}")),
+                "{message}"
+            );
+            // It names what to change, the settings set far from their defaults included.
+            assert!(
+                message.contains("a lower --lr (it is 1000000)")
+                    && message.contains("a smaller --weight-decay (it is 0.5)")
+                    && !message.contains("--momentum"),
                 "{message}"
             );
         }

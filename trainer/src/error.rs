@@ -29,14 +29,16 @@ pub enum Error {
     },
     /// The loss became NaN or infinite.
     #[error(
-        "training diverged: loss is {loss} at epoch {epoch}, step {step}; {}",
+        "training diverged: loss is {loss} at epoch {epoch}, step {step}: {cause}; {}",
         match checkpoint {
-            Some(path) => format!("the last good checkpoint is {} (resume with --resume, \
-                                   perhaps with a lower --lr)", path.display()),
-            None => "no epoch completed, so there is no checkpoint (try a lower --lr)".to_owned(),
+            Some(path) => format!("the last good checkpoint is {} (a run with other settings \
+                                   starts anew: another --out, or delete it)", path.display()),
+            None => "no epoch completed, so there is no checkpoint".to_owned(),
         }
     )]
     Diverged {
+        /// What made it diverge, as far as the step can tell, and what to change.
+        cause: String,
         /// The loss value.
         loss: f32,
         /// Epoch, from 1.

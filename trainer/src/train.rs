@@ -226,6 +226,7 @@ impl EpochRun<'_> {
                 bar.abandon();
                 let checkpoint = &self.run.paths.checkpoint;
                 return Err(Error::Diverged {
+                    cause: divergence_cause(config, &batch),
                     loss: outcome.loss,
                     epoch,
                     step: step + 1,
@@ -255,6 +256,40 @@ impl EpochRun<'_> {
         bar.finish_and_clear();
         Ok(Ended::Done { state, lr })
     }
+}
+
+/// What made a step's loss non-finite, as far as it can be told, naming the settings to change:
+/// the teachers' soft targets when they are not finite (a damaged teacher), else the logits
+/// overflowed, which the learning rate does, and the other settings that push the same way when
+/// they are set far from their defaults (a small --temperature, a large --alpha, a large
+/// --weight-decay or --momentum near 1).
+fn divergence_cause(config: &crate::config::TrainConfig, batch: &Batch) -> String {
+    if batch.soft_targets.iter().any(|p| !p.is_finite()) {
+        return "the --teacher files give non-finite soft targets on this batch (a teacher's \
+                logits are NaN or infinite): check or replace them"
+            .to_owned();
+    }
+    let mut settings = vec![format!("a lower --lr (it is {})", config.lr)];
+    let distill = &config.distill;
+    if !distill.teachers.is_empty() && distill.temperature < 1.0 {
+        settings.push(format!(
+            "a larger --temperature (it is {})",
+            distill.temperature
+        ));
+    }
+    if config.alpha.is_some_and(|alpha| alpha.abs() > 1.0) {
+        settings.push(format!("a smaller --alpha (it is {})", config.alpha()));
+    }
+    if config.weight_decay > 1e-2 {
+        settings.push(format!(
+            "a smaller --weight-decay (it is {})",
+            config.weight_decay
+        ));
+    }
+    if config.momentum > 0.95 {
+        settings.push(format!("a smaller --momentum (it is {})", config.momentum));
+    }
+    format!("the logits overflowed; try {}", settings.join(", or "))
 }
 
 /// The line printed after each epoch.
