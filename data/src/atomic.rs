@@ -31,6 +31,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .ok_or_else(|| std::io::Error::other("path has no file name"))?;
     let (temp, mut file) =
         create_temp(dir, &name.to_string_lossy(), std::iter::repeat_with(nonce))?;
+    pending().push(temp.clone());
     let result = (|| {
         file.write_all(bytes)?;
         file.sync_all()?;
@@ -40,7 +41,25 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
+    pending().retain(|p| *p != temp);
     result
+}
+
+/// The temp files this process is writing now.
+fn pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    static PENDING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    PENDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Removes the temp files [`write_atomically`] is writing now, for a process about to exit on a
+/// signal in the middle of a write: it leaves no hidden `.tmp` behind (the file it was to
+/// replace is untouched either way). Not for a signal handler itself: it takes a lock.
+pub fn remove_pending() {
+    for temp in pending().drain(..) {
+        let _ = std::fs::remove_file(temp);
+    }
 }
 
 /// A new file in `dir` named after `name` and the first of `nonces` whose name is free, created
@@ -307,6 +326,20 @@ mod tests {
         let long = dir.join("a".repeat(250));
         write_atomically(&long, b"long").unwrap();
         assert_eq!(std::fs::read(&long).unwrap(), b"long");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A write in progress has its temp file listed, and `remove_pending` removes it.
+    #[test]
+    fn a_pending_temp_file_is_removed_on_request() {
+        let dir = std::env::temp_dir().join(format!("atomic-pending-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (temp, _file) = create_temp(&dir, "out.csv", [1].into_iter()).unwrap();
+        pending().push(temp.clone());
+        assert!(temp.exists());
+        remove_pending();
+        assert!(!temp.exists());
+        assert!(pending().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

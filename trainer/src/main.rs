@@ -217,6 +217,8 @@ fn stop_on_signals() -> anyhow::Result<Stop> {
             };
             if requested.swap(true, Ordering::Relaxed) {
                 eprintln!("\n{name} again: quitting without a checkpoint");
+                // A write in progress leaves no hidden temp file (its target is untouched).
+                data::atomic::remove_pending();
                 std::process::exit(128 + received);
             }
             signal.store(received, Ordering::Relaxed);

@@ -94,6 +94,7 @@ fn run() -> anyhow::Result<()> {
         signal_hook::consts::SIGXFSZ,
         std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
     )?;
+    xtask::setup::exit_cleanly_on_signals()?;
     match Cli::parse().task {
         Task::Train { args } => train::run(args),
         Task::Eval(args) => eval::run(&args),

@@ -35,6 +35,52 @@ pub fn run_trainer(args: &[String], features: Option<&str>) -> anyhow::Result<Ex
     Ok(run_child(command.args(args), "the trainer")?.status)
 }
 
+/// How many children [`run_child`] is waiting for now: while one runs, SIGINT, SIGTERM and
+/// SIGHUP are passed on to it, not acted on here.
+static CHILDREN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Makes SIGINT, SIGTERM and SIGHUP end xtask as they would, with the exit status 128 + the
+/// signal, but without leaving a temp file of an artifact being written behind
+/// ([`data::atomic::remove_pending`]); while [`run_child`] waits for a child, they go to the
+/// child instead.
+#[cfg(unix)]
+pub fn exit_cleanly_on_signals() -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing the signal handlers")?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if CHILDREN.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                data::atomic::remove_pending();
+                std::process::exit(128 + signal);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Signals end xtask as usual off Unix.
+#[cfg(not(unix))]
+pub fn exit_cleanly_on_signals() -> anyhow::Result<()> {
+    Ok(())
+}
+
+/// Counts a child [`run_child`] waits for, while it lives.
+struct Waiting;
+
+impl Waiting {
+    fn new() -> Self {
+        CHILDREN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        CHILDREN.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Runs `command` and waits for it; its stdout is returned when the caller piped it. The child
 /// runs in its own process group, and SIGINT, SIGTERM and SIGHUP that reach xtask are passed on
 /// to it, once each: a terminal's Ctrl-C (sent to xtask's group) or a `kill` of xtask stop the
@@ -49,6 +95,7 @@ pub fn run_child(command: &mut Command, what: &str) -> anyhow::Result<Output> {
     use std::os::unix::process::{CommandExt, ExitStatusExt};
 
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let _waiting = Waiting::new();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing the signal handlers")?;
     let handle = signals.handle();
