@@ -13,7 +13,14 @@ use serde_json::{Value, json};
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   cargo xtask models                                    # table + models/pareto.png
-  cargo xtask models --add runs/big.fmlp --name mlp-1000-200 --wall-seconds 700")]
+  cargo xtask models --add runs/big.fmlp --name mlp-1000-200 --wall-seconds 700
+  cargo xtask models --add runs/big.int8.fmlp --name mlp-1000-200-int8
+  cargo xtask models --add runs/big.q8.fmlp --from runs/big.int8.fmlp --name mlp-1000-200-q8
+
+A quantised file is shipped with the log of the run it came from: --from names the file it was
+quantised from (default: its name without .int8 or .q8, e.g. runs/big.int8.fmlp for
+runs/big.int8.q8.fmlp and runs/big.fmlp for runs/big.int8.fmlp); a quantised --from is followed
+the same way, back to the trained run.")]
 pub struct ModelsArgs {
     /// Directory of the shipped models.
     #[arg(long, value_name = "DIR", default_value = "models")]
@@ -24,6 +31,9 @@ pub struct ModelsArgs {
     /// Name of the shipped model (file stem under --dir).
     #[arg(long)]
     name: Option<String>,
+    /// The file --add was quantised from (see below), when its name does not say.
+    #[arg(long, value_name = "MODEL", requires = "add")]
+    from: Option<PathBuf>,
     /// Wall-clock seconds the training command took (measured outside, e.g. with `time`).
     #[arg(long, value_name = "SECONDS", value_parser = crate::args::seconds)]
     wall_seconds: Option<f64>,
@@ -32,7 +42,13 @@ pub struct ModelsArgs {
 /// Runs `models`.
 pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
     if let (Some(model), Some(name)) = (&args.add, &args.name) {
-        return add(&args.dir, model, name, args.wall_seconds);
+        return add(
+            &args.dir,
+            model,
+            args.from.as_deref(),
+            name,
+            args.wall_seconds,
+        );
     }
     let mut entries: Vec<Value> = Vec::new();
     let listing =
@@ -124,9 +140,43 @@ fn worst_perturbed(dir: &Path, entries: &[Value]) -> anyhow::Result<Vec<(&'stati
     Ok(worst)
 }
 
+/// The files `model` was made from, `model` first and the trained run (the one with a log) last:
+/// each quantised file's source is `from` for the first, else its name without `.int8` or `.q8`.
+fn sources(model: &Path, from: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
+    let mut chain = vec![model.to_owned()];
+    let mut next = from.map(Path::to_owned);
+    loop {
+        let last = chain.last().expect("not empty");
+        if last.with_extension("log.json").exists() {
+            return Ok(chain);
+        }
+        let source = next.take().or_else(|| {
+            let name = last.to_string_lossy();
+            [".int8.fmlp", ".q8.fmlp"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .map(|stem| PathBuf::from(format!("{stem}.fmlp")))
+        });
+        match source {
+            Some(source) if chain.len() < 4 && !chain.contains(&source) => chain.push(source),
+            _ => bail!(
+                "{}: no run log beside it ({}), and no file it was quantised from: give --from",
+                last.display(),
+                last.with_extension("log.json").display()
+            ),
+        }
+    }
+}
+
 /// Ships a run: copies the model, scores it through `infer` as `eval` does, and writes the JSON.
-/// An int8 file made by `quantize` (`RUN.int8.fmlp`) is shipped with `RUN`'s log.
-fn add(dir: &Path, model: &Path, name: &str, wall_seconds: Option<f64>) -> anyhow::Result<()> {
+/// A quantised file is shipped with the log of the run it came from ([`sources`]).
+fn add(
+    dir: &Path,
+    model: &Path,
+    from: Option<&Path>,
+    name: &str,
+    wall_seconds: Option<f64>,
+) -> anyhow::Result<()> {
     let plain = Path::new(name).file_name().is_some_and(|n| n == name);
     if !plain || name.starts_with('.') {
         bail!("--name {name:?} must be a plain file name (no directories, not starting with .)");
@@ -139,11 +189,8 @@ fn add(dir: &Path, model: &Path, name: &str, wall_seconds: Option<f64>) -> anyho
         &[("the shipped model", &target), ("its JSON", &json_path)],
         &[("--add", model)],
     )?;
-    let model_name = model.to_string_lossy();
-    let trained = match model_name.strip_suffix(".int8.fmlp") {
-        Some(stem) => PathBuf::from(format!("{stem}.fmlp")),
-        None => model.to_owned(),
-    };
+    let chain = sources(model, from)?;
+    let trained = chain.last().expect("not empty").clone();
     let log_path = trained.with_extension("log.json");
     let log: Value = serde_json::from_str(
         &std::fs::read_to_string(&log_path)
@@ -162,7 +209,7 @@ fn add(dir: &Path, model: &Path, name: &str, wall_seconds: Option<f64>) -> anyho
             log_path.display()
         )
     })?;
-    let command = shipped_command(trained_by, &trained, model, &target);
+    let command = shipped_command(trained_by, &chain, &target)?;
     crate::files::write(&target, bytes)?;
     let entry = json!({
         "name": name,
@@ -184,38 +231,88 @@ fn add(dir: &Path, model: &Path, name: &str, wall_seconds: Option<f64>) -> anyho
 }
 
 /// The commands that make `target` again: the run's own command (`trained_by`, from its log,
-/// writing `trained`), then the quantisation that made `model` from it, or a copy.
-fn shipped_command(trained_by: &str, trained: &Path, model: &Path, target: &Path) -> String {
-    if trained == model {
-        format!(
-            "{trained_by} && cp {} {}",
-            trained.display(),
+/// writing the last file of `chain`), then each quantisation back up the chain (full-integer
+/// where the file made is), the last one writing `target`; for an unquantised run, a copy.
+fn shipped_command(trained_by: &str, chain: &[PathBuf], target: &Path) -> anyhow::Result<String> {
+    let mut command = trained_by.to_owned();
+    if chain.len() == 1 {
+        return Ok(format!(
+            "{command} && cp {} {}",
+            chain[0].display(),
             target.display()
-        )
-    } else {
-        format!(
-            "{trained_by} && cargo xtask quantize --model {} --out {}",
-            trained.display(),
-            target.display()
-        )
+        ));
     }
+    for (step, pair) in chain.windows(2).rev().enumerate() {
+        let (made, source) = (&pair[0], &pair[1]);
+        let file = crate::files::ModelFileOnDisk::read(made)?;
+        let scheme = if file.model().file().is_integer() {
+            " --scheme full"
+        } else {
+            ""
+        };
+        let out = if step + 2 == chain.len() {
+            target
+        } else {
+            made.as_path()
+        };
+        command += &format!(
+            " && cargo xtask quantize{scheme} --model {} --out {}",
+            source.display(),
+            out.display()
+        );
+    }
+    Ok(command)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An unquantised run is copied; an int8 file (`.int8.fmlp`) and a full-integer one made
+    /// from it (`.int8.q8.fmlp`, or any name with `--from`) are traced back to the run's log,
+    /// and the command quantises up the chain (`-q8` files could not be shipped before).
     #[test]
-    fn the_shipped_command_is_the_logged_one_then_quantize_or_copy() {
-        let logged = "cargo xtask train --hidden 300 --train-images 1000 --out runs/m.fmlp";
-        let (run, int8) = (Path::new("runs/m.fmlp"), Path::new("runs/m.int8.fmlp"));
+    fn the_shipped_command_is_the_logged_one_then_each_quantisation_or_a_copy() {
+        let dir = crate::files::TempDir::new("models-chain").unwrap();
+        let at = |name: &str| dir.path().join(name);
+        let f16 = crate::board::tests::small_model();
+        std::fs::write(at("m.fmlp"), &f16).unwrap();
+        std::fs::write(at("m.log.json"), "{}").unwrap();
+        std::fs::write(at("m.int8.fmlp"), &f16).unwrap(); // a float file, as int8 ones are
+        let model = infer::Model::from_bytes(&f16).unwrap();
+        let train = data::Split {
+            images: (0..4 * infer::INPUT_SIZE)
+                .map(|i| (i % 251) as u8)
+                .collect(),
+            labels: vec![0, 1, 2, 3],
+        };
+        let q8 = crate::quantize::full_integer(&model, &train, 4).unwrap();
+        std::fs::write(at("m.int8.q8.fmlp"), &q8).unwrap();
+        std::fs::write(at("renamed.fmlp"), &q8).unwrap();
+        let logged = "cargo xtask train --out m.fmlp";
+        let target = Path::new("models/x.fmlp");
+        let command = |model: &str, from: Option<&str>| {
+            let from = from.map(at);
+            let chain = sources(&at(model), from.as_deref()).unwrap();
+            shipped_command(logged, &chain, target)
+                .unwrap()
+                .replace(&format!("{}/", dir.path().display()), "")
+        };
         assert_eq!(
-            shipped_command(logged, run, int8, Path::new("models/m8.fmlp")),
-            format!("{logged} && cargo xtask quantize --model runs/m.fmlp --out models/m8.fmlp")
+            command("m.fmlp", None),
+            format!("{logged} && cp m.fmlp models/x.fmlp")
         );
         assert_eq!(
-            shipped_command(logged, run, run, Path::new("models/m.fmlp")),
-            format!("{logged} && cp runs/m.fmlp models/m.fmlp")
+            command("m.int8.fmlp", None),
+            format!("{logged} && cargo xtask quantize --model m.fmlp --out models/x.fmlp")
         );
+        let full = format!(
+            "{logged} && cargo xtask quantize --model m.fmlp --out m.int8.fmlp && cargo xtask \
+             quantize --scheme full --model m.int8.fmlp --out models/x.fmlp"
+        );
+        assert_eq!(command("m.int8.q8.fmlp", None), full);
+        assert_eq!(command("renamed.fmlp", Some("m.int8.fmlp")), full);
+        let error = sources(&at("renamed.fmlp"), None).unwrap_err().to_string();
+        assert!(error.contains("give --from"), "{error}");
     }
 }
