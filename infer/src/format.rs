@@ -24,6 +24,9 @@ pub const MAGIC: [u8; 4] = *b"FMLP";
 pub const FORMAT_VERSION: u16 = 4;
 /// The version written for models without integer layers, and the oldest one read.
 pub const FLOAT_FORMAT_VERSION: u16 = 3;
+/// Where the commands write and read a model file when none is named (`train --out`, `eval
+/// --model`, …): one definition for all of them.
+pub const DEFAULT_PATH: &str = "runs/model.fmlp";
 /// Most layers a model file may hold.
 pub const MAX_LAYERS: usize = 8;
 /// Most outputs a layer may have (the trainer's `--hidden` checks the same bound).

@@ -362,6 +362,15 @@ impl LearningRate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Distillation's defaults, read from its own definition (so that distill does not use
+    /// this module), are the command line's.
+    #[test]
+    fn distillation_defaults_are_the_command_lines() {
+        let config = TrainConfig::default();
+        assert_eq!(config.distill, crate::distill::Distillation::default());
+        assert!(config.distill.teachers.is_empty() && config.distill.temperature == 4.0);
+    }
     use clap::Parser;
 
     #[derive(Parser)]

@@ -30,10 +30,16 @@ pub struct Distillation {
 }
 
 impl Default for Distillation {
-    /// No teacher, and the command line's defaults for the rest (read from its one definition
-    /// above, as [`crate::config::TrainConfig::default`] reads all of them).
+    /// No teacher, and the command line's defaults for the rest, read from its one definition
+    /// above (as `TrainConfig::default` reads all of them; this module does not use `config`,
+    /// which uses it).
     fn default() -> Self {
-        crate::config::TrainConfig::default().distill
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            distill: Distillation,
+        }
+        <Defaults as clap::Parser>::parse_from(["trainer"]).distill
     }
 }
 

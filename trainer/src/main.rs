@@ -38,7 +38,7 @@ struct Cli {
     #[command(flatten)]
     data: DataArgs,
     /// Model file to write.
-    #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
+    #[arg(long, value_name = "PATH", default_value = infer::format::DEFAULT_PATH)]
     out: PathBuf,
     /// Continue from OUT's checkpoint, with the settings and data it was started with (settings
     /// given that differ are an error); without a checkpoint, a new run starts.

@@ -101,7 +101,7 @@ Example:
 )]
 pub struct BoardArgs {
     /// Model file to embed in the firmware's flash.
-    #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
+    #[arg(long, value_name = "PATH", default_value = infer::format::DEFAULT_PATH)]
     pub model: PathBuf,
     /// QEMU machine (see below).
     #[arg(long, value_name = "NAME", default_value = "mps2-an386")]

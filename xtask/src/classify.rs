@@ -98,7 +98,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<()> {
             let model = args
                 .model
                 .clone()
-                .unwrap_or_else(|| PathBuf::from("runs/model.fmlp"));
+                .unwrap_or_else(|| PathBuf::from(infer::format::DEFAULT_PATH));
             crate::files::ModelFileOnDisk::read(&model)?;
             crate::board::ensure_tools(machine.target)?;
             eprintln!(

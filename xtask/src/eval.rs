@@ -15,7 +15,7 @@ use data::{CLASS_NAMES, DataArgs, NUM_CLASSES, Split};
   cargo xtask eval --images t10k-images-idx3-ubyte.gz --labels t10k-labels-idx1-ubyte.gz")]
 pub struct EvalArgs {
     /// Model file to evaluate.
-    #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
+    #[arg(long, value_name = "PATH", default_value = infer::format::DEFAULT_PATH)]
     model: PathBuf,
     #[command(flatten)]
     data: DataArgs,

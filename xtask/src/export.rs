@@ -45,7 +45,7 @@ pub enum ExportFormat {
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
     /// Model file to export.
-    #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
+    #[arg(long, value_name = "PATH", default_value = infer::format::DEFAULT_PATH)]
     model: PathBuf,
     /// Output format: `safetensors`, or `pt` (what `torch.save(model.state_dict())` writes;
     /// `torch.load(FILE, weights_only=True)` reads it; the activation and normalisation go to

@@ -24,7 +24,7 @@ pub struct FlashArgs {
     #[arg(long, value_name = "NAME", default_value = "nRF52840_xxAA")]
     pub chip: String,
     /// Model file to embed in flash.
-    #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
+    #[arg(long, value_name = "PATH", default_value = infer::format::DEFAULT_PATH)]
     pub model: PathBuf,
     /// Build the firmware and print its path, for another flasher; do not run probe-rs.
     #[arg(long)]

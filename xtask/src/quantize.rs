@@ -19,7 +19,7 @@ use crate::files::ModelFileOnDisk;
 #[derive(clap::Args, Debug)]
 pub struct QuantizeArgs {
     /// f16 model file to quantise.
-    #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
+    #[arg(long, value_name = "PATH", default_value = infer::format::DEFAULT_PATH)]
     model: PathBuf,
     /// File to write. Default: MODEL with extension .int8.fmlp (.q8.fmlp for --scheme full).
     #[arg(long, value_name = "PATH")]

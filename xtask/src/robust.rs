@@ -16,7 +16,7 @@ use crate::files::ModelFileOnDisk;
 #[derive(clap::Args, Debug)]
 pub struct RobustArgs {
     /// Model files to check (several give one column each).
-    #[arg(long, num_args = 1.., default_value = "runs/model.fmlp")]
+    #[arg(long, num_args = 1.., default_value = infer::format::DEFAULT_PATH)]
     model: Vec<PathBuf>,
     /// Print JSON instead of a Markdown table.
     #[arg(long)]

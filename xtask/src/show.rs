@@ -13,7 +13,7 @@ use crate::files::ModelFileOnDisk;
 #[derive(clap::Args, Debug)]
 pub struct ShowArgs {
     /// Model file to describe.
-    #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
+    #[arg(long, value_name = "PATH", default_value = infer::format::DEFAULT_PATH)]
     model: PathBuf,
 }
 

@@ -28,7 +28,7 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "STUDENTID", value_parser = student_id)]
     id: String,
     /// Model file to hand in.
-    #[arg(long, value_name = "PATH", default_value = "runs/model.fmlp")]
+    #[arg(long, value_name = "PATH", default_value = infer::format::DEFAULT_PATH)]
     model: PathBuf,
     /// Directory to write the files into (made if missing).
     #[arg(long, value_name = "DIR", default_value = "runs")]
