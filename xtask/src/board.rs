@@ -75,10 +75,22 @@ pub fn machine(name: &str) -> anyhow::Result<&'static Board> {
     })
 }
 
-/// QEMU's `-M` and `-cpu` arguments for an emulated board.
-pub fn qemu_machine(board: &Board) -> [&'static str; 4] {
+/// QEMU emulating `board` (`-M`, `-cpu`) with one virtual nanosecond per instruction
+/// (`-icount shift=0`, which the measuring firmware's clock is calibrated against), under
+/// `timeout SECONDS` when given: the one place that says how QEMU runs a firmware; each caller
+/// adds its display, serial line and `-kernel`.
+pub fn qemu(board: &Board, timeout: Option<u64>) -> Command {
     let cpu = board.qemu_cpu.expect("an emulated board");
-    ["-M", board.name, "-cpu", cpu]
+    let mut command = match timeout {
+        Some(seconds) => {
+            let mut command = Command::new("timeout");
+            command.arg(seconds.to_string()).arg("qemu-system-arm");
+            command
+        }
+        None => Command::new("qemu-system-arm"),
+    };
+    command.args(["-M", board.name, "-cpu", cpu, "-icount", "shift=0"]);
+    command
 }
 
 const RECORD: usize = wire::RECORD_LEN;
@@ -316,18 +328,9 @@ pub fn build(model: &Path, board: &Board, bin: &str) -> anyhow::Result<PathBuf> 
 }
 
 fn emulate(machine: &Board, elf: &Path, dir: &Path, timeout: u64) -> anyhow::Result<BoardReport> {
-    let output = Command::new("timeout")
-        .arg(timeout.to_string())
-        .arg("qemu-system-arm")
-        .args(qemu_machine(machine))
+    let output = qemu(machine, Some(timeout))
         .arg("-nographic")
-        .args([
-            "-icount",
-            "shift=0",
-            "-semihosting-config",
-            "enable=on,target=native",
-            "-kernel",
-        ])
+        .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
         .arg(elf)
         .current_dir(dir)
         .output()

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -528,9 +528,10 @@ impl Qemu {
             Via::Tcp => format!("tcp:127.0.0.1:{}", listener.local_addr()?.port()),
             Via::Pty => "pty".into(),
         };
-        let child = Command::new("qemu-system-arm")
-            .args(crate::board::qemu_machine(machine))
-            .args(["-display", "none", "-monitor", "none", "-icount", "shift=0"])
+        // No `timeout` wrapper: this process kills QEMU itself when done (Drop), and a SIGKILL of
+        // a wrapper would leave QEMU running.
+        let child = crate::board::qemu(machine, None)
+            .args(["-display", "none", "-monitor", "none"])
             .args(["-serial", &serial, "-kernel"])
             .arg(&elf)
             .stdin(Stdio::null())
