@@ -449,29 +449,34 @@ mod tests {
     /// `forwarding_in_a_separate_process`, so no other test's child gets it. The events waited
     /// for: the child writes `ready` once its trap is set (run_child's handlers are installed
     /// before it starts), and the copy's exit.
-    #[test]
-    fn a_signal_to_xtask_reaches_the_child_which_it_waits_for() {
-        let dir = crate::files::TempDir::new("forwarding").unwrap();
+    /// A copy of this test binary running only the test `test`, with `variable` naming `dir`;
+    /// returned once its child has written `dir/ready`.
+    fn copy_of_this_binary(test: &str, variable: &str, dir: &Path) -> std::process::Child {
         let mut copy = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "setup::tests::forwarding_in_a_separate_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(FORWARDING_DIR, dir.path())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(variable, dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let ready = dir.path().join("ready");
-        while !ready.exists() {
+        while !dir.join("ready").exists() {
             assert!(
                 copy.try_wait().unwrap().is_none(),
                 "the copy ended before its child was ready"
             );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        copy
+    }
+
+    #[test]
+    fn a_signal_to_xtask_reaches_the_child_which_it_waits_for() {
+        let dir = crate::files::TempDir::new("forwarding").unwrap();
+        let copy = copy_of_this_binary(
+            "setup::tests::forwarding_in_a_separate_process",
+            FORWARDING_DIR,
+            dir.path(),
+        );
         // SAFETY: kill(2) touches no memory; the copy is our child, not yet reaped.
         let sent = unsafe { libc::kill(copy.id() as libc::pid_t, libc::SIGTERM) };
         assert_eq!(sent, 0);
@@ -518,23 +523,12 @@ mod tests {
     #[test]
     fn the_child_gets_sigterm_when_xtask_is_killed() {
         let dir = crate::files::TempDir::new("orphan").unwrap();
-        let mut copy = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "setup::tests::orphan_in_a_separate_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ORPHAN_DIR, dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (ready, term) = (dir.path().join("ready"), dir.path().join("term"));
-        while !ready.exists() {
-            assert!(copy.try_wait().unwrap().is_none(), "the copy ended first");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        let mut copy = copy_of_this_binary(
+            "setup::tests::orphan_in_a_separate_process",
+            ORPHAN_DIR,
+            dir.path(),
+        );
+        let term = dir.path().join("term");
         copy.kill().unwrap(); // SIGKILL: nothing is forwarded
         copy.wait().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
