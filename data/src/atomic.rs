@@ -284,11 +284,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("atomic-special-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fifo = dir.join("fifo");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        crate::test_files::fifo(&fifo);
         let to_null = dir.join("null");
         std::os::unix::fs::symlink("/dev/null", &to_null).unwrap();
         let dangling = dir.join("dangling");

@@ -60,11 +60,7 @@ mod tests {
         let error = read(Path::new("/dev/zero"), MAX_DATA).unwrap_err();
         assert!(error.to_string().contains("a character device"), "{error}");
         let fifo = dir.join("fifo");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        crate::test_files::fifo(&fifo);
         let error = read(&fifo, MAX_DATA).unwrap_err();
         assert!(error.to_string().contains("a FIFO"), "{error}");
         let sparse = dir.join("sparse");

@@ -13,6 +13,19 @@ pub mod idx;
 pub mod input;
 pub mod transform;
 
+/// What the unit tests of several modules make.
+#[cfg(all(test, unix))]
+pub(crate) mod test_files {
+    /// A FIFO made at `path` (with `mkfifo`).
+    pub fn fifo(path: &std::path::Path) {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", path.display());
+    }
+}
+
 use std::path::PathBuf;
 
 pub use fetch::{DataArgs, Dataset, Source};
