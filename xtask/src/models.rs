@@ -1,8 +1,9 @@
 //! `cargo xtask models`: the shipped models under `models/`, each `NAME.fmlp` with `NAME.json`
 //! beside it (the command that made it, seed, accuracies, bytes, wall time). `--add RUN` copies a
 //! finished run there and writes its JSON from the run's log; without it, prints the Markdown
-//! table of every shipped model, with its worst accuracy on `robust`'s perturbations (measured
-//! now, through `infer`), and draws `models/pareto.png`.
+//! table of every shipped model, with the bytes of the course's `.pt` hand-in (✓ where its
+//! parameters are within the course's limit) and its worst accuracy on `robust`'s perturbations
+//! (measured now, through `infer`), and draws `models/pareto.png`.
 
 use std::path::{Path, PathBuf};
 
@@ -68,12 +69,19 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
     entries.sort_by_key(|e| e["bytes"].as_u64().unwrap_or(0));
     let worst = worst_perturbed(&args.dir, &entries)?;
     println!(
-        "| model | bytes | test accuracy | worst perturbed accuracy | validation accuracy | \
-         training wall time | command |\n|---|---|---|---|---|---|---|"
+        "| model | bytes | course's .pt (f16) | test accuracy | worst perturbed accuracy | \
+         validation accuracy | training wall time | command |\n|---|---|---|---|---|---|---|---|"
     );
     for (e, (worst_name, worst_accuracy)) in entries.iter().zip(&worst) {
+        let file = e["file"].as_str().unwrap_or("?");
+        let model = crate::files::ModelFileOnDisk::read(&args.dir.join(file))?;
+        let course = match crate::submit::hand_in(&model.model()) {
+            Some(h) if h.fits => format!("{} ✓", h.pt_bytes),
+            Some(h) => format!("{} (over the limit)", h.pt_bytes),
+            None => "- (full-integer)".to_owned(),
+        };
         println!(
-            "| {} | {} | {:.2} % | {:.2} % ({worst_name}) | {} | {} | `{}` |",
+            "| {} | {} | {course} | {:.2} % | {:.2} % ({worst_name}) | {} | {} | `{}` |",
             e["name"].as_str().unwrap_or("?"),
             e["bytes"],
             100.0 * e["test_accuracy"].as_f64().unwrap_or(0.0),

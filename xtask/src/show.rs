@@ -35,6 +35,21 @@ fn describe(path: &Path, model: &Model<'_>, size: usize) -> String {
         file.version()
     );
     let _ = writeln!(w, "architecture {}", crate::eval::architecture(model));
+    let _ = match crate::submit::hand_in(model) {
+        Some(hand_in) => writeln!(
+            w,
+            "course hand-in: {} bytes of parameters in f16 ({} the {}-byte limit), a {}-byte .pt \
+             from submit",
+            hand_in.parameter_bytes,
+            if hand_in.fits { "within" } else { "over" },
+            crate::submit::SIZE_LIMIT,
+            hand_in.pt_bytes
+        ),
+        None => writeln!(
+            w,
+            "course hand-in: none (full-integer: submit the f16 or int8 file it came from)"
+        ),
+    };
     let Normalization { mean, std } = file.normalization;
     if file.is_integer() {
         let _ = writeln!(

@@ -14,6 +14,33 @@ use crate::files::ModelFileOnDisk;
 /// The course's limit on the submitted parameters, in bytes.
 pub const SIZE_LIMIT: usize = 2_000_000;
 
+/// What the course counts of a model: the bytes of `submit`'s f16 `.pt` file, of its
+/// parameters in f16, and whether the course can take it (`None` for a full-integer model,
+/// which has no float state dict to hand in).
+pub fn hand_in(model: &infer::Model<'_>) -> Option<HandIn> {
+    if model.file().is_integer() {
+        return None;
+    }
+    let parameter_bytes = 2 * model.parameter_count();
+    let state_dict = crate::export::state_dict(model);
+    Some(HandIn {
+        pt_bytes: crate::pt::write(&state_dict, crate::safetensors::Dtype::F16).len(),
+        parameter_bytes,
+        fits: parameter_bytes <= SIZE_LIMIT,
+    })
+}
+
+/// See [`hand_in`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandIn {
+    /// Bytes of the f16 `.pt` file `submit` writes.
+    pub pt_bytes: usize,
+    /// Bytes of the parameters in f16: what the course's limit counts.
+    pub parameter_bytes: usize,
+    /// Whether they are within [`SIZE_LIMIT`].
+    pub fits: bool,
+}
+
 /// Options of `submit`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:

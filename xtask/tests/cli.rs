@@ -544,6 +544,18 @@ fn submit_writes_the_pt_and_the_csv_eval_would_and_the_pt_imports_back() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("3190 parameters"), "{stdout}");
+    // show reports the hand-in that submit wrote: its .pt's bytes and the parameters' bytes.
+    let pt_bytes = std::fs::metadata(out.join("42_submission.pt"))
+        .unwrap()
+        .len();
+    let shown = String::from_utf8_lossy(&xtask(&["show", "--model", m]).stdout).into_owned();
+    assert!(
+        shown.contains(&format!(
+            "course hand-in: 6380 bytes of parameters in f16 (within the 2000000-byte limit), \
+             a {pt_bytes}-byte .pt from submit"
+        )),
+        "{shown}"
+    );
     let eval_csv = dir.join("eval.csv");
     let eval = xtask(&[
         "eval",
