@@ -170,6 +170,37 @@ pub fn tone(image: &mut [f32], contrast: f32, brightness: f32) {
     }
 }
 
+/// A tone curve: each value `v` (0..=1) becomes `v^gamma` (below 1 lightens the mid-tones,
+/// above 1 darkens them; black and white stay).
+pub fn gamma(image: &mut [f32], gamma: f32) {
+    for value in image {
+        *value = value.clamp(0.0, 1.0).powf(gamma);
+    }
+}
+
+/// Many changes at once, each of a random strength drawn from `rng`, as another imaging
+/// pipeline might make them: the product re-framed smaller (scale 0.75-0.95) and off-centre (up
+/// to 2 px each way), rotated a little (up to 8° either way), a tone curve (γ 0.7-1.4) and a
+/// contrast of 0.8-1.0, a 3x3 blur one time in two, and noise (σ up to 0.08).
+pub fn compound(image: &mut [f32], rng: &mut SplitMix64) {
+    let geometry = Geometry {
+        rotate: 8.0 * rng.symmetric(),
+        scale: 0.75 + 0.2 * rng.uniform(),
+        dx: 2.0 * rng.symmetric(),
+        dy: 2.0 * rng.symmetric(),
+        mirror: false,
+    };
+    let source = image.to_vec();
+    geometry.apply(&source, image);
+    gamma(image, 0.7 + 0.7 * rng.uniform());
+    tone(image, 0.8 + 0.2 * rng.uniform(), 0.0);
+    if rng.uniform() < 0.5 {
+        blur(image);
+    }
+    let sigma = 0.08 * rng.uniform();
+    noise(image, sigma, rng);
+}
+
 /// Adds Gaussian noise of standard deviation `sigma`, then clamps to 0..=1.
 pub fn noise(image: &mut [f32], sigma: f32, rng: &mut SplitMix64) {
     for value in image {
@@ -211,6 +242,39 @@ mod tests {
         let mut image = vec![0.0; IMAGE_PIXELS];
         image[10 * IMAGE_SIDE + 5] = 1.0; // row 10, column 5
         image
+    }
+
+    /// The compound perturbation shrinks a product (its bright area), keeps values in 0..=1,
+    /// differs between streams and repeats for one.
+    #[test]
+    fn compound_shrinks_varies_by_stream_and_repeats() {
+        // A bright 16x16 square in the middle.
+        let square: Vec<f32> = (0..IMAGE_PIXELS)
+            .map(|i| {
+                let (x, y) = (i % IMAGE_SIDE, i / IMAGE_SIDE);
+                if (6..22).contains(&x) && (6..22).contains(&y) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let variant = |stream: u64| {
+            let mut image = square.clone();
+            compound(&mut image, &mut SplitMix64::for_stream(3, &[stream]));
+            image
+        };
+        let bright = |image: &[f32]| image.iter().filter(|&&v| v > 0.5).count();
+        for stream in 0..20 {
+            let image = variant(stream);
+            assert!(image.iter().all(|v| (0.0..=1.0).contains(v)));
+            assert!(bright(&image) < bright(&square), "stream {stream}");
+        }
+        assert_eq!(variant(4), variant(4));
+        assert_ne!(variant(4), variant(5));
+        let mut curve = vec![0.0, 0.25, 1.0];
+        gamma(&mut curve, 0.5);
+        assert_eq!(curve, vec![0.0, 0.5, 1.0]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `cargo xtask robust`: test accuracy of a model file on perturbed copies of the test set
-//! (shifted, rotated, scaled, mirrored, blurred, noisy, lower contrast, brighter), through
+//! (shifted, rotated, scaled, mirrored, blurred, noisy, lower contrast, brighter, and a compound
+//! of several at random strengths per image, a quick proxy for another dataset), through
 //! `infer` like `eval`. The perturbations come from `data::transform`, the code the trainer's
 //! augmentation uses, with fixed seeds so figures repeat.
 
@@ -96,6 +97,12 @@ fn perturbations() -> Vec<(&'static str, Perturb)> {
         (
             "brightness +0.2",
             Box::new(|image: &mut [f32], _: usize| transform::tone(image, 1.0, 0.2)),
+        ),
+        (
+            "compound",
+            Box::new(|image: &mut [f32], index: usize| {
+                transform::compound(image, &mut SplitMix64::for_stream(3, &[index as u64]))
+            }),
         ),
     ]
 }
