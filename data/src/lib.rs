@@ -3,7 +3,8 @@
 //! [`idx`] parses IDX files, plain or gzip, checking every size against the bytes present.
 //! [`fetch`] finds Fashion-MNIST (`--data DIR` / `FASHION_MNIST_DIR`, the cache, the Debian
 //! package, then a download) and verifies it by the SHA-256 of the decompressed files.
-//! [`input`] reads an input file whole, bounded; [`atomic`] writes artifacts.
+//! [`sets`] reads image sets kept as CSV or NumPy arrays. [`input`] reads an input file whole,
+//! bounded; [`atomic`] writes artifacts.
 //! [`transform`] shifts, rotates, mirrors, blurs and adds noise to images, for augmentation
 //! and robustness checks.
 
@@ -11,6 +12,7 @@ pub mod atomic;
 pub mod fetch;
 pub mod idx;
 pub mod input;
+pub mod sets;
 pub mod transform;
 
 /// What the unit tests of several modules make.

@@ -79,11 +79,8 @@ impl Scores {
     /// The predictions as CSV: a header `id,label`, then one line per image, id from 0 in file
     /// order.
     pub fn predictions_csv(&self) -> String {
-        let mut text = String::from("id,label\n");
-        for (id, label) in self.predictions.iter().enumerate() {
-            writeln!(text, "{id},{label}").expect("write to String");
-        }
-        text
+        let ids: Vec<String> = (0..self.predictions.len()).map(|i| i.to_string()).collect();
+        crate::predict::csv(&ids, &self.predictions)
     }
 
     fn class_total(&self, class: usize) -> usize {
@@ -160,31 +157,38 @@ pub fn test_split(data: &DataArgs) -> anyhow::Result<(Split, String, Vec<PathBuf
     Ok((split, format!("{source}, test split"), source.files()))
 }
 
-/// Runs `model` on every image of `split`, in batches (`Model::forward_batch`: the same logits
-/// as one image at a time, the weights read once per batch).
+/// Runs `model` on every image of `split` ([`predict`]) and scores it against the labels.
 pub fn score(model: &infer::Model<'_>, split: &Split) -> Result<Scores, infer::Error> {
+    let predictions = predict(model, &split.images)?;
     let mut confusion = [[0; NUM_CLASSES]; NUM_CLASSES];
-    let mut predictions = Vec::with_capacity(split.len());
-    let bar = indicatif::ProgressBar::new(split.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} images")
-            .expect("static template"),
-    );
-    for start in (0..split.len()).step_by(20 * infer::model::BATCH) {
-        let part = start..split.len().min(start + 20 * infer::model::BATCH);
-        let images: Vec<&[u8]> = part.clone().map(|index| split.image(index)).collect();
-        for (index, logits) in part.zip(model.forward_batch(&images)?) {
-            let predicted = infer::model::argmax(&logits);
-            confusion[usize::from(split.labels[index])][predicted] += 1;
-            predictions.push(predicted as u8);
-        }
-        bar.set_position(predictions.len() as u64);
+    for (&label, &predicted) in split.labels.iter().zip(&predictions) {
+        confusion[usize::from(label)][usize::from(predicted)] += 1;
     }
-    bar.finish_and_clear();
     Ok(Scores {
         predictions,
         confusion,
     })
+}
+
+/// The class `model` predicts for each image of `pixels` (images of 784 bytes one after the
+/// other), in batches (`Model::forward_batch`: the same logits as one image at a time, the
+/// weights read once per batch), with a progress bar.
+pub fn predict(model: &infer::Model<'_>, pixels: &[u8]) -> Result<Vec<u8>, infer::Error> {
+    let images: Vec<&[u8]> = pixels.chunks(infer::INPUT_SIZE).collect();
+    let bar = indicatif::ProgressBar::new(images.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("predict [{bar:30}] {pos}/{len} images")
+            .expect("static template"),
+    );
+    let mut predictions = Vec::with_capacity(images.len());
+    for part in images.chunks(20 * infer::model::BATCH) {
+        for logits in model.forward_batch(part)? {
+            predictions.push(infer::model::argmax(&logits) as u8);
+        }
+        bar.set_position(predictions.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(predictions)
 }
 
 fn percent(part: usize, whole: usize) -> f64 {

@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use xtask::{
-    bench, board, classify, compare, eval, export, flash, import, models, quantize, robust, show,
-    submit, sweep, test, train,
+    bench, board, classify, compare, eval, export, flash, import, models, predict, quantize,
+    robust, show, submit, sweep, test, train,
 };
 
 /// fashion-mlp's tasks: train a Fashion-MNIST MLP, then evaluate its f16 model file.
@@ -71,6 +71,9 @@ enum Task {
     Export(export::ExportArgs),
     /// Build a model file from such a state dict, safetensors or .pt (e.g. trained in PyTorch).
     Import(import::ImportArgs),
+    /// Labels for images without labels (another dataset): IDX, a folder of PNG files, a CSV
+    /// or a .npy array, written as the id,label CSV eval writes.
+    Predict(predict::PredictArgs),
     /// Write the course's hand-in: ID_submission.pt and ID_submission.csv (test predictions),
     /// with accuracy, size and parameter count, after checking the 2 MB limit.
     Submit(submit::SubmitArgs),
@@ -110,6 +113,7 @@ fn run() -> anyhow::Result<()> {
         Task::Export(args) => export::run(&args),
         Task::Quantize(args) => quantize::run(&args),
         Task::Import(args) => import::run(&args),
+        Task::Predict(args) => predict::run(&args),
         Task::Submit(args) => submit::run(&args),
         Task::Test(args) => test::run(&args),
     }

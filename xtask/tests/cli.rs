@@ -727,3 +727,117 @@ fn ignored_options_and_empty_inputs_are_errors() {
     assert!(!dir.join("m.int8.fmlp").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `predict` gives the labels `eval --csv` gives, on the same images stored as IDX, a Kaggle
+/// CSV (with its header and labels) and a .npy array (byte for byte the same file), and as a
+/// folder of PNG files (their names as ids, in sorted order); bad input is a one-line error.
+#[test]
+fn predict_labels_every_format_as_eval_does() {
+    let dir = scratch("predict");
+    let model = dir.join("m.fmlp");
+    std::fs::write(&model, small_model()).unwrap();
+    let m = model.to_str().unwrap();
+    // 12 images with black borders (a PNG's light border would be negated) that differ.
+    let count = 12;
+    let pixels: Vec<u8> = (0..count * 784)
+        .map(|i| {
+            let (k, p) = (i / 784, i % 784);
+            let (x, y) = (p % 28, p / 28);
+            if x == 0 || y == 0 || x == 27 || y == 27 {
+                0
+            } else {
+                ((p * (k + 3) * 37 + k * 101) % 256) as u8
+            }
+        })
+        .collect();
+    let (images, labels) = idx_files(&dir, count as u32);
+    let mut idx = std::fs::read(&images).unwrap();
+    idx.truncate(16);
+    idx.extend(&pixels);
+    std::fs::write(&images, &idx).unwrap();
+    let eval_csv = dir.join("eval.csv");
+    let eval = xtask(&[
+        "eval",
+        "--model",
+        m,
+        "--images",
+        images.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--csv",
+        eval_csv.to_str().unwrap(),
+    ]);
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let expected = std::fs::read_to_string(&eval_csv).unwrap();
+
+    let header: Vec<String> = std::iter::once("label".to_owned())
+        .chain((1..=784).map(|i| format!("pixel{i}")))
+        .collect();
+    let mut csv = header.join(",") + "\n";
+    for image in pixels.chunks(784) {
+        let row: Vec<String> = image.iter().map(u8::to_string).collect();
+        csv += &format!("7,{}\n", row.join(","));
+    }
+    std::fs::write(dir.join("set.csv"), csv).unwrap();
+    let mut npy_header =
+        format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({count}, 784), }}");
+    while (10 + npy_header.len() + 1) % 64 != 0 {
+        npy_header.push(' ');
+    }
+    npy_header.push('\n');
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend((npy_header.len() as u16).to_le_bytes());
+    npy.extend(npy_header.as_bytes());
+    npy.extend(&pixels);
+    std::fs::write(dir.join("set.npy"), npy).unwrap();
+    let pngs = dir.join("pngs");
+    std::fs::create_dir_all(&pngs).unwrap();
+    for (k, image) in pixels.chunks(784).enumerate() {
+        image::GrayImage::from_raw(28, 28, image.to_vec())
+            .unwrap()
+            .save(pngs.join(format!("img-{k:02}.png")))
+            .unwrap();
+    }
+    let predict = |input: &Path| {
+        let out = dir.join("predicted.csv");
+        let output = xtask(&[
+            "predict",
+            "--model",
+            m,
+            "--images",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::read_to_string(&out).unwrap()
+    };
+    for input in [images.clone(), dir.join("set.csv"), dir.join("set.npy")] {
+        assert_eq!(predict(&input), expected, "{}", input.display());
+    }
+    let by_name = predict(&pngs);
+    let want: Vec<String> = expected
+        .lines()
+        .skip(1)
+        .enumerate()
+        .map(|(k, line)| format!("img-{k:02}.png,{}", line.split_once(',').unwrap().1))
+        .collect();
+    assert_eq!(by_name, format!("id,label\n{}\n", want.join("\n")));
+
+    std::fs::write(dir.join("short.csv"), "1,2,3\n").unwrap();
+    let short = dir.join("short.csv");
+    assert_one_line_error(
+        &xtask(&["predict", "--model", m, "--images", short.to_str().unwrap()]),
+        &["short.csv", "line 1 has 3 values"],
+        "a short CSV row",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
