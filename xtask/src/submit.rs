@@ -46,6 +46,7 @@ pub struct HandIn {
 #[command(after_help = "Examples:
   cargo xtask train && cargo xtask submit --id 12345678     # runs/12345678_submission.pt and .csv
   cargo xtask submit --id 12345678 --model models/mlp-256-128-int8.fmlp --out hand-in
+  cargo xtask submit --id 12345678 --images other-set.npy   # the CSV for another dataset
 
 The .pt file loads with torch.load(FILE, weights_only=True) into the course's template
 (self.mlp = nn.Sequential(nn.Linear, myActivation(), ...)) with load_state_dict(strict=True);
@@ -65,6 +66,13 @@ pub struct SubmitArgs {
     /// template holds in memory.
     #[arg(long, value_enum, default_value = "f16")]
     dtype: ExportDtype,
+    /// Predict these images for the CSV instead of the test split (another dataset, without
+    /// labels): IDX, a folder of PNG files, a CSV or a .npy array, as `predict` reads them.
+    #[arg(long, value_name = "PATH", conflicts_with = "data")]
+    images: Option<PathBuf>,
+    /// How --images are stored (default: from the path, as `predict` guesses).
+    #[arg(long, value_enum, requires = "images")]
+    format: Option<crate::predict::Format>,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -112,6 +120,30 @@ pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
     })?;
     let pt = args.out.join(format!("{}_submission.pt", args.id));
     let csv = args.out.join(format!("{}_submission.csv", args.id));
+    if let Some(images) = &args.images {
+        // Another dataset, without labels: the predictions alone.
+        crate::files::check_outputs(
+            &[("the predictions", &csv)],
+            &[("--model", &args.model), ("--images", images)],
+        )?;
+        let format = args
+            .format
+            .unwrap_or_else(|| crate::predict::Format::of(images));
+        let named = crate::predict::read(images, format)?;
+        let predictions = crate::eval::predict(&model, &named.pixels)
+            .map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
+        crate::export::write_pt(&model, args.dtype, &pt, &args.model)?;
+        let text = crate::predict::csv(&named.ids, &predictions);
+        crate::files::write(&csv, text.as_bytes())?;
+        println!(
+            "wrote {} ({} predictions of {}, {format:?})",
+            csv.display(),
+            predictions.len(),
+            images.display()
+        );
+        report(args, &model, size, &pt);
+        return Ok(());
+    }
     let (split, source, data_files) = crate::eval::test_split(&args.data)?;
     let mut inputs = vec![("--model", args.model.as_path())];
     inputs.extend(data_files.iter().map(|f| ("a data file", f.as_path())));
@@ -121,14 +153,7 @@ pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
     crate::export::write_pt(&model, args.dtype, &pt, &args.model)?;
     crate::files::write(&csv, scores.predictions_csv().as_bytes())?;
     println!("wrote {} ({} predictions)", csv.display(), scores.total());
-    println!(
-        "model {}: {}, {parameters} parameters, {size} bytes as {:?} (limit {SIZE_LIMIT}); \
-         .pt file {} bytes",
-        args.model.display(),
-        crate::eval::architecture(&model),
-        args.dtype,
-        std::fs::metadata(&pt).map(|m| m.len()).unwrap_or(0),
-    );
+    report(args, &model, size, &pt);
     println!(
         "test accuracy {:.2}% ({}/{}) on {source}",
         100.0 * scores.correct() as f64 / scores.total() as f64,
@@ -136,6 +161,19 @@ pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
         scores.total()
     );
     Ok(())
+}
+
+/// The line on the model handed in: its parameters, their bytes, the `.pt` file's.
+fn report(args: &SubmitArgs, model: &infer::Model<'_>, size: usize, pt: &std::path::Path) {
+    println!(
+        "model {}: {}, {} parameters, {size} bytes as {:?} (limit {SIZE_LIMIT}); .pt file {} \
+         bytes",
+        args.model.display(),
+        crate::eval::architecture(model),
+        model.parameter_count(),
+        args.dtype,
+        std::fs::metadata(pt).map(|m| m.len()).unwrap_or(0),
+    );
 }
 
 #[cfg(test)]

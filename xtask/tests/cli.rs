@@ -571,6 +571,30 @@ fn submit_writes_the_pt_and_the_csv_eval_would_and_the_pt_imports_back() {
         std::fs::read(out.join("42_submission.csv")).unwrap(),
         std::fs::read(&eval_csv).unwrap()
     );
+    // --images: the CSV of another set (here the same images, as an IDX file without labels).
+    let other = dir.join("other");
+    let images = data.join("t10k-images-idx3-ubyte");
+    let output = xtask(&[
+        "submit",
+        "--id",
+        "42",
+        "--model",
+        m,
+        "--images",
+        images.to_str().unwrap(),
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read(other.join("42_submission.csv")).unwrap(),
+        std::fs::read(&eval_csv).unwrap()
+    );
+    assert!(other.join("42_submission.pt").exists());
     let back = dir.join("back.fmlp");
     let pt = out.join("42_submission.pt");
     let import = xtask(&[
