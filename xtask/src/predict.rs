@@ -88,8 +88,8 @@ pub fn read(path: &Path, format: Format) -> anyhow::Result<Named> {
             numbered(data::idx::images_from_bytes(path, &raw)?.to_vec())
         }
         Format::Csv => {
-            let text = String::from_utf8(bytes()?)
-                .map_err(|_| anyhow!("{}: not UTF-8 text", path.display()))?;
+            let text = data::input::read_text(path, data::input::MAX_DATA)
+                .with_context(|| format!("reading {}", path.display()))?;
             numbered(data::sets::read_csv(path, &text)?.pixels)
         }
         Format::Npy => numbered(data::sets::read_npy(path, &bytes()?)?.pixels),
@@ -133,6 +133,22 @@ fn pictures(path: &Path) -> anyhow::Result<Named> {
     Ok(named)
 }
 
+/// What `model` predicts for the images at `path` (stored as `format`, else as [`Format::of`]
+/// guesses): the `id,label` CSV, how many images, and the format read. `model_path` names the
+/// model in errors.
+pub fn labels(
+    model: &infer::Model<'_>,
+    model_path: &Path,
+    path: &Path,
+    format: Option<Format>,
+) -> anyhow::Result<(String, usize, Format)> {
+    let format = format.unwrap_or_else(|| Format::of(path));
+    let images = read(path, format)?;
+    let predictions = crate::eval::predict(model, &images.pixels)
+        .map_err(|e| anyhow!("{}: {e}", model_path.display()))?;
+    Ok((csv(&images.ids, &predictions), predictions.len(), format))
+}
+
 /// The `id,label` CSV of `ids` and their predicted classes.
 pub fn csv(ids: &[String], predictions: &[u8]) -> String {
     let mut text = String::from("id,label\n");
@@ -154,15 +170,11 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
         &[("--images", &args.images), ("--model", &args.model)],
     )?;
     let file = crate::files::ModelFileOnDisk::read(&args.model)?;
-    let format = args.format.unwrap_or_else(|| Format::of(&args.images));
-    let images = read(&args.images, format)?;
-    let predictions = crate::eval::predict(&file.model(), &images.pixels)
-        .map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
-    crate::files::write(&out, csv(&images.ids, &predictions).as_bytes())?;
+    let (text, count, format) = labels(&file.model(), &args.model, &args.images, args.format)?;
+    crate::files::write(&out, text.as_bytes())?;
     println!(
-        "wrote {} ({} predictions of {} by {format:?})",
+        "wrote {} ({count} predictions of {} by {format:?})",
         out.display(),
-        predictions.len(),
         args.images.display()
     );
     Ok(())

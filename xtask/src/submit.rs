@@ -126,19 +126,13 @@ pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
             &[("the predictions", &csv)],
             &[("--model", &args.model), ("--images", images)],
         )?;
-        let format = args
-            .format
-            .unwrap_or_else(|| crate::predict::Format::of(images));
-        let named = crate::predict::read(images, format)?;
-        let predictions = crate::eval::predict(&model, &named.pixels)
-            .map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
+        let (text, count, format) =
+            crate::predict::labels(&model, &args.model, images, args.format)?;
         crate::export::write_pt(&model, args.dtype, &pt, &args.model)?;
-        let text = crate::predict::csv(&named.ids, &predictions);
         crate::files::write(&csv, text.as_bytes())?;
         println!(
-            "wrote {} ({} predictions of {}, {format:?})",
+            "wrote {} ({count} predictions of {}, {format:?})",
             csv.display(),
-            predictions.len(),
             images.display()
         );
         report(args, &model, size, &pt);
