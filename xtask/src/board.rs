@@ -69,9 +69,15 @@ pub fn machines() -> impl Iterator<Item = &'static Board> {
 
 /// The emulated board named `name`, or an error listing them.
 pub fn machine(name: &str) -> anyhow::Result<&'static Board> {
+    named_by("--machine", name)
+}
+
+/// The emulated board named `name`, given by the command-line `flag`, or an error that names
+/// the flag and lists the boards.
+pub fn named_by(flag: &str, name: &str) -> anyhow::Result<&'static Board> {
     machines().find(|m| m.name == name).ok_or_else(|| {
         let names: Vec<_> = machines().map(|m| m.name).collect();
-        anyhow!("--machine {name}: not one of {}", names.join(", "))
+        anyhow!("{flag} {name}: not one of {}", names.join(", "))
     })
 }
 

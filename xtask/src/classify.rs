@@ -93,8 +93,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<()> {
     }
     let (mut line, _qemu, model_path) = match (&args.qemu, &args.port) {
         (Some(name), _) => {
-            let machine = crate::board::machine(name)
-                .map_err(|e| anyhow!("{}", e.to_string().replacen("--machine", "--qemu", 1)))?;
+            let machine = crate::board::named_by("--qemu", name)?;
             let model = args
                 .model
                 .clone()
@@ -261,7 +260,9 @@ fn gather(args: &ClassifyArgs) -> anyhow::Result<Vec<Image>> {
 /// Most pixels a picture may have: a 4096 × 4096 photo, far more than 28 × 28 needs. Larger
 /// ones are refused from their header, before any decoding: a 568 KB PNG can declare
 /// 23000 × 23000 pixels, which took 6.2 GB once decoded and converted.
-pub const MAX_PICTURE_PIXELS: u64 = 4096 * 4096;
+pub const MAX_PICTURE_PIXELS: u64 = MAX_PICTURE_SIDE * MAX_PICTURE_SIDE;
+/// The side of the largest square picture [`MAX_PICTURE_PIXELS`] allows.
+const MAX_PICTURE_SIDE: u64 = 4096;
 
 /// A PNG as Fashion-MNIST would have it: 28×28 grey, light product on black (see `--help`).
 pub fn picture(path: &Path, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -272,10 +273,9 @@ pub fn picture(path: &Path, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     let (width, height) = decoder.dimensions();
     if u64::from(width) * u64::from(height) > MAX_PICTURE_PIXELS {
         bail!(
-            "{}: {width} x {height} pixels, more than the {MAX_PICTURE_PIXELS} ({}) a picture \
-             may have; scale it down first",
-            path.display(),
-            "4096 x 4096"
+            "{}: {width} x {height} pixels, more than the {MAX_PICTURE_PIXELS} ({MAX_PICTURE_SIDE} \
+             x {MAX_PICTURE_SIDE}) a picture may have; scale it down first",
+            path.display()
         );
     }
     if width == 0 || height == 0 {
