@@ -67,15 +67,22 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
         bail!("no model JSON files in {}", args.dir.display());
     }
     entries.sort_by_key(|e| e["bytes"].as_u64().unwrap_or(0));
-    let worst = worst_perturbed(&args.dir, &entries)?;
+    let files = entries
+        .iter()
+        .map(|entry| {
+            let file = entry["file"]
+                .as_str()
+                .with_context(|| format!("a model JSON in {} names no file", args.dir.display()))?;
+            crate::files::ModelFileOnDisk::read(&args.dir.join(file))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let worst = worst_perturbed(&files)?;
     println!(
         "| model | bytes | course's .pt (f16) | test accuracy | worst perturbed accuracy | \
          validation accuracy | training wall time | command |\n|---|---|---|---|---|---|---|---|"
     );
-    for (e, (worst_name, worst_accuracy)) in entries.iter().zip(&worst) {
-        let file = e["file"].as_str().unwrap_or("?");
-        let model = crate::files::ModelFileOnDisk::read(&args.dir.join(file))?;
-        let course = match crate::submit::hand_in(&model.model()) {
+    for ((e, file), (worst_name, worst_accuracy)) in entries.iter().zip(&files).zip(&worst) {
+        let course = match crate::submit::hand_in(&file.model()) {
             Some(h) if h.fits => format!("{} ✓", h.pt_bytes),
             Some(h) => format!("{} (over the limit)", h.pt_bytes),
             None => "- (full-integer)".to_owned(),
@@ -116,18 +123,11 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Each entry's worst accuracy over `robust`'s perturbations, with the perturbation's name,
-/// measured on the model file the entry names (each perturbed test set made once, for all).
-fn worst_perturbed(dir: &Path, entries: &[Value]) -> anyhow::Result<Vec<(&'static str, f64)>> {
-    let files = entries
-        .iter()
-        .map(|entry| {
-            let file = entry["file"]
-                .as_str()
-                .with_context(|| format!("a model JSON in {} names no file", dir.display()))?;
-            crate::files::ModelFileOnDisk::read(&dir.join(file))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+/// Each model file's worst accuracy over `robust`'s perturbations, with the perturbation's name
+/// (each perturbed test set made once, for all).
+fn worst_perturbed(
+    files: &[crate::files::ModelFileOnDisk],
+) -> anyhow::Result<Vec<(&'static str, f64)>> {
     let models: Vec<infer::Model<'_>> = files.iter().map(|f| f.model()).collect();
     let (test, _) = crate::setup::fashion_mnist_test()?;
     let mut worst = vec![("none", f64::INFINITY); models.len()];
