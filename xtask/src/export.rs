@@ -77,7 +77,9 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
                 args.dtype
             );
         }
-        ExportFormat::Pt => write_pt(&model, args.dtype, &args.out, &args.model)?,
+        ExportFormat::Pt => {
+            write_pt(&model, args.dtype, &args.out, &args.model)?;
+        }
     }
     Ok(())
 }
@@ -88,13 +90,13 @@ pub fn sidecar(pt: &Path) -> PathBuf {
 }
 
 /// Writes `model` (read from `input`) as the `.pt` state dict `out` in `dtype`, and its metadata
-/// as JSON beside it ([`sidecar`]).
+/// as JSON beside it ([`sidecar`]); returns the `.pt` file's bytes.
 pub fn write_pt(
     model: &Model<'_>,
     dtype: ExportDtype,
     out: &Path,
     input: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<u8>> {
     let json = sidecar(out);
     crate::files::check_outputs(
         &[("--out", out), ("the metadata file", &json)],
@@ -112,7 +114,7 @@ pub fn write_pt(
         bytes.len(),
         json.display()
     );
-    Ok(())
+    Ok(bytes)
 }
 
 /// The template's names of layer `layer`'s weight and bias: `mlp.{2·layer}.weight` and `.bias`.
@@ -121,6 +123,12 @@ pub fn tensor_names(layer: usize) -> (String, String) {
         format!("mlp.{}.weight", 2 * layer),
         format!("mlp.{}.bias", 2 * layer),
     )
+}
+
+/// The template's name of PReLU's learned α after layer `layer` (a hidden one): the parameter
+/// `alpha` (shape `[1]`) of the `myActivation` at `mlp.{2·layer + 1}`.
+pub fn alpha_name(layer: usize) -> String {
+    format!("mlp.{}.alpha", 2 * layer + 1)
 }
 
 /// The model as a safetensors state dict of the course's template.
@@ -159,7 +167,7 @@ pub fn float_only(path: &Path, model: &Model<'_>) -> anyhow::Result<()> {
 
 /// The model's state dict in the template's names and layouts: each `nn.Linear`'s weight
 /// `[out_features, in_features]` and bias `[out_features]`, as f32 (an f16 or int8 weight's
-/// exact value).
+/// exact value); for PReLU, each hidden layer's learned α (`[1]`, see [`alpha_name`]).
 pub fn state_dict(model: &Model<'_>) -> Vec<crate::pt::NamedTensor> {
     let mut tensors = Vec::new();
     for (index, layer) in model.file().layers.iter().enumerate() {
@@ -173,6 +181,11 @@ pub fn state_dict(model: &Model<'_>) -> Vec<crate::pt::NamedTensor> {
         let (weight_name, bias_name) = tensor_names(index);
         tensors.push((weight_name, vec![d_out, d_in], transposed));
         tensors.push((bias_name, vec![d_out], bias));
+        if let Activation::Prelu { alphas } = model.file().activation
+            && index + 1 < model.file().layers.len()
+        {
+            tensors.push((alpha_name(index), vec![1], vec![alphas[index]]));
+        }
     }
     tensors
 }

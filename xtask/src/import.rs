@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow, bail};
 use infer::format::MAX_LAYERS;
 use infer::{Activation, ActivationKind, ModelFileBuf, Normalization};
 
-use crate::export::tensor_names;
+use crate::export::{alpha_name, tensor_names};
 use crate::safetensors;
 
 /// Normalisation assumed for an imported state dict without one in its metadata: the course's
@@ -85,10 +85,13 @@ pub fn from_pt(
             let (weight, bias) = tensor_names(k);
             name == weight || name == bias
         });
+        let is_alpha = (0..MAX_LAYERS).any(|k| name == alpha_name(k));
         match layer {
+            None if is_alpha && shape == [1] => Ok(()),
+            None if is_alpha => Err(format!("{name} has shape {shape:?}; expected [1]")),
             None => Err(format!(
                 "tensor {name} is not part of the template (mlp.0.weight, mlp.0.bias, \
-                 mlp.2.weight, ..., at most {MAX_LAYERS} layers)"
+                 mlp.1.alpha for prelu, mlp.2.weight, ..., at most {MAX_LAYERS} layers)"
             )),
             Some(k) if shape.len() != if name == tensor_names(k).0 { 2 } else { 1 } => {
                 Err(format!("{name} has shape {shape:?}"))
@@ -121,7 +124,8 @@ pub fn from_state_dict(
     if count > MAX_LAYERS {
         bail!("{count} layers; the model file holds at most {MAX_LAYERS}");
     }
-    let activation = activation_from(metadata, count - 1, &mut notes)?;
+    let learned = learned_alphas(&mut tensors, count - 1)?;
+    let activation = activation_from(metadata, count - 1, learned, &mut notes)?;
     let normalization = match (
         metadata.get("normalization_mean"),
         metadata.get("normalization_std"),
@@ -220,22 +224,61 @@ fn finite_logits(model: &infer::Model<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The activation the metadata names (`relu` when it names none), with its α.
+/// PReLU's learned α of each of the `hidden` layers, taken out of `tensors` (`mlp.1.alpha`, ...:
+/// the parameter of PyTorch's `myActivation`), or `None` when the state dict holds none.
+fn learned_alphas(
+    tensors: &mut BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    hidden: usize,
+) -> anyhow::Result<Option<Vec<f32>>> {
+    let found: Vec<Option<(Vec<usize>, Vec<f32>)>> = (0..hidden)
+        .map(|k| tensors.remove(&alpha_name(k)))
+        .collect();
+    if found.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    found
+        .into_iter()
+        .enumerate()
+        .map(|(k, tensor)| match tensor {
+            Some((shape, values)) if shape == [1] => Ok(values[0]),
+            Some((shape, _)) => bail!("{} has shape {shape:?}; expected [1]", alpha_name(k)),
+            None => bail!(
+                "{} is missing: a prelu state dict holds the α of each hidden layer",
+                alpha_name(k)
+            ),
+        })
+        .collect::<anyhow::Result<_>>()
+        .map(Some)
+}
+
+/// The activation the metadata names (`relu` when it names none, `prelu` when the state dict
+/// holds `learned` α), with its α.
 fn activation_from(
     metadata: &BTreeMap<String, String>,
     hidden: usize,
+    learned: Option<Vec<f32>>,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Activation> {
-    let name = metadata
-        .get("activation")
-        .map(String::as_str)
-        .unwrap_or_else(|| {
+    let name = match metadata.get("activation") {
+        Some(name) => name.as_str(),
+        None if learned.is_some() => "prelu",
+        None => {
             notes.push("no activation in the metadata; assuming relu".into());
             "relu"
-        });
+        }
+    };
     let kind: ActivationKind = name
         .parse()
         .map_err(|e| anyhow!("activation {name:?} in the metadata is {e}"))?;
+    if let Some(learned) = learned {
+        if kind != ActivationKind::Prelu {
+            bail!(
+                "the state dict holds prelu's α ({}) but the activation is {name}",
+                alpha_name(0)
+            );
+        }
+        return Ok(Activation::new(kind, &learned));
+    }
     let alphas: Vec<f32> = match kind {
         ActivationKind::Elu => match metadata.get("alpha") {
             Some(alpha) => vec![alpha.parse().context("metadata alpha")?],
@@ -298,8 +341,15 @@ mod tests {
             let names: Vec<&String> = file.tensors.keys().collect();
             assert_eq!(
                 names,
-                ["mlp.0.bias", "mlp.0.weight", "mlp.2.bias", "mlp.2.weight"]
+                [
+                    "mlp.0.bias",
+                    "mlp.0.weight",
+                    "mlp.1.alpha",
+                    "mlp.2.bias",
+                    "mlp.2.weight"
+                ]
             );
+            assert_eq!(file.tensors["mlp.1.alpha"].values(), [0.125]);
             let weight = &file.tensors["mlp.2.weight"];
             assert_eq!(weight.shape, [10, 3]);
             let got = weight.values();
@@ -325,6 +375,30 @@ mod tests {
             assert!(notes.is_empty(), "{notes:?}");
             assert_eq!(imported, bytes, "{dtype:?}");
         }
+    }
+
+    /// PReLU's α is a parameter of PyTorch's `myActivation`, so its state dict holds it
+    /// (`mlp.1.alpha`): that value is the model's, with or without the metadata's; a state dict
+    /// with α and another activation, or with some hidden layer's α missing, is refused.
+    #[test]
+    fn prelu_alpha_comes_from_the_state_dict() {
+        let bytes = model_bytes();
+        let model = Model::from_bytes(&bytes).unwrap();
+        let mut tensors: BTreeMap<_, _> = crate::export::state_dict(&model)
+            .into_iter()
+            .map(|(name, shape, values)| (name, (shape, values)))
+            .collect();
+        let mut metadata = crate::export::metadata(&model);
+        metadata.remove("activation");
+        metadata.insert("alphas".into(), "0.5".into());
+        let (imported, _) = from_state_dict(tensors.clone(), &metadata).unwrap();
+        assert_eq!(imported, bytes);
+        metadata.insert("activation".into(), "relu".into());
+        let error = from_state_dict(tensors.clone(), &metadata).unwrap_err();
+        assert!(error.to_string().contains("mlp.1.alpha"), "{error}");
+        tensors.insert("mlp.1.alpha".into(), (vec![2], vec![0.1, 0.2]));
+        let error = from_state_dict(tensors, &crate::export::metadata(&model)).unwrap_err();
+        assert!(error.to_string().contains("expected [1]"), "{error}");
     }
 
     /// A normalisation that sends some pixel out of f32's range (std 1e-45, mean 1e38) once
