@@ -16,6 +16,7 @@ pub mod files;
 pub mod flash;
 pub mod import;
 pub mod models;
+pub mod notebook;
 pub mod predict;
 pub mod pt;
 pub mod quantize;

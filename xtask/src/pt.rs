@@ -850,7 +850,7 @@ fn u32_at(data: &[u8], at: usize) -> Option<u32> {
 
 /// A zip archive of `records` (name, data), stored, each record's data aligned to [`ALIGNMENT`]
 /// by a padding extra field (id `FB`, as torch writes).
-fn zip(records: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub fn zip(records: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut central = Vec::new();
     for (name, data) in records {
@@ -904,7 +904,7 @@ fn zip(records: &[(String, Vec<u8>)]) -> Vec<u8> {
 /// order, each checked against its CRC. Records may not overlap (local header and data), so each
 /// byte is checked once: 65,534 directory entries pointing at one 4 MB record once made the CRC
 /// run over it 65,534 times.
-fn unzip(raw: &[u8]) -> Result<Vec<(String, &[u8])>, String> {
+pub fn unzip(raw: &[u8]) -> Result<Vec<(String, &[u8])>, String> {
     let truncated = || "the zip archive is truncated or damaged (no end of central directory)";
     let search_from = raw.len().saturating_sub(22 + 0xFFFF);
     let end = (search_from..raw.len().saturating_sub(21))

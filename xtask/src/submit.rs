@@ -1,7 +1,8 @@
-//! `cargo xtask submit`: the course's hand-in in one command: `ID_submission.pt` (the model as
+//! `cargo xtask submit`: the course's hand-in in one command: `ID_HW1.zip` holding
+//! `DL_HW1_ID.ipynb` (the notebook, see [`crate::notebook`]), `ID_submission.pt` (the model as
 //! the template's state dict, see `export`) and `ID_submission.csv` (the test-set predictions,
-//! as `eval --csv` writes them), after checking the size limit, with the figures the grading
-//! table asks for.
+//! as `eval --csv` writes them), each also written loose, after checking the size limit, with
+//! the figures the grading table asks for.
 
 use std::path::PathBuf;
 
@@ -44,13 +45,17 @@ pub struct HandIn {
 /// Options of `submit`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
-  cargo xtask train && cargo xtask submit --id 12345678     # runs/12345678_submission.pt and .csv
+  cargo xtask train && cargo xtask submit --id 12345678     # runs/12345678_HW1.zip
   cargo xtask submit --id 12345678 --model models/mlp-256-128-int8.fmlp --out hand-in
   cargo xtask submit --id 12345678 --images other-set.npy   # the CSV for another dataset
 
-The .pt file loads with torch.load(FILE, weights_only=True) into the course's template
-(self.mlp = nn.Sequential(nn.Linear, myActivation(), ...)) with load_state_dict(strict=True);
-its activation and input normalisation are in ID_submission.json beside it.")]
+The zip holds DL_HW1_ID.ipynb, ID_submission.pt and ID_submission.csv, as the course asks. The
+notebook defines the activation, the MLP, the loss and the optimizer (the project's PyTorch side,
+python/fashion_mlp); run top to bottom it loads the .pt with torch.load(FILE, weights_only=True)
+into myMLP (self.mlp = nn.Sequential(nn.Linear, myActivation(), ...)) with
+load_state_dict(strict=True), prints the test accuracy and writes the CSV; TRAIN = True in its
+first cell trains the same network again in PyTorch. The activation and input normalisation are
+also in ID_submission.json beside the .pt.")]
 pub struct SubmitArgs {
     /// Student ID: the files are named ID_submission.pt and ID_submission.csv.
     #[arg(long, value_name = "STUDENTID", value_parser = student_id)]
@@ -118,47 +123,103 @@ pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
             args.out.display()
         )
     })?;
-    let pt = args.out.join(format!("{}_submission.pt", args.id));
-    let csv = args.out.join(format!("{}_submission.csv", args.id));
-    if let Some(images) = &args.images {
+    let names = HandInNames::of(&args.id);
+    let [pt, csv, ipynb, zip] =
+        [&names.pt, &names.csv, &names.notebook, &names.zip].map(|name| args.out.join(name));
+    let outputs = [
+        ("the predictions", csv.as_path()),
+        ("the notebook", &ipynb),
+        ("the zip", &zip),
+    ];
+    let mut inputs = vec![("--model", args.model.as_path())];
+    let (predictions, summary) = if let Some(images) = &args.images {
         // Another dataset, without labels: the predictions alone.
-        crate::files::check_outputs(
-            &[("the predictions", &csv)],
-            &[("--model", &args.model), ("--images", images)],
-        )?;
+        inputs.push(("--images", images));
+        crate::files::check_outputs(&outputs, &inputs)?;
         let (text, count, format) =
             crate::predict::labels(&model, &args.model, images, args.format)?;
-        crate::export::write_pt(&model, args.dtype, &pt, &args.model)?;
-        crate::files::write(&csv, text.as_bytes())?;
-        println!(
-            "wrote {} ({count} predictions of {}, {format:?})",
-            csv.display(),
-            images.display()
+        let summary = format!("{count} predictions of {}, {format:?}", images.display());
+        (text, summary)
+    } else {
+        let (split, source, data_files) = crate::eval::test_split(&args.data)?;
+        inputs.extend(data_files.iter().map(|f| ("a data file", f.as_path())));
+        crate::files::check_outputs(&outputs, &inputs)?;
+        let scores = crate::eval::score(&model, &split)
+            .map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
+        let summary = format!(
+            "{} predictions; test accuracy {:.2}% ({}/{}) on {source}",
+            scores.total(),
+            100.0 * scores.correct() as f64 / scores.total() as f64,
+            scores.correct(),
+            scores.total()
         );
-        report(args, &model, size, &pt);
-        return Ok(());
-    }
-    let (split, source, data_files) = crate::eval::test_split(&args.data)?;
-    let mut inputs = vec![("--model", args.model.as_path())];
-    inputs.extend(data_files.iter().map(|f| ("a data file", f.as_path())));
-    crate::files::check_outputs(&[("the predictions", &csv)], &inputs)?;
-    let scores =
-        crate::eval::score(&model, &split).map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
-    crate::export::write_pt(&model, args.dtype, &pt, &args.model)?;
-    crate::files::write(&csv, scores.predictions_csv().as_bytes())?;
-    println!("wrote {} ({} predictions)", csv.display(), scores.total());
-    report(args, &model, size, &pt);
+        (scores.predictions_csv(), summary)
+    };
+    let pt_bytes = crate::export::write_pt(&model, args.dtype, &pt, &args.model)?;
+    crate::files::write(&csv, predictions.as_bytes())?;
+    println!("wrote {} ({summary})", csv.display());
+    let notebook = crate::notebook::notebook(&crate::notebook::Settings {
+        id: &args.id,
+        model: &model,
+        config: run_config(&args.model),
+        images: args.images.as_deref(),
+    });
+    crate::files::write(&ipynb, notebook.as_bytes())?;
+    let pt_len = pt_bytes.len();
+    let archive = crate::pt::zip(&[
+        (names.notebook.clone(), notebook.into_bytes()),
+        (names.pt.clone(), pt_bytes),
+        (names.csv.clone(), predictions.into_bytes()),
+    ]);
+    crate::files::write(&zip, &archive)?;
     println!(
-        "test accuracy {:.2}% ({}/{}) on {source}",
-        100.0 * scores.correct() as f64 / scores.total() as f64,
-        scores.correct(),
-        scores.total()
+        "wrote {} ({} bytes: {}, {}, {}); the notebook is also beside it",
+        zip.display(),
+        archive.len(),
+        names.notebook,
+        names.pt,
+        names.csv
     );
+    report(args, &model, size, pt_len);
     Ok(())
 }
 
+/// The names the course gives the hand-in's files.
+pub struct HandInNames {
+    /// `DL_HW1_ID.ipynb`.
+    pub notebook: String,
+    /// `ID_submission.pt`.
+    pub pt: String,
+    /// `ID_submission.csv`.
+    pub csv: String,
+    /// `ID_HW1.zip`, holding the three.
+    pub zip: String,
+}
+
+impl HandInNames {
+    /// The names for student `id`.
+    pub fn of(id: &str) -> Self {
+        Self {
+            notebook: format!("DL_HW1_{id}.ipynb"),
+            pt: format!("{id}_submission.pt"),
+            csv: format!("{id}_submission.csv"),
+            zip: format!("{id}_HW1.zip"),
+        }
+    }
+}
+
+/// The settings of the run that trained `model` (the `config` of its run log, `X.log.json`, or
+/// of a shipped model's description, `X.json`), if either is there and readable.
+fn run_config(model: &std::path::Path) -> Option<serde_json::Value> {
+    ["log.json", "json"].iter().find_map(|extension| {
+        let text = std::fs::read(model.with_extension(extension)).ok()?;
+        let log: serde_json::Value = serde_json::from_slice(&text).ok()?;
+        log.get("config").filter(|c| c.is_object()).cloned()
+    })
+}
+
 /// The line on the model handed in: its parameters, their bytes, the `.pt` file's.
-fn report(args: &SubmitArgs, model: &infer::Model<'_>, size: usize, pt: &std::path::Path) {
+fn report(args: &SubmitArgs, model: &infer::Model<'_>, size: usize, pt_bytes: usize) {
     println!(
         "model {}: {}, {} parameters, {size} bytes as {:?} (limit {SIZE_LIMIT}); .pt file {} \
          bytes",
@@ -166,7 +227,7 @@ fn report(args: &SubmitArgs, model: &infer::Model<'_>, size: usize, pt: &std::pa
         crate::eval::architecture(model),
         model.parameter_count(),
         args.dtype,
-        std::fs::metadata(pt).map(|m| m.len()).unwrap_or(0),
+        pt_bytes,
     );
 }
 

@@ -571,6 +571,17 @@ fn submit_writes_the_pt_and_the_csv_eval_would_and_the_pt_imports_back() {
         std::fs::read(out.join("42_submission.csv")).unwrap(),
         std::fs::read(&eval_csv).unwrap()
     );
+    // The zip holds the course's three files, the same as the loose ones.
+    let archive = std::fs::read(out.join("42_HW1.zip")).unwrap();
+    let records = xtask::pt::unzip(&archive).unwrap();
+    let names: Vec<&str> = records.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["DL_HW1_42.ipynb", "42_submission.pt", "42_submission.csv"]
+    );
+    for (name, data) in &records {
+        assert_eq!(*data, std::fs::read(out.join(name)).unwrap(), "{name}");
+    }
     // --images: the CSV of another set (here the same images, as an IDX file without labels).
     let other = dir.join("other");
     let images = data.join("t10k-images-idx3-ubyte");
