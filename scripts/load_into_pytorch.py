@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Load a `cargo xtask export` file (safetensors, or `.pt` as `--format pt` and `cargo xtask
 submit` write it) into the course's PyTorch template and print its test accuracy on Fashion-MNIST.
-Optional: needs torch and numpy (see ../shared/reference/README.md for a CPU torch), not the
-safetensors package.
+Needs torch and numpy (the README's "The PyTorch side" says how to install a CPU torch), not
+the safetensors package; the template's pieces come from this repository's python/fashion_mlp.
 
     cargo xtask export --model runs/model.fmlp --out runs/model.safetensors
     python3 scripts/load_into_pytorch.py runs/model.safetensors
@@ -24,11 +24,13 @@ import sys
 
 import numpy as np
 import torch
-from torch import nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "shared", "reference"))
-import pytorch_reference as ref  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "python"))
+import fashion_mlp as fm  # noqa: E402
+
+# The course's constants, for a state dict without its metadata.
+COURSE_MEAN, COURSE_STD = 0.2860, 0.3530
 
 
 def read_safetensors(path):
@@ -48,22 +50,6 @@ def read_safetensors(path):
     return tensors, metadata
 
 
-class Template(nn.Module):
-    """The course's template: Linear layers in an nn.Sequential, the activation between them."""
-
-    def __init__(self, dims, activation):
-        super().__init__()
-        layers = []
-        for k, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-            layers.append(nn.Linear(a, b))
-            if k < len(dims) - 2:
-                layers.append(ref.myActivation(activation))
-        self.mlp = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.mlp(x.reshape(x.shape[0], -1))
-
-
 def read_pt(path):
     """(state dict, metadata): the .pt file through torch.load(weights_only=True), the metadata
     from the JSON file beside it, when there is one."""
@@ -79,7 +65,8 @@ def read_pt(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("file", help="safetensors or .pt file from cargo xtask export or submit")
-    ap.add_argument("--data-dir", default=ref.DATA_DIR)
+    ap.add_argument("--data-dir", default=None,
+                    help="directory of the IDX files (default: $FASHION_MNIST_DIR, then the usual places)")
     args = ap.parse_args()
 
     if args.file.endswith(".pt"):
@@ -90,22 +77,20 @@ def main():
     n_layers = len([k for k in state if k.endswith(".weight")])
     dims = [784] + [state[f"mlp.{2 * k}.weight"].shape[0] for k in range(n_layers)]
     activation = metadata.get("activation", "relu")
-    if activation not in ref.myActivation.KINDS:
-        sys.exit(f"the reference template has no {activation!r} activation ({ref.myActivation.KINDS})")
-    model = Template(dims, activation)
+    if activation not in fm.ACTIVATIONS:
+        sys.exit(f"{args.file}: activation {activation!r} is none of {', '.join(fm.ACTIVATIONS)}")
+    alpha = metadata.get("alpha")
+    model = fm.myMLP(dims[1:-1], activation, None if alpha is None else float(alpha))
     model.load_state_dict(state, strict=True)
     model.eval()
 
-    mean = float(metadata.get("normalization_mean", ref.MEAN))
-    std = float(metadata.get("normalization_std", ref.STD))
-    images = ref.read_idx(os.path.join(args.data_dir, "t10k-images-idx3-ubyte.gz"))
-    labels = ref.read_idx(os.path.join(args.data_dir, "t10k-labels-idx1-ubyte.gz"))
-    x = (torch.from_numpy(images.astype(np.float32) / 255.0) - mean) / std
-    with torch.no_grad():
-        predicted = model(x).argmax(dim=1).numpy()
-    accuracy = float((predicted == labels).mean())
+    mean = float(metadata.get("normalization_mean", COURSE_MEAN))
+    std = float(metadata.get("normalization_std", COURSE_STD))
+    images, labels = fm.load_split("test", args.data_dir)
+    predicted = fm.predict(model, fm.normalize(fm.to_unit(images), mean, std))
     print(json.dumps({"file": args.file, "architecture": dims, "activation": activation,
-                      "weights_only": args.file.endswith(".pt"), "test_accuracy": accuracy}))
+                      "weights_only": args.file.endswith(".pt"),
+                      "test_accuracy": fm.accuracy(predicted, labels)}))
 
 
 if __name__ == "__main__":

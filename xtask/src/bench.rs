@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: training-epoch time and host inference speed on the benchmark network
-//! (784-512-512-10, ReLU, batch 128), optionally side by side with the PyTorch reference and with
-//! ONNX Runtime (inference only).
+//! (784-512-512-10, ReLU, batch 128), optionally side by side with the project's PyTorch side
+//! (`python/bench/bench_pytorch.py`) and with ONNX Runtime (`python/bench/bench_onnxruntime.py`,
+//! inference only).
 //!
 //! Both sides get the same data, the same thread count (set through the environment before each
 //! process starts) and exclude a warm-up; ours runs first, then PyTorch's, one after the other.
@@ -41,9 +42,10 @@ pub struct BenchArgs {
     /// theirs.
     #[arg(long, value_name = "PYTHON")]
     compare_onnxruntime: Option<PathBuf>,
-    /// Directory of the PyTorch reference (`bench_pytorch.py`, `bench_onnxruntime.py`).
-    #[arg(long, value_name = "DIR", default_value = "../shared/reference")]
-    reference: PathBuf,
+    /// Directory of the benchmark scripts (`bench_pytorch.py`, `bench_onnxruntime.py`).
+    /// Default: the project's own, python/bench.
+    #[arg(long, value_name = "DIR")]
+    reference: Option<PathBuf>,
     /// Where to write the benchmark network's model file.
     #[arg(long, value_name = "PATH", default_value = "runs/bench.fmlp")]
     model: PathBuf,
@@ -60,7 +62,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         check_module(python, "torch", "--compare-pytorch")?;
     }
     if let Some(python) = &args.compare_onnxruntime {
-        check_module(python, "onnxruntime, onnx, numpy", "--compare-onnxruntime")?;
+        check_module(
+            python,
+            "onnxruntime, onnx, numpy, torch",
+            "--compare-onnxruntime",
+        )?;
     }
     let (test, source) = crate::setup::fashion_mnist_test()?;
     let data_dir = source.dir().to_owned();
@@ -201,8 +207,8 @@ fn check_module(python: &Path, modules: &str, flag: &str) -> anyhow::Result<()> 
         .with_context(|| format!("{flag}: running {}", python.display()))?;
     if !output.status.success() {
         bail!(
-            "{flag}: {} cannot import {modules} (see ../shared/reference/README.md for the \
-             install): {}",
+            "{flag}: {} cannot import {modules} (the README's \"The PyTorch side\" says how to \
+             install them): {}",
             python.display(),
             String::from_utf8_lossy(&output.stderr)
                 .lines()
@@ -222,10 +228,14 @@ fn reference_script(
     script_args: &[&str],
     data_dir: &Path,
 ) -> anyhow::Result<Value> {
-    let path = args.reference.join(script);
+    let directory = args
+        .reference
+        .clone()
+        .unwrap_or_else(|| crate::setup::workspace_root().join("python/bench"));
+    let path = directory.join(script);
     if !path.exists() {
         bail!(
-            "--reference: no {} (point --reference at the reference's directory)",
+            "--reference: no {} (point --reference at the directory of the benchmark scripts)",
             path.display()
         );
     }
