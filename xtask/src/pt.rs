@@ -839,6 +839,8 @@ impl Unpickler {
 const LOCAL: u32 = 0x0403_4b50;
 const CENTRAL: u32 = 0x0201_4b50;
 const END: u32 = 0x0605_4b50;
+/// 1980-01-01 as a DOS date: (year − 1980) << 9 | month << 5 | day.
+const DOS_1980_01_01: u16 = 1 << 5 | 1;
 
 fn u16_at(data: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(data.get(at..at + 2)?.try_into().ok()?))
@@ -860,8 +862,11 @@ pub fn zip(records: &[(String, Vec<u8>)]) -> Vec<u8> {
         let crc = crc32(data);
         let size = u32::try_from(data.len()).expect("records under 4 GB");
         let fields = |out: &mut Vec<u8>| {
-            for v in [0u16, 0, 0, 0, 0] {
-                out.extend_from_slice(&v.to_le_bytes()); // version, flags, method, time, date
+            // version, flags, method (stored), time 00:00, date 1980-01-01 (the first DOS date:
+            // the archive's bytes depend on nothing but the records; date 0 would read as
+            // 1979-12-31)
+            for v in [0u16, 0, 0, 0, DOS_1980_01_01] {
+                out.extend_from_slice(&v.to_le_bytes());
             }
             out.extend_from_slice(&crc.to_le_bytes());
             out.extend_from_slice(&size.to_le_bytes());
