@@ -5,7 +5,7 @@
 
 libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
     let metadata = std::collections::BTreeMap::new();
-    if let Ok((model, _notes)) = xtask::import::from_pt(bytes, &metadata) {
+    if let Ok((model, _notes)) = convert::state_dict::from_pt(bytes, &metadata) {
         assert!(infer::Model::from_bytes(&model).is_ok());
     }
 });

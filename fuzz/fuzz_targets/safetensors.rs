@@ -3,7 +3,7 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
-    if let Ok((model, _notes)) = xtask::import::from_safetensors(bytes) {
+    if let Ok((model, _notes)) = convert::state_dict::from_safetensors(bytes) {
         assert!(infer::Model::from_bytes(&model).is_ok());
     }
 });

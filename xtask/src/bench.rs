@@ -82,7 +82,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let infer = time_inference(&file.model(), &test, args.threads)?;
     eprintln!("the same model full-integer (quantize --scheme full, 2,000 calibration images)...");
     let (train, _) = data::fetch::load_part(&source, data::fetch::Part::Train)?;
-    let integer_bytes = crate::quantize::full_integer(&file.model(), &train, 2000)?;
+    let integer_bytes = convert::quantize::full_integer(&file.model(), &train, 2000)?;
     let integer_model =
         infer::Model::from_bytes(&integer_bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let integer = time_inference(&integer_model, &test, args.threads)?;

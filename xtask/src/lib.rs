@@ -1,7 +1,7 @@
 //! The project's commands (`cargo xtask`), one module each, and what they share: setting up the
-//! machine ([`setup`]), range-checked arguments ([`args`]), reading models and writing outputs ([`files`]), and the PyTorch formats
-//! ([`safetensors`], [`pt`]). A library so that the fuzz targets reach the importers; the binary
-//! (`main.rs`) parses the command line and calls the `run` of each module.
+//! machine ([`setup`]), range-checked arguments ([`args`]), reading models and writing outputs ([`files`]). The conversions
+//! (`.pt`, safetensors, quantisation) are the `convert` crate's. The binary (`main.rs`) parses
+//! the command line and calls the `run` of each module.
 //!
 //! Light on purpose: burn is not a dependency; `train` runs the trainer's own binary.
 
@@ -18,10 +18,8 @@ pub mod import;
 pub mod models;
 pub mod notebook;
 pub mod predict;
-pub mod pt;
 pub mod quantize;
 pub mod robust;
-pub mod safetensors;
 pub mod setup;
 pub mod show;
 pub mod submit;

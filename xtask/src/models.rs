@@ -294,7 +294,7 @@ mod tests {
                 .collect(),
             labels: vec![0, 1, 2, 3],
         };
-        let q8 = crate::quantize::full_integer(&model, &train, 4).unwrap();
+        let q8 = convert::quantize::full_integer(&model, &train, 4).unwrap();
         std::fs::write(at("m.int8.q8.fmlp"), &q8).unwrap();
         std::fs::write(at("renamed.fmlp"), &q8).unwrap();
         let logged = "cargo xtask train --out m.fmlp";

@@ -23,9 +23,9 @@ pub fn hand_in(model: &infer::Model<'_>) -> Option<HandIn> {
         return None;
     }
     let parameter_bytes = 2 * model.parameter_count();
-    let state_dict = crate::export::state_dict(model);
+    let state_dict = convert::state_dict::state_dict(model);
     Some(HandIn {
-        pt_bytes: crate::pt::write(&state_dict, crate::safetensors::Dtype::F16).len(),
+        pt_bytes: convert::pt::write(&state_dict, convert::safetensors::Dtype::F16).len(),
         parameter_bytes,
         fits: parameter_bytes <= SIZE_LIMIT,
     })
@@ -166,7 +166,7 @@ pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
     });
     crate::files::write(&ipynb, notebook.as_bytes())?;
     let pt_len = pt_bytes.len();
-    let archive = crate::pt::zip(&[
+    let archive = convert::pt::zip(&[
         (names.notebook.clone(), notebook.into_bytes()),
         (names.pt.clone(), pt_bytes),
         (names.csv.clone(), predictions.into_bytes()),

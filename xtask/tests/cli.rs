@@ -573,7 +573,7 @@ fn submit_writes_the_pt_and_the_csv_eval_would_and_the_pt_imports_back() {
     );
     // The zip holds the course's three files, the same as the loose ones.
     let archive = std::fs::read(out.join("42_HW1.zip")).unwrap();
-    let records = xtask::pt::unzip(&archive).unwrap();
+    let records = convert::pt::unzip(&archive).unwrap();
     let names: Vec<&str> = records.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(
         names,

@@ -1,0 +1,685 @@
+//! The pickle of a state dict: the writer of what torch writes, and the reader of the small set
+//! of opcodes and globals such a pickle uses (anything else is refused by name, never run).
+
+use super::*;
+
+/// Pickle opcodes used here (protocol 2, plus protocol 4's framing and memo opcodes, which
+/// `pickle_protocol=4` writes).
+pub(super) mod op {
+    pub const PROTO: u8 = 0x80;
+    pub const FRAME: u8 = 0x95;
+    pub const STOP: u8 = b'.';
+    pub const GLOBAL: u8 = b'c';
+    pub const STACK_GLOBAL: u8 = 0x93;
+    pub const BINPUT: u8 = b'q';
+    pub const LONG_BINPUT: u8 = b'r';
+    pub const MEMOIZE: u8 = 0x94;
+    pub const BINGET: u8 = b'h';
+    pub const LONG_BINGET: u8 = b'j';
+    pub const MARK: u8 = b'(';
+    pub const EMPTY_TUPLE: u8 = b')';
+    pub const TUPLE: u8 = b't';
+    pub const TUPLE1: u8 = 0x85;
+    pub const TUPLE2: u8 = 0x86;
+    pub const TUPLE3: u8 = 0x87;
+    pub const EMPTY_DICT: u8 = b'}';
+    pub const EMPTY_LIST: u8 = b']';
+    pub const SETITEM: u8 = b's';
+    pub const SETITEMS: u8 = b'u';
+    pub const APPEND: u8 = b'a';
+    pub const APPENDS: u8 = b'e';
+    pub const BINUNICODE: u8 = b'X';
+    pub const SHORT_BINUNICODE: u8 = 0x8c;
+    pub const BININT: u8 = b'J';
+    pub const BININT1: u8 = b'K';
+    pub const BININT2: u8 = b'M';
+    pub const LONG1: u8 = 0x8a;
+    pub const BINFLOAT: u8 = b'G';
+    pub const NONE: u8 = b'N';
+    pub const NEWTRUE: u8 = 0x88;
+    pub const NEWFALSE: u8 = 0x89;
+    pub const BINPERSID: u8 = b'Q';
+    pub const REDUCE: u8 = b'R';
+    pub const BUILD: u8 = b'b';
+}
+
+/// The state dict as torch pickles it: an `OrderedDict` of `_rebuild_tensor_v2(storage, 0,
+/// size, stride, False, OrderedDict())`, storage `key` being the tensor's index.
+pub(super) fn pickle_state_dict(tensors: &[NamedTensor], dtype: Dtype) -> Vec<u8> {
+    let storage = match dtype {
+        Dtype::F32 => "FloatStorage",
+        Dtype::F16 => "HalfStorage",
+    };
+    let mut p = vec![op::PROTO, 2];
+    let global = |p: &mut Vec<u8>, module: &str, name: &str| {
+        p.push(op::GLOBAL);
+        p.extend_from_slice(format!("{module}\n{name}\n").as_bytes());
+    };
+    let string = |p: &mut Vec<u8>, s: &str| {
+        p.push(op::BINUNICODE);
+        p.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        p.extend_from_slice(s.as_bytes());
+    };
+    let int = |p: &mut Vec<u8>, n: usize| {
+        p.push(op::BININT);
+        p.extend_from_slice(
+            &i32::try_from(n)
+                .expect("tensor sizes fit i32")
+                .to_le_bytes(),
+        );
+    };
+    let ordered_dict = |p: &mut Vec<u8>| {
+        global(p, "collections", "OrderedDict");
+        p.extend_from_slice(&[op::EMPTY_TUPLE, op::REDUCE]);
+    };
+    ordered_dict(&mut p);
+    p.push(op::MARK);
+    for (key, (name, shape, values)) in tensors.iter().enumerate() {
+        string(&mut p, name);
+        global(&mut p, "torch._utils", "_rebuild_tensor_v2");
+        p.push(op::MARK);
+        // The persistent id: ('storage', torch.XStorage, key, 'cpu', numel).
+        p.push(op::MARK);
+        string(&mut p, "storage");
+        global(&mut p, "torch", storage);
+        string(&mut p, &key.to_string());
+        string(&mut p, "cpu");
+        int(&mut p, values.len());
+        p.extend_from_slice(&[op::TUPLE, op::BINPERSID]);
+        int(&mut p, 0); // storage offset
+        p.push(op::MARK);
+        shape.iter().for_each(|&d| int(&mut p, d));
+        p.push(op::TUPLE);
+        p.push(op::MARK);
+        for (axis, _) in shape.iter().enumerate() {
+            int(&mut p, shape[axis + 1..].iter().product());
+        }
+        p.push(op::TUPLE);
+        p.push(op::NEWFALSE); // requires_grad
+        ordered_dict(&mut p); // backward hooks
+        p.extend_from_slice(&[op::TUPLE, op::REDUCE]);
+    }
+    p.extend_from_slice(&[op::SETITEMS, op::STOP]);
+    p
+}
+
+/// The callables a state dict's pickle may name; any other global is refused.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Global {
+    OrderedDict,
+    RebuildTensor,
+    Storage(StorageType),
+}
+
+/// Element types of storages read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum StorageType {
+    F32,
+    F16,
+    BF16,
+    F64,
+}
+
+impl StorageType {
+    fn size(self) -> usize {
+        match self {
+            StorageType::F16 | StorageType::BF16 => 2,
+            StorageType::F32 => 4,
+            StorageType::F64 => 8,
+        }
+    }
+
+    fn value(self, bytes: &[u8]) -> f32 {
+        match self {
+            StorageType::F32 => f32::from_le_bytes(bytes.try_into().expect("4 bytes")),
+            StorageType::F16 => f16::from_le_bytes(bytes.try_into().expect("2 bytes")).to_f32(),
+            StorageType::BF16 => {
+                f32::from_bits(u32::from(u16::from_le_bytes(bytes.try_into().expect("2"))) << 16)
+            }
+            StorageType::F64 => f64::from_le_bytes(bytes.try_into().expect("8 bytes")) as f32,
+        }
+    }
+}
+
+impl Global {
+    fn named(module: &str, name: &str) -> Result<Self, String> {
+        Ok(match (module, name) {
+            ("collections", "OrderedDict") => Global::OrderedDict,
+            ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensor,
+            ("torch", "FloatStorage") => Global::Storage(StorageType::F32),
+            ("torch", "HalfStorage") => Global::Storage(StorageType::F16),
+            ("torch", "BFloat16Storage") => Global::Storage(StorageType::BF16),
+            ("torch", "DoubleStorage") => Global::Storage(StorageType::F64),
+            _ => {
+                return Err(format!(
+                    "the pickle names {module}.{name}, which a state dict of float tensors does \
+                     not need: refused, not run"
+                ));
+            }
+        })
+    }
+}
+
+/// A storage a tensor points into: its type, its record's key and its element count.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Storage {
+    pub(super) kind: StorageType,
+    pub(super) key: String,
+    pub(super) numel: usize,
+}
+
+/// A tensor: a view of `size` with `stride` from `offset` into its storage.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct TensorRef {
+    pub(super) storage: Storage,
+    pub(super) offset: usize,
+    pub(super) size: Vec<usize>,
+    pub(super) stride: Vec<usize>,
+}
+
+impl TensorRef {
+    /// Its elements, read from its storage's record `data`, in row-major order.
+    pub(super) fn values(&self, data: &[u8]) -> Result<Vec<f32>, String> {
+        let width = self.storage.kind.size();
+        let want = self
+            .storage
+            .numel
+            .checked_mul(width)
+            .ok_or("storage too large")?;
+        if data.len() != want {
+            return Err(format!(
+                "the storage record holds {} bytes; {} elements of {width} bytes need {want}",
+                data.len(),
+                self.storage.numel
+            ));
+        }
+        // A state dict's tensor never holds more elements than its storage (no stride-0 views),
+        // so nothing is allocated beyond what the file holds.
+        let count = self
+            .size
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|&n| n <= self.storage.numel)
+            .ok_or_else(|| {
+                format!(
+                    "size {:?} holds more elements than the storage's {}",
+                    self.size, self.storage.numel
+                )
+            })?;
+        // The last element's index must lie in the storage.
+        let last = self
+            .size
+            .iter()
+            .zip(&self.stride)
+            .try_fold(self.offset, |at, (&d, &s)| {
+                at.checked_add(d.saturating_sub(1).checked_mul(s)?)
+            });
+        if count > 0 && last.is_none_or(|last| last >= self.storage.numel) {
+            return Err(format!(
+                "size {:?} with stride {:?} from offset {} reaches outside the storage's {} \
+                 elements",
+                self.size, self.stride, self.offset, self.storage.numel
+            ));
+        }
+        let mut values = Vec::with_capacity(count);
+        let mut index = vec![0usize; self.size.len()];
+        for _ in 0..count {
+            let at = self.offset
+                + index
+                    .iter()
+                    .zip(&self.stride)
+                    .map(|(i, s)| i * s)
+                    .sum::<usize>();
+            values.push(self.storage.kind.value(&data[at * width..(at + 1) * width]));
+            for axis in (0..index.len()).rev() {
+                index[axis] += 1;
+                if index[axis] < self.size[axis] {
+                    break;
+                }
+                index[axis] = 0;
+            }
+        }
+        Ok(values)
+    }
+}
+
+/// What the unpickler's stack holds.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Value {
+    Mark,
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Tuple(Vec<Value>),
+    List(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+    Global(Global),
+    Storage(Box<Storage>),
+    Tensor(Box<TensorRef>),
+}
+
+impl Value {
+    pub(super) fn kind(&self) -> &'static str {
+        match self {
+            Value::Mark => "a mark",
+            Value::None => "None",
+            Value::Bool(_) => "a bool",
+            Value::Int(_) => "an int",
+            Value::Float(_) => "a float",
+            Value::Str(_) => "a string",
+            Value::Tuple(_) => "a tuple",
+            Value::List(_) => "a list",
+            Value::Dict(_) => "a dict",
+            Value::Global(_) => "a class",
+            Value::Storage(_) => "a storage",
+            Value::Tensor(_) => "a tensor",
+        }
+    }
+
+    /// How deep its containers nest (1 for a value that holds none): at most [`MAX_DEPTH`]
+    /// for every value the unpickler makes, so this recursion is bounded too.
+    fn depth(&self) -> usize {
+        1 + match self {
+            Value::Tuple(items) | Value::List(items) => {
+                items.iter().map(Value::depth).max().unwrap_or(0)
+            }
+            Value::Dict(entries) => entries
+                .iter()
+                .map(|(k, v)| k.depth().max(v.depth()))
+                .max()
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// How many values it holds, itself included.
+    fn count(&self) -> usize {
+        1 + match self {
+            Value::Tuple(items) | Value::List(items) => items.iter().map(Value::count).sum(),
+            Value::Dict(entries) => entries.iter().map(|(k, v)| k.count() + v.count()).sum(),
+            _ => 0,
+        }
+    }
+
+    fn usize(&self, what: &str) -> Result<usize, String> {
+        match self {
+            Value::Int(n) => usize::try_from(*n).map_err(|_| format!("{what} {n} is negative")),
+            other => Err(format!("{what} is {}, not an int", other.kind())),
+        }
+    }
+
+    fn usizes(&self, what: &str) -> Result<Vec<usize>, String> {
+        match self {
+            Value::Tuple(items) => items.iter().map(|v| v.usize(what)).collect(),
+            other => Err(format!("{what} is {}, not a tuple", other.kind())),
+        }
+    }
+}
+
+/// A pickle machine for the opcodes a state dict of tensors needs. The memo keeps copies, not
+/// shared references: a container memoised before it is filled reads back as it was then,
+/// which torch's own pickles never rely on (they fetch only globals, strings and tuples).
+#[derive(Default)]
+pub(super) struct Unpickler {
+    stack: Vec<Value>,
+    memo: BTreeMap<u32, Value>,
+    /// Values copied out of the memo so far.
+    copied: usize,
+    /// Values pushed so far.
+    pushed: usize,
+}
+
+/// A reader over the pickle's bytes; running out is an error.
+pub(super) struct Bytes<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|&end| end <= self.data.len());
+        let end = end.ok_or("the pickle ends in the middle of an opcode")?;
+        let bytes = &self.data[self.at..end];
+        self.at = end;
+        Ok(bytes)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+
+    fn line(&mut self) -> Result<String, String> {
+        let rest = &self.data[self.at..];
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("the pickle ends in the middle of a global's name")?;
+        let line = String::from_utf8(rest[..end].to_vec()).map_err(|_| "a name is not UTF-8")?;
+        self.at += end + 1;
+        Ok(line)
+    }
+
+    fn string(&mut self, len: usize) -> Result<String, String> {
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| "a string is not UTF-8".into())
+    }
+}
+
+/// Refuses `items` as the contents of a container: one of them nests [`MAX_DEPTH`] deep already.
+pub(super) fn nest(items: &[Value]) -> Result<(), String> {
+    match items.iter().map(Value::depth).max() {
+        Some(depth) if depth >= MAX_DEPTH => Err(format!(
+            "the pickle nests containers over {MAX_DEPTH} deep; a state dict needs 4"
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Unpickler {
+    /// Pushes a value, counting it against [`MAX_VALUES`].
+    fn push(&mut self, value: Value) -> Result<(), String> {
+        self.pushed += 1;
+        if self.pushed > MAX_VALUES {
+            return Err(format!(
+                "the pickle makes over {MAX_VALUES} values; a state dict needs a few hundred"
+            ));
+        }
+        self.stack.push(value);
+        Ok(())
+    }
+
+    /// Pushes a container of `items`, checking how deep it nests.
+    fn push_container(
+        &mut self,
+        make: fn(Vec<Value>) -> Value,
+        items: Vec<Value>,
+    ) -> Result<(), String> {
+        nest(&items)?;
+        self.push(make(items))
+    }
+
+    fn pop(&mut self) -> Result<Value, String> {
+        match self.stack.pop() {
+            Some(Value::Mark) | None => Err("the pickle pops an empty stack".into()),
+            Some(value) => Ok(value),
+        }
+    }
+
+    fn top(&mut self) -> Result<&mut Value, String> {
+        self.stack
+            .last_mut()
+            .ok_or_else(|| "the pickle reads an empty stack".to_owned())
+    }
+
+    /// The values above the topmost mark, which is removed.
+    fn pop_to_mark(&mut self) -> Result<Vec<Value>, String> {
+        let mark = self
+            .stack
+            .iter()
+            .rposition(|v| *v == Value::Mark)
+            .ok_or("the pickle closes a mark it never opened")?;
+        let items = self.stack.split_off(mark + 1);
+        self.stack.pop();
+        Ok(items)
+    }
+
+    fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
+        nest(&items)?;
+        if !items.len().is_multiple_of(2) {
+            return Err("a dict's items do not come in pairs".into());
+        }
+        let Value::Dict(entries) = self.top()? else {
+            return Err("the pickle sets items on something that is not a dict".into());
+        };
+        let mut items = items.into_iter();
+        while let (Some(key), Some(value)) = (items.next(), items.next()) {
+            if let Some(entry) = entries.iter_mut().find(|(k, _)| *k == key) {
+                entry.1 = value;
+            } else if entries.len() < MAX_ENTRIES {
+                entries.push((key, value));
+            } else {
+                return Err(format!("a dict of over {MAX_ENTRIES} entries"));
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, items: Vec<Value>) -> Result<(), String> {
+        nest(&items)?;
+        match self.top()? {
+            Value::List(list) => {
+                list.extend(items);
+                Ok(())
+            }
+            other => Err(format!("the pickle appends to {}", other.kind())),
+        }
+    }
+
+    fn memo_get(&mut self, index: u32) -> Result<Value, String> {
+        let value = self
+            .memo
+            .get(&index)
+            .ok_or_else(|| format!("the pickle reads memo {index}, never stored"))?;
+        self.copied += value.count();
+        if self.copied > MAX_COPIED {
+            return Err(format!(
+                "the pickle copies over {MAX_COPIED} values out of its memo"
+            ));
+        }
+        Ok(value.clone())
+    }
+
+    fn call(callable: Value, args: Value) -> Result<Value, String> {
+        let Value::Tuple(args) = args else {
+            return Err(format!(
+                "a call's arguments are {}, not a tuple",
+                args.kind()
+            ));
+        };
+        match callable {
+            Value::Global(Global::OrderedDict) if args.is_empty() => Ok(Value::Dict(Vec::new())),
+            Value::Global(Global::RebuildTensor) if (6..=7).contains(&args.len()) => {
+                let Value::Storage(storage) = &args[0] else {
+                    return Err(format!("a tensor's storage is {}", args[0].kind()));
+                };
+                let size = args[2].usizes("a tensor's size")?;
+                let stride = args[3].usizes("a tensor's stride")?;
+                if size.len() != stride.len() {
+                    return Err(format!(
+                        "size {size:?} and stride {stride:?} differ in length"
+                    ));
+                }
+                Ok(Value::Tensor(Box::new(TensorRef {
+                    storage: (**storage).clone(),
+                    offset: args[1].usize("a tensor's storage offset")?,
+                    size,
+                    stride,
+                })))
+            }
+            Value::Global(global) => Err(format!(
+                "the pickle calls {global:?} with {} arguments",
+                args.len()
+            )),
+            other => Err(format!("the pickle calls {}", other.kind())),
+        }
+    }
+
+    pub(super) fn run(mut self, pickle: &[u8]) -> Result<Value, String> {
+        let mut bytes = Bytes {
+            data: pickle,
+            at: 0,
+        };
+        loop {
+            let at = bytes.at;
+            let code = bytes.u8().map_err(|_| "the pickle ends without STOP")?;
+            match code {
+                op::PROTO => {
+                    bytes.u8()?;
+                }
+                op::FRAME => {
+                    bytes.take(8)?;
+                }
+                op::STOP => return self.pop(),
+                op::GLOBAL => {
+                    let (module, name) = (bytes.line()?, bytes.line()?);
+                    self.push(Value::Global(Global::named(&module, &name)?))?;
+                }
+                op::STACK_GLOBAL => {
+                    let (name, module) = (self.pop()?, self.pop()?);
+                    let (Value::Str(module), Value::Str(name)) = (module, name) else {
+                        return Err("STACK_GLOBAL without two strings".into());
+                    };
+                    self.push(Value::Global(Global::named(&module, &name)?))?;
+                }
+                op::BINPUT | op::LONG_BINPUT | op::MEMOIZE => {
+                    let index = match code {
+                        op::BINPUT => u32::from(bytes.u8()?),
+                        op::LONG_BINPUT => bytes.u32()?,
+                        _ => self.memo.len() as u32,
+                    };
+                    let value = self.top()?.clone();
+                    self.copied += value.count();
+                    if self.copied > MAX_COPIED {
+                        return Err(format!("the pickle copies over {MAX_COPIED} values"));
+                    }
+                    self.memo.insert(index, value);
+                }
+                op::BINGET => {
+                    let value = self.memo_get(u32::from(bytes.u8()?))?;
+                    self.push(value)?;
+                }
+                op::LONG_BINGET => {
+                    let value = self.memo_get(bytes.u32()?)?;
+                    self.push(value)?;
+                }
+                op::MARK => self.push(Value::Mark)?,
+                op::EMPTY_TUPLE => self.push(Value::Tuple(Vec::new()))?,
+                op::TUPLE => {
+                    let items = self.pop_to_mark()?;
+                    self.push_container(Value::Tuple, items)?;
+                }
+                op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
+                    let n = usize::from(code - op::TUPLE1 + 1);
+                    let mut items = (0..n).map(|_| self.pop()).collect::<Result<Vec<_>, _>>()?;
+                    items.reverse();
+                    self.push_container(Value::Tuple, items)?;
+                }
+                op::EMPTY_DICT => self.push(Value::Dict(Vec::new()))?,
+                op::EMPTY_LIST => self.push(Value::List(Vec::new()))?,
+                op::SETITEM => {
+                    let (value, key) = (self.pop()?, self.pop()?);
+                    self.set_items(vec![key, value])?;
+                }
+                op::SETITEMS => {
+                    let items = self.pop_to_mark()?;
+                    self.set_items(items)?;
+                }
+                op::APPEND => {
+                    let item = self.pop()?;
+                    self.append(vec![item])?;
+                }
+                op::APPENDS => {
+                    let items = self.pop_to_mark()?;
+                    self.append(items)?;
+                }
+                op::BINUNICODE => {
+                    let len = bytes.u32()? as usize;
+                    let s = bytes.string(len)?;
+                    self.push(Value::Str(s))?;
+                }
+                op::SHORT_BINUNICODE => {
+                    let len = usize::from(bytes.u8()?);
+                    let s = bytes.string(len)?;
+                    self.push(Value::Str(s))?;
+                }
+                op::BININT => {
+                    let n = i32::from_le_bytes(bytes.take(4)?.try_into().expect("4"));
+                    self.push(Value::Int(i64::from(n)))?;
+                }
+                op::BININT1 => {
+                    let n = bytes.u8()?;
+                    self.push(Value::Int(i64::from(n)))?;
+                }
+                op::BININT2 => {
+                    let n = bytes.u16()?;
+                    self.push(Value::Int(i64::from(n)))?;
+                }
+                op::LONG1 => {
+                    let len = usize::from(bytes.u8()?);
+                    let digits = bytes.take(len)?;
+                    if len > 8 {
+                        return Err(format!("an integer of {len} bytes"));
+                    }
+                    let mut buffer = [0u8; 8];
+                    buffer[..len].copy_from_slice(digits);
+                    if len > 0 && digits[len - 1] & 0x80 != 0 {
+                        buffer[len..].fill(0xFF);
+                    }
+                    self.push(Value::Int(i64::from_le_bytes(buffer)))?;
+                }
+                op::BINFLOAT => {
+                    let v = f64::from_be_bytes(bytes.take(8)?.try_into().expect("8"));
+                    self.push(Value::Float(v))?;
+                }
+                op::NONE => self.push(Value::None)?,
+                op::NEWTRUE => self.push(Value::Bool(true))?,
+                op::NEWFALSE => self.push(Value::Bool(false))?,
+                op::BINPERSID => {
+                    let id = self.pop()?;
+                    let storage = match id {
+                        Value::Tuple(items) => match items.as_slice() {
+                            [
+                                Value::Str(tag),
+                                Value::Global(Global::Storage(kind)),
+                                Value::Str(key),
+                                Value::Str(_location),
+                                numel,
+                            ] if tag == "storage" => Storage {
+                                kind: *kind,
+                                key: key.clone(),
+                                numel: numel.usize("a storage's size")?,
+                            },
+                            _ => return Err("a persistent id that is not a storage".into()),
+                        },
+                        other => {
+                            return Err(format!("a persistent id that is {}", other.kind()));
+                        }
+                    };
+                    if storage.key.contains(['/', '\\']) || storage.key.contains("..") {
+                        return Err(format!("a storage key {:?} that is a path", storage.key));
+                    }
+                    self.push(Value::Storage(Box::new(storage)))?;
+                }
+                op::REDUCE => {
+                    let (args, callable) = (self.pop()?, self.pop()?);
+                    let made = Self::call(callable, args)?;
+                    self.push(made)?;
+                }
+                op::BUILD => {
+                    // An OrderedDict's attributes (a module's `_metadata`): not part of the
+                    // tensors, so dropped.
+                    self.pop()?;
+                    match self.top()? {
+                        Value::Dict(_) => {}
+                        other => return Err(format!("the pickle builds {}", other.kind())),
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "opcode 0x{other:02x} at byte {at} of the pickle is not one a state \
+                         dict of tensors needs: refused"
+                    ));
+                }
+            }
+        }
+    }
+}
