@@ -1,111 +1,11 @@
-//! The pickle of a state dict: the writer of what torch writes, and the reader of the small set
-//! of opcodes and globals such a pickle uses (anything else is refused by name, never run).
+//! The reader of a state dict's pickle: the opcodes and globals such a pickle uses, each value
+//! bounded (nesting depth, memo copies, values made); anything else is refused by name.
 
 use super::*;
 
-/// Pickle opcodes used here (protocol 2, plus protocol 4's framing and memo opcodes, which
-/// `pickle_protocol=4` writes).
-pub(super) mod op {
-    pub const PROTO: u8 = 0x80;
-    pub const FRAME: u8 = 0x95;
-    pub const STOP: u8 = b'.';
-    pub const GLOBAL: u8 = b'c';
-    pub const STACK_GLOBAL: u8 = 0x93;
-    pub const BINPUT: u8 = b'q';
-    pub const LONG_BINPUT: u8 = b'r';
-    pub const MEMOIZE: u8 = 0x94;
-    pub const BINGET: u8 = b'h';
-    pub const LONG_BINGET: u8 = b'j';
-    pub const MARK: u8 = b'(';
-    pub const EMPTY_TUPLE: u8 = b')';
-    pub const TUPLE: u8 = b't';
-    pub const TUPLE1: u8 = 0x85;
-    pub const TUPLE2: u8 = 0x86;
-    pub const TUPLE3: u8 = 0x87;
-    pub const EMPTY_DICT: u8 = b'}';
-    pub const EMPTY_LIST: u8 = b']';
-    pub const SETITEM: u8 = b's';
-    pub const SETITEMS: u8 = b'u';
-    pub const APPEND: u8 = b'a';
-    pub const APPENDS: u8 = b'e';
-    pub const BINUNICODE: u8 = b'X';
-    pub const SHORT_BINUNICODE: u8 = 0x8c;
-    pub const BININT: u8 = b'J';
-    pub const BININT1: u8 = b'K';
-    pub const BININT2: u8 = b'M';
-    pub const LONG1: u8 = 0x8a;
-    pub const BINFLOAT: u8 = b'G';
-    pub const NONE: u8 = b'N';
-    pub const NEWTRUE: u8 = 0x88;
-    pub const NEWFALSE: u8 = 0x89;
-    pub const BINPERSID: u8 = b'Q';
-    pub const REDUCE: u8 = b'R';
-    pub const BUILD: u8 = b'b';
-}
-
-/// The state dict as torch pickles it: an `OrderedDict` of `_rebuild_tensor_v2(storage, 0,
-/// size, stride, False, OrderedDict())`, storage `key` being the tensor's index.
-pub(super) fn pickle_state_dict(tensors: &[NamedTensor], dtype: Dtype) -> Vec<u8> {
-    let storage = match dtype {
-        Dtype::F32 => "FloatStorage",
-        Dtype::F16 => "HalfStorage",
-    };
-    let mut p = vec![op::PROTO, 2];
-    let global = |p: &mut Vec<u8>, module: &str, name: &str| {
-        p.push(op::GLOBAL);
-        p.extend_from_slice(format!("{module}\n{name}\n").as_bytes());
-    };
-    let string = |p: &mut Vec<u8>, s: &str| {
-        p.push(op::BINUNICODE);
-        p.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        p.extend_from_slice(s.as_bytes());
-    };
-    let int = |p: &mut Vec<u8>, n: usize| {
-        p.push(op::BININT);
-        p.extend_from_slice(
-            &i32::try_from(n)
-                .expect("tensor sizes fit i32")
-                .to_le_bytes(),
-        );
-    };
-    let ordered_dict = |p: &mut Vec<u8>| {
-        global(p, "collections", "OrderedDict");
-        p.extend_from_slice(&[op::EMPTY_TUPLE, op::REDUCE]);
-    };
-    ordered_dict(&mut p);
-    p.push(op::MARK);
-    for (key, (name, shape, values)) in tensors.iter().enumerate() {
-        string(&mut p, name);
-        global(&mut p, "torch._utils", "_rebuild_tensor_v2");
-        p.push(op::MARK);
-        // The persistent id: ('storage', torch.XStorage, key, 'cpu', numel).
-        p.push(op::MARK);
-        string(&mut p, "storage");
-        global(&mut p, "torch", storage);
-        string(&mut p, &key.to_string());
-        string(&mut p, "cpu");
-        int(&mut p, values.len());
-        p.extend_from_slice(&[op::TUPLE, op::BINPERSID]);
-        int(&mut p, 0); // storage offset
-        p.push(op::MARK);
-        shape.iter().for_each(|&d| int(&mut p, d));
-        p.push(op::TUPLE);
-        p.push(op::MARK);
-        for (axis, _) in shape.iter().enumerate() {
-            int(&mut p, shape[axis + 1..].iter().product());
-        }
-        p.push(op::TUPLE);
-        p.push(op::NEWFALSE); // requires_grad
-        ordered_dict(&mut p); // backward hooks
-        p.extend_from_slice(&[op::TUPLE, op::REDUCE]);
-    }
-    p.extend_from_slice(&[op::SETITEMS, op::STOP]);
-    p
-}
-
 /// The callables a state dict's pickle may name; any other global is refused.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Global {
+pub(in crate::pt) enum Global {
     OrderedDict,
     RebuildTensor,
     Storage(StorageType),
@@ -113,7 +13,7 @@ pub(super) enum Global {
 
 /// Element types of storages read.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum StorageType {
+pub(in crate::pt) enum StorageType {
     F32,
     F16,
     BF16,
@@ -162,24 +62,24 @@ impl Global {
 
 /// A storage a tensor points into: its type, its record's key and its element count.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct Storage {
-    pub(super) kind: StorageType,
-    pub(super) key: String,
-    pub(super) numel: usize,
+pub(in crate::pt) struct Storage {
+    pub(in crate::pt) kind: StorageType,
+    pub(in crate::pt) key: String,
+    pub(in crate::pt) numel: usize,
 }
 
 /// A tensor: a view of `size` with `stride` from `offset` into its storage.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct TensorRef {
-    pub(super) storage: Storage,
-    pub(super) offset: usize,
-    pub(super) size: Vec<usize>,
-    pub(super) stride: Vec<usize>,
+pub(in crate::pt) struct TensorRef {
+    pub(in crate::pt) storage: Storage,
+    pub(in crate::pt) offset: usize,
+    pub(in crate::pt) size: Vec<usize>,
+    pub(in crate::pt) stride: Vec<usize>,
 }
 
 impl TensorRef {
     /// Its elements, read from its storage's record `data`, in row-major order.
-    pub(super) fn values(&self, data: &[u8]) -> Result<Vec<f32>, String> {
+    pub(in crate::pt) fn values(&self, data: &[u8]) -> Result<Vec<f32>, String> {
         let width = self.storage.kind.size();
         let want = self
             .storage
@@ -245,7 +145,7 @@ impl TensorRef {
 
 /// What the unpickler's stack holds.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Value {
+pub(in crate::pt) enum Value {
     Mark,
     None,
     Bool(bool),
@@ -261,7 +161,7 @@ pub(super) enum Value {
 }
 
 impl Value {
-    pub(super) fn kind(&self) -> &'static str {
+    pub(in crate::pt) fn kind(&self) -> &'static str {
         match self {
             Value::Mark => "a mark",
             Value::None => "None",
@@ -322,7 +222,7 @@ impl Value {
 /// shared references: a container memoised before it is filled reads back as it was then,
 /// which torch's own pickles never rely on (they fetch only globals, strings and tuples).
 #[derive(Default)]
-pub(super) struct Unpickler {
+pub(in crate::pt) struct Unpickler {
     stack: Vec<Value>,
     memo: BTreeMap<u32, Value>,
     /// Values copied out of the memo so far.
@@ -332,7 +232,7 @@ pub(super) struct Unpickler {
 }
 
 /// A reader over the pickle's bytes; running out is an error.
-pub(super) struct Bytes<'a> {
+pub(in crate::pt) struct Bytes<'a> {
     data: &'a [u8],
     at: usize,
 }
@@ -375,7 +275,7 @@ impl<'a> Bytes<'a> {
 }
 
 /// Refuses `items` as the contents of a container: one of them nests [`MAX_DEPTH`] deep already.
-pub(super) fn nest(items: &[Value]) -> Result<(), String> {
+pub(in crate::pt) fn nest(items: &[Value]) -> Result<(), String> {
     match items.iter().map(Value::depth).max() {
         Some(depth) if depth >= MAX_DEPTH => Err(format!(
             "the pickle nests containers over {MAX_DEPTH} deep; a state dict needs 4"
@@ -513,7 +413,7 @@ impl Unpickler {
         }
     }
 
-    pub(super) fn run(mut self, pickle: &[u8]) -> Result<Value, String> {
+    pub(in crate::pt) fn run(mut self, pickle: &[u8]) -> Result<Value, String> {
         let mut bytes = Bytes {
             data: pickle,
             at: 0,
