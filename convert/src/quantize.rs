@@ -68,13 +68,9 @@ fn calibrate(
     images: &[&[u8]],
 ) -> Vec<((f32, f32), (f32, f32))> {
     let file = model.file();
-    let infer::Normalization { mean, std } = file.normalization;
     let mut ranges = vec![((0.0f32, 0.0f32), (0.0f32, 0.0f32)); layers.len() - 1];
     for image in images {
-        let mut x: Vec<f32> = image
-            .iter()
-            .map(|&p| (f32::from(p) / 255.0 - mean) / std)
-            .collect();
+        let mut x: Vec<f32> = image.iter().map(|&p| file.normalization.apply(p)).collect();
         for (index, layer) in layers[..layers.len() - 1].iter().enumerate() {
             let mut y = layer.bias.clone();
             for (i, &xi) in x.iter().enumerate() {

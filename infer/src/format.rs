@@ -50,6 +50,24 @@ pub struct Normalization {
     pub std: f32,
 }
 
+impl Normalization {
+    /// Pixel `p` (0..=255) as the network's input: [`Self::apply_unit`] of `p / 255`. The one
+    /// home of the normalisation: inference, training and calibration all call it, so they
+    /// round alike.
+    #[inline]
+    pub fn apply(&self, pixel: u8) -> f32 {
+        self.apply_unit(f32::from(pixel) / 255.0)
+    }
+
+    /// A pixel already scaled to 0..1 (an augmented one) as the network's input:
+    /// `(x − mean) · (1 / std)` in f32, a multiplication rather than a division (one
+    /// instruction on a Cortex-M4F for every pixel, against 14 cycles for VDIV).
+    #[inline]
+    pub fn apply_unit(&self, unit: f32) -> f32 {
+        (unit - self.mean) * (1.0 / self.std)
+    }
+}
+
 /// How a layer's weights are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Encoding {

@@ -276,10 +276,9 @@ impl<'a> Model<'a> {
     /// Writes the normalised pixels of `image` (already checked to be [`INPUT_SIZE`] long) to
     /// the start of `values`.
     pub(crate) fn normalize_into(&self, image: &[u8], values: &mut [f32]) {
-        let Normalization { mean, std } = self.file.normalization;
-        let inv_std = 1.0 / std;
+        let normalization = self.file.normalization;
         for (value, &pixel) in values.iter_mut().zip(image) {
-            *value = (f32::from(pixel) / 255.0 - mean) * inv_std;
+            *value = normalization.apply(pixel);
         }
     }
 

@@ -31,11 +31,11 @@ pub fn pixel_statistics(split: &Split) -> Normalization {
 }
 
 /// Normalised f32 pixels of a whole split.
-pub fn normalize(split: &Split, Normalization { mean, std }: Normalization) -> Vec<f32> {
+pub fn normalize(split: &Split, normalization: Normalization) -> Vec<f32> {
     split
         .images
         .iter()
-        .map(|&p| (f32::from(p) / 255.0 - mean) / std)
+        .map(|&p| normalization.apply(p))
         .collect()
 }
 
@@ -189,7 +189,7 @@ impl<'a> Batcher<'a> {
         batch.partners.clear();
         batch.mix = 1.0;
         let mut rng = SplitMix64::for_stream(self.seed, &[epoch as u64, step as u64]);
-        let Normalization { mean, std } = self.normalization;
+        let normalization = self.normalization;
         let mut augmented = [0.0f32; INPUT_SIZE];
         for &i in indices {
             if self.augment.transforms_images() {
@@ -197,7 +197,7 @@ impl<'a> Batcher<'a> {
                     .apply(self.split.image(i), &mut rng, &mut augmented);
                 batch
                     .pixels
-                    .extend(augmented.iter().map(|&v| (v - mean) / std));
+                    .extend(augmented.iter().map(|&v| normalization.apply_unit(v)));
                 if self.keep_pixels {
                     batch.images.extend(transform::to_pixels(&augmented));
                 }
