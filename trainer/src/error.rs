@@ -70,3 +70,10 @@ pub enum Error {
 
 /// Result of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<recipe::error::Error> for Error {
+    fn from(error: recipe::error::Error) -> Self {
+        let recipe::error::Error::Config(message) = error;
+        Error::Config(message)
+    }
+}

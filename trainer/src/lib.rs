@@ -9,10 +9,10 @@
 //! artifacts and the f16 file ([`run`], [`export`]).
 
 pub mod activation;
-pub mod augment;
+pub use recipe::augment;
 pub mod batch;
 pub mod checkpoint;
-pub mod config;
+pub use recipe::config;
 pub mod device;
 pub mod distill;
 pub mod error;

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use data::Dataset;
 use infer::{Normalization, ScratchVec};
-use serde::{Deserialize, Serialize};
 
 use crate::batch::normalize;
 use crate::config::TrainConfig;
@@ -15,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::export::model_file_bytes;
 use crate::learner::evaluate;
 use crate::model::Mlp;
+pub use recipe::log::{EpochRecord, Images, ModelSummary, RunLog};
 
 /// A run about to start: its validated settings, where it writes, and how much it says.
 #[derive(Debug, Clone)]
@@ -212,83 +212,6 @@ pub struct Trained {
     pub history: Vec<EpochRecord>,
 }
 
-/// How many images a run used of each kind (`--train-images` and `--validation` applied).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Images {
-    /// Trained on.
-    pub train: usize,
-    /// Held out and scored every epoch.
-    pub validation: usize,
-    /// Scored every epoch and at the end.
-    pub test: usize,
-}
-
-/// What one epoch did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// Epoch number, from 1.
-    pub epoch: usize,
-    /// Mean training loss over the epoch's mini-batches.
-    pub train_loss: f64,
-    /// Fraction of the training images classified right during the epoch (before each step).
-    pub train_accuracy: f64,
-    /// Test loss of the f32 model at the epoch's end.
-    pub test_loss: f64,
-    /// Test accuracy of the f32 model at the epoch's end.
-    pub test_accuracy: f64,
-    /// Accuracy on the held-out validation images (`--validation`), if any.
-    pub validation_accuracy: Option<f64>,
-    /// Learning rate at the epoch's last step.
-    pub lr: f64,
-    /// Seconds of training (shuffling, forward, loss, backward, step; evaluation excluded).
-    pub seconds: f64,
-}
-
-/// The JSON run log.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunLog {
-    /// The command that repeats the run (`cargo xtask models` ships it with the model).
-    pub command: String,
-    /// Settings of the run.
-    pub config: TrainConfig,
-    /// Where the data came from.
-    pub data: String,
-    /// How many images of each kind the run used.
-    pub images: Images,
-    /// Input normalisation.
-    pub normalization: Normalization,
-    /// Per-epoch records.
-    pub epochs: Vec<EpochRecord>,
-    /// Set once the model file is written.
-    pub model: Option<ModelSummary>,
-}
-
-impl RunLog {
-    /// Writes the log atomically to `path`.
-    pub fn write(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).expect("run log serializes");
-        data::atomic::write_atomically(path, &json).map_err(|cause| Error::Io {
-            path: path.to_owned(),
-            cause,
-        })
-    }
-}
-
-/// The exported model file.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelSummary {
-    /// Its path.
-    pub path: PathBuf,
-    /// Its size.
-    pub bytes: usize,
-    /// Test accuracy of the f32 model.
-    pub f32_test_accuracy: f64,
-    /// Test accuracy of the f16 file through `infer`.
-    pub f16_test_accuracy: f64,
-    /// Fraction of test images on which the two predict the same class.
-    pub f16_agreement: f64,
-}
-
 /// Draws the loss and accuracy curves so far as PNG and SVG. A failure (no font, say) is the
 /// caller's to report: pictures never stop a run.
 pub fn write_curves(
@@ -346,7 +269,7 @@ pub fn finish(
         &trained.history,
         Some(summary.clone()),
     );
-    log.write(&run.paths.log)?;
+    write_log(&log, &run.paths.log)?;
     Ok(summary)
 }
 
@@ -377,5 +300,13 @@ fn summarize(
         f32_test_accuracy: right_f32 as f64 / n,
         f16_test_accuracy: right_f16 as f64 / n,
         f16_agreement: agree as f64 / n,
+    })
+}
+
+/// Writes the run log atomically to `path`; an error names the file.
+pub fn write_log(log: &RunLog, path: &Path) -> Result<()> {
+    log.write(path).map_err(|cause| Error::Io {
+        path: path.to_owned(),
+        cause,
     })
 }

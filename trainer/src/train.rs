@@ -152,8 +152,10 @@ pub fn train(
         }
         history.push(record);
         save(&history, &learner, None)?;
-        run.log(dataset, images, normalization, &history, None)
-            .write(&run.paths.log)?;
+        crate::run::write_log(
+            &run.log(dataset, images, normalization, &history, None),
+            &run.paths.log,
+        )?;
         if let Err(error) = write_curves(&run.paths.curves, &history)
             && (epoch == 1 || !run.quiet)
         {

@@ -48,6 +48,7 @@ pub struct Augmentation {
     /// Keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off),
     /// and evaluate and export the averaged weights instead of the last ones.
     #[arg(long, value_name = "DECAY", default_value_t = 0.0)]
+    #[serde(default)]
     pub ema: f32,
 }
 
