@@ -7,7 +7,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
+use recipe::config::TrainConfig;
 use serde::{Deserialize, Serialize};
 
 /// Options of `compare`.
@@ -82,12 +83,38 @@ fn parse_list(text: &str, path: &Path) -> anyhow::Result<Vec<Configuration>> {
                 at()
             );
         }
+        settings(&options).map_err(|e| anyhow!("{}: {e}", at()))?;
         list.push(Configuration { name, options });
     }
     if list.is_empty() {
         bail!("{} lists no configuration", path.display());
     }
     Ok(list)
+}
+
+/// The training settings that `options` (a list line's) give, the trainer's defaults for the
+/// rest, checked as the trainer checks them.
+fn settings(options: &[String]) -> anyhow::Result<TrainConfig> {
+    #[derive(clap::Parser)]
+    #[command(no_binary_name = true)]
+    struct Settings {
+        #[command(flatten)]
+        config: TrainConfig,
+    }
+    let config = <Settings as clap::Parser>::try_parse_from(options)
+        .map_err(|e| {
+            let text = e.to_string();
+            anyhow!(
+                "{}",
+                text.lines()
+                    .next()
+                    .unwrap_or("not training options")
+                    .trim_start_matches("error: ")
+            )
+        })?
+        .config;
+    config.validate().map_err(|e| anyhow!("{e}"))?;
+    Ok(config)
 }
 
 /// One finished run: a line of compare.jsonl.
@@ -157,12 +184,11 @@ fn train(configuration: &Configuration, seed: u64, args: &CompareArgs) -> anyhow
     let model = args
         .out_dir
         .join(format!("{}-s{seed}.fmlp", configuration.name));
-    let mut options = configuration.options.clone();
+    let mut config = settings(&configuration.options)?;
+    config.seed = seed;
+    config.validation = args.validation;
+    let mut options = config.args();
     options.extend([
-        "--seed".to_owned(),
-        seed.to_string(),
-        "--validation".to_owned(),
-        args.validation.to_string(),
         "--resume".to_owned(),
         "--out".to_owned(),
         model.display().to_string(),
@@ -188,12 +214,9 @@ fn train(configuration: &Configuration, seed: u64, args: &CompareArgs) -> anyhow
         );
     }
     let log_path = model.with_extension("log.json");
-    let log: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&log_path).with_context(|| format!("reading {}", log_path.display()))?,
-    )
-    .with_context(|| format!("{} is not a run log", log_path.display()))?;
-    let epochs = log["epochs"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    let accuracy = |e: &serde_json::Value| e["validation_accuracy"].as_f64();
+    let log = recipe::log::RunLog::read(&log_path).map_err(|e| anyhow!("{e}"))?;
+    let epochs = &log.epochs;
+    let accuracy = |e: &recipe::log::EpochRecord| e.validation_accuracy;
     let (best_epoch, best) = epochs
         .iter()
         .enumerate()
@@ -214,7 +237,7 @@ fn train(configuration: &Configuration, seed: u64, args: &CompareArgs) -> anyhow
         bytes: std::fs::metadata(&model)
             .with_context(|| format!("reading {}", model.display()))?
             .len(),
-        training_seconds: epochs.iter().filter_map(|e| e["seconds"].as_f64()).sum(),
+        training_seconds: epochs.iter().map(|e| e.seconds).sum(),
     })
 }
 
@@ -333,6 +356,8 @@ mod tests {
         );
         for (text, says) in [
             ("a --seed 3", "levers.txt:1: --seed is set by compare"),
+            ("a --hiden 8", "levers.txt:1: unexpected argument '--hiden'"),
+            ("a --epochs 0", "levers.txt:1: --epochs 0 must be between"),
             ("a --hidden 8\nb --out=x", "levers.txt:2: --out=x is set"),
             ("a\na", "levers.txt:2: the name a is taken"),
             ("--hidden 8", "is not a name"),

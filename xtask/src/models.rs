@@ -200,36 +200,28 @@ fn add(
     let chain = sources(model, from)?;
     let trained = chain.last().expect("not empty").clone();
     let log_path = trained.with_extension("log.json");
-    let log: Value = serde_json::from_str(
-        &std::fs::read_to_string(&log_path)
-            .with_context(|| format!("reading {}", log_path.display()))?,
-    )
-    .with_context(|| format!("{}", log_path.display()))?;
+    let log = recipe::log::RunLog::read(&log_path).map_err(|e| {
+        anyhow::anyhow!("{e} (a run log from an older trainer: train the run again)")
+    })?;
     let file = crate::files::ModelFileOnDisk::read(model)?;
     let (parsed, bytes) = (file.model(), &file.bytes);
     let (test, _) = crate::setup::fashion_mnist_test()?;
     let scores = crate::eval::score(&parsed, &test).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let config = &log["config"];
-    let last = log["epochs"].as_array().and_then(|e| e.last()).cloned();
-    let trained_by = log["command"].as_str().with_context(|| {
-        format!(
-            "{} has no command (written by an older trainer): train the run again",
-            log_path.display()
-        )
-    })?;
-    let command = shipped_command(trained_by, &chain, &target)?;
+    let config = &log.config;
+    let last = log.epochs.last();
+    let command = shipped_command(&log.command, &chain, &target)?;
     crate::files::write(&target, bytes)?;
     let entry = json!({
         "name": name,
         "file": target.file_name().map(|f| f.to_string_lossy().into_owned()),
         "command": command,
-        "seed": config["seed"],
+        "seed": config.seed,
         "architecture": crate::eval::architecture(&parsed),
         "bytes": bytes.len(),
         "test_accuracy": scores.correct() as f64 / scores.total() as f64,
-        "validation_accuracy": last.as_ref().map(|e| e["validation_accuracy"].clone()),
-        "validation_images": config["validation"],
-        "training_seconds": log["epochs"].as_array().map(|e| e.iter().filter_map(|r| r["seconds"].as_f64()).sum::<f64>()),
+        "validation_accuracy": last.map(|e| e.validation_accuracy),
+        "validation_images": config.validation,
+        "training_seconds": log.epochs.iter().map(|e| e.seconds).sum::<f64>(),
         "wall_seconds": wall_seconds,
         "config": config,
     });

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use infer::{Activation, Model};
+use recipe::config::{Schedule, TrainConfig};
 use serde_json::{Value, json};
 
 /// The PyTorch side's course pieces, the notebook's body.
@@ -20,8 +21,8 @@ pub struct Settings<'a> {
     pub id: &'a str,
     /// The model handed in.
     pub model: &'a Model<'a>,
-    /// The settings of the run that trained it (its log's `config`), if found.
-    pub config: Option<Value>,
+    /// The settings of the run that trained it (its log's), if found.
+    pub config: Option<TrainConfig>,
     /// The images `submit --images` predicted, if any.
     pub images: Option<&'a Path>,
 }
@@ -68,31 +69,31 @@ fn settings_cell(settings: &Settings<'_>) -> String {
         .iter()
         .map(|l| json!(l.d_out))
         .collect();
-    let config = settings.config.clone().unwrap_or(Value::Null);
-    let get = |key: &str| config.get(key).cloned().unwrap_or(Value::Null);
-    let augment = |key: &str| {
-        config
-            .get("augment")
-            .and_then(|a| a.get(key))
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
-    let or = |value: Value, default: Value| if value.is_null() { default } else { value };
+    let config = settings.config.clone().unwrap_or_default();
+    let augment = &config.augment;
+    // An f32 setting as its shortest decimal (0.1, not 0.10000000149011612).
+    let short = |x: f32| json!(x.to_string().parse::<f64>().unwrap_or(f64::from(x)));
     let recipe = [
-        ("epochs", or(get("epochs"), json!(20))),
-        ("batch_size", or(get("batch_size"), json!(128))),
-        ("lr", or(get("lr"), json!(0.05))),
-        ("momentum", or(get("momentum"), json!(0.9))),
-        ("weight_decay", or(get("weight_decay"), json!(0.0005))),
-        ("schedule", or(get("schedule"), json!("cosine"))),
-        ("warmup_epochs", or(get("warmup_epochs"), json!(1.0))),
-        ("label_smoothing", or(get("label_smoothing"), json!(0.1))),
-        ("shift", or(augment("shift"), json!(0.0))),
-        ("flip", or(augment("flip"), json!(false))),
-        ("dropout", or(augment("dropout"), json!(0.0))),
-        ("seed", or(get("seed"), json!(0))),
-        ("train_images", get("train_images")),
-        ("validation", or(get("validation"), json!(0))),
+        ("epochs", json!(config.epochs)),
+        ("batch_size", json!(config.batch_size)),
+        ("lr", json!(config.lr)),
+        ("momentum", json!(config.momentum)),
+        ("weight_decay", json!(config.weight_decay)),
+        (
+            "schedule",
+            json!(match config.schedule {
+                Schedule::Constant => "constant",
+                Schedule::Cosine => "cosine",
+            }),
+        ),
+        ("warmup_epochs", json!(config.warmup_epochs)),
+        ("label_smoothing", short(config.label_smoothing)),
+        ("shift", short(augment.shift)),
+        ("flip", json!(augment.flip)),
+        ("dropout", short(augment.dropout)),
+        ("seed", json!(config.seed)),
+        ("train_images", json!(config.train_images)),
+        ("validation", json!(config.validation)),
     ];
     let recipe: Vec<String> = recipe
         .iter()
@@ -100,25 +101,19 @@ fn settings_cell(settings: &Settings<'_>) -> String {
         .collect();
     // What the trainer did that this notebook's training does not: said, not dropped silently.
     let left_out: Vec<String> = [
-        "rotate",
-        "scale",
-        "noise",
-        "contrast",
-        "brightness",
-        "erase",
-        "mixup",
-        "ema",
+        ("rotate", augment.rotate),
+        ("scale", augment.scale),
+        ("noise", augment.noise),
+        ("contrast", augment.contrast),
+        ("brightness", augment.brightness),
+        ("erase", augment.erase),
+        ("mixup", augment.mixup),
+        ("ema", augment.ema),
     ]
     .iter()
-    .filter(|key| augment(key).as_f64().is_some_and(|v| v != 0.0))
-    .map(|key| format!("--{key} {}", augment(key)))
-    .chain(
-        get("distill")
-            .get("teachers")
-            .and_then(Value::as_array)
-            .filter(|t| !t.is_empty())
-            .map(|_| "--teacher (distillation)".to_owned()),
-    )
+    .filter(|(_, value)| *value != 0.0)
+    .map(|(key, value)| format!("--{key} {value}"))
+    .chain((!config.distill.is_off()).then(|| "--teacher (distillation)".to_owned()))
     .collect();
     let recipe_note = match (&settings.config, left_out.is_empty()) {
         (None, _) => "# The trainer's default recipe: the log of this model's run was not found.\n"
@@ -135,7 +130,7 @@ fn settings_cell(settings: &Settings<'_>) -> String {
     let (alpha, alpha_note) = match file.activation {
         Activation::Elu { alpha } => (alpha.to_string(), "ELU's α"),
         Activation::Prelu { .. } => (
-            python(&or(get("alpha"), Value::Null)),
+            python(&json!(config.alpha)),
             "PReLU's initial α when training (the learned ones are in the .pt)",
         ),
         _ => ("None".to_owned(), "unused by this activation"),

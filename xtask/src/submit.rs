@@ -208,14 +208,16 @@ impl HandInNames {
     }
 }
 
-/// The settings of the run that trained `model` (the `config` of its run log, `X.log.json`, or
-/// of a shipped model's description, `X.json`), if either is there and readable.
-fn run_config(model: &std::path::Path) -> Option<serde_json::Value> {
-    ["log.json", "json"].iter().find_map(|extension| {
-        let text = std::fs::read(model.with_extension(extension)).ok()?;
-        let log: serde_json::Value = serde_json::from_slice(&text).ok()?;
-        log.get("config").filter(|c| c.is_object()).cloned()
-    })
+/// The settings of the run that trained `model`: its run log's (`X.log.json`), or a shipped
+/// model's description's (`X.json`, whose `config` is the same type), if either is there and
+/// readable.
+fn run_config(model: &std::path::Path) -> Option<recipe::config::TrainConfig> {
+    if let Ok(log) = recipe::log::RunLog::read(&model.with_extension("log.json")) {
+        return Some(log.config);
+    }
+    let text = std::fs::read(model.with_extension("json")).ok()?;
+    let described: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    serde_json::from_value(described.get("config")?.clone()).ok()
 }
 
 /// The line on the model handed in: its parameters, their bytes, the `.pt` file's.

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use infer::ActivationKind;
 
 /// Options of `sweep`.
@@ -49,6 +49,8 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         seen.push(*kind);
         first
     });
+    let widths: recipe::config::Widths =
+        args.hidden.parse().map_err(|e| anyhow!("--hidden: {e}"))?;
     let (test, _) = crate::setup::fashion_mnist_test()?;
     let mut table = format!(
         "Command: `cargo xtask sweep --activations {} --hidden {} --epochs {} --seed {}` \
@@ -64,22 +66,19 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         let name = kind.name();
         let model_path = args.out_dir.join(format!("{name}.fmlp"));
         eprintln!("== {name}");
-        let train_args: Vec<String> = [
-            "--activation",
-            name,
-            "--hidden",
-            &args.hidden,
-            "--epochs",
-            &args.epochs.to_string(),
-            "--seed",
-            &args.seed.to_string(),
-            "--quiet",
-            "--out",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([model_path.display().to_string()])
-        .collect();
+        let config = recipe::config::TrainConfig {
+            activation: kind,
+            hidden: widths.clone(),
+            epochs: args.epochs,
+            seed: args.seed,
+            ..Default::default()
+        };
+        let mut train_args = config.args();
+        train_args.extend([
+            "--quiet".into(),
+            "--out".into(),
+            model_path.display().to_string(),
+        ]);
         let status = crate::setup::run_trainer(&train_args, None)?;
         if !status.success() {
             bail!("training with --activation {name} failed ({status})");
@@ -88,18 +87,8 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         let (model, bytes) = (file.model(), &file.bytes);
         let scores = crate::eval::score(&model, &test).map_err(|e| anyhow!("{e}"))?;
         let log_path = model_path.with_extension("log.json");
-        let log: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(&log_path).with_context(|| format!("reading {}", log_path.display()))?,
-        )?;
-        let seconds: Vec<f64> = log["epochs"]
-            .as_array()
-            .map(|epochs| {
-                epochs
-                    .iter()
-                    .filter_map(|e| e["seconds"].as_f64())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let log = recipe::log::RunLog::read(&log_path).map_err(|e| anyhow!("{e}"))?;
+        let seconds: Vec<f64> = log.epochs.iter().map(|e| e.seconds).collect();
         let mean_seconds = seconds.iter().sum::<f64>() / seconds.len().max(1) as f64;
         writeln!(
             table,
