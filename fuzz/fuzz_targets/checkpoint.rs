@@ -10,8 +10,8 @@ libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
         file.extend_from_slice(&4u32.to_le_bytes());
         file.extend_from_slice(&infer::crc32::crc32(rest).to_le_bytes());
         file.extend_from_slice(rest);
-        let _ = trainer::checkpoint::Checkpoint::from_bytes(&file);
+        let _ = recipe::checkpoint::Checkpoint::from_bytes(&file);
     } else {
-        let _ = trainer::checkpoint::Checkpoint::from_bytes(rest);
+        let _ = recipe::checkpoint::Checkpoint::from_bytes(rest);
     }
 });

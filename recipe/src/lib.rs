@@ -5,6 +5,7 @@
 //! read the same types instead of strings and untyped JSON.
 
 pub mod augment;
+pub mod checkpoint;
 pub mod config;
 pub mod distill;
 pub mod log;

@@ -145,7 +145,7 @@ fn resumed_run_ends_with_the_same_model_as_an_uninterrupted_one() {
     };
     let (run, _) = trained(&one_epoch, &dataset, &interrupted, None).unwrap();
     // Pretend the run was started for 3 epochs and killed after the first.
-    let mut checkpoint = Checkpoint::load(&run.paths.checkpoint).unwrap();
+    let mut checkpoint = trainer::checkpoint::load(&run.paths.checkpoint).unwrap();
     checkpoint.config.epochs = 3;
     let (_, resumed) = trained(&config, &dataset, &interrupted, Some(&checkpoint)).unwrap();
 

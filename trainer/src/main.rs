@@ -11,7 +11,6 @@ use data::{DataArgs, Dataset};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook::iterator::Signals;
 use trainer::activation::ActivationKind;
-use trainer::checkpoint::Checkpoint;
 use trainer::config::TrainConfig;
 use trainer::device::{DeviceKind, device};
 use trainer::run::{Pause, Run, RunPaths, finish};
@@ -87,7 +86,7 @@ fn run() -> anyhow::Result<()> {
         );
         None
     } else if cli.resume {
-        let checkpoint = Checkpoint::load(&checkpoint_path)?;
+        let checkpoint = trainer::checkpoint::load(&checkpoint_path)?;
         if settings_given && cli.config != checkpoint.config {
             anyhow::bail!(
                 "--resume continues {} with the settings it was started with ({}), and the \

@@ -43,7 +43,7 @@ pub fn train(
         );
     }
     let teacher_files = TeacherFiles::read(&config.distill)?;
-    let data = DataIdentity::of(dataset, &teacher_files);
+    let data = DataIdentity::of(dataset, teacher_files.checksums());
     let images = Images {
         train: selection.train.len(),
         validation: selection.validation.as_ref().map_or(0, |split| split.len()),
@@ -94,14 +94,15 @@ pub fn train(
                 defect,
             });
         }
-        checkpoint.restore(&run.paths.checkpoint, &mut learner)?;
+        crate::checkpoint::restore(checkpoint, &run.paths.checkpoint, &mut learner)?;
         history = checkpoint.history.clone();
         progress = checkpoint.progress.clone();
     }
     let save = |history: &[EpochRecord], learner: &Learner, progress: Option<EpochProgress>| {
-        let mut checkpoint = Checkpoint::capture(config, &data, normalization, history, learner);
+        let mut checkpoint =
+            crate::checkpoint::capture(config, &data, normalization, history, learner);
         checkpoint.progress = progress;
-        checkpoint.save(&run.paths.checkpoint)
+        crate::checkpoint::save(&checkpoint, &run.paths.checkpoint)
     };
 
     for epoch in history.len() + 1..=config.epochs {

@@ -142,7 +142,7 @@ fn uninterrupted(settings: &[&str], out: &Path) -> (Vec<u8>, usize) {
 fn checkpoint(out: &Path) -> Option<Checkpoint> {
     let path = out.with_extension("ckpt");
     path.exists()
-        .then(|| Checkpoint::load(&path).expect("a checkpoint on disk always loads"))
+        .then(|| trainer::checkpoint::load(&path).expect("a checkpoint on disk always loads"))
 }
 
 /// The next number of a fixed sequence (a linear congruential generator): kill points vary
