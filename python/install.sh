@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the PyTorch side needs into the virtualenv VENV (made when missing; keep it
-# outside the repository): a CPU-capable torch, numpy, and pytest, nbformat, nbclient and
-# ipykernel for its tests and the notebook; with --onnxruntime also onnxruntime and onnx, for
+# outside the repository): a CPU-capable torch, numpy, Pillow (the notebook's PNG reader), and
+# pytest, nbformat, nbclient and ipykernel for its tests and the notebook; with --onnxruntime also onnxruntime and onnx, for
 # `cargo xtask bench --compare-onnxruntime`.
 #
 # PyPI's torch wheel for Linux is a CUDA build that does not import without the CUDA runtime
@@ -40,9 +40,9 @@ if ! "$python" -c "import torch" 2>/dev/null; then
         nvidia-cudnn-cu13==9.26.0.51 nvidia-cusparselt-cu13==0.8.1 nvidia-nccl-cu13==2.30.7 \
         nvidia-nvshmem-cu13==3.7.2
 fi
-if ! "$python" -c "import pytest, nbformat, nbclient, ipykernel" 2>/dev/null; then
-    echo "installing pytest, nbformat, nbclient and ipykernel into $venv"
-    pip pytest nbformat nbclient ipykernel
+if ! "$python" -c "import pytest, nbformat, nbclient, ipykernel, PIL" 2>/dev/null; then
+    echo "installing pytest, nbformat, nbclient, ipykernel and Pillow into $venv"
+    pip pytest nbformat nbclient ipykernel pillow
 fi
 if [[ -n "$onnxruntime" ]] && ! "$python" -c "import onnxruntime, onnx" 2>/dev/null; then
     echo "installing onnxruntime and onnx into $venv"

@@ -390,42 +390,82 @@ def accuracy(predictions, labels):
 
 
 def write_csv(path, predictions, ids=None):
-    """`id,label` rows; ids 0.. unless given."""
+    """`id,label` rows; ids 0.. unless given. Written to a temporary file, then renamed."""
     ids = range(len(predictions)) if ids is None else ids
     rows = "".join(f"{i},{int(label)}\n" for i, label in zip(ids, predictions.tolist()))
     temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w", newline="") as f:
-        f.write("id,label\n" + rows)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w", newline="") as f:
+            f.write("id,label\n" + rows)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def prepare_png(path):
+    """A 28×28 PNG as `cargo xtask predict` prepares it: transparency laid on white, colour to
+    luma (0.299 R + 0.587 G + 0.114 B), negated when its border is light (a product on white),
+    so the background is black as in Fashion-MNIST. Other sizes need `cargo xtask predict`."""
+    from PIL import Image
+    rgba = np.asarray(Image.open(path).convert("RGBA"), dtype=np.float32)
+    if rgba.shape[:2] != (28, 28):
+        raise ValueError(f"{path}: {rgba.shape[1]}x{rgba.shape[0]} pixels; the notebook reads "
+                         "28x28 pictures (cargo xtask predict prepares pictures of any size)")
+    alpha = rgba[..., 3] / 255.0
+    luma = 0.299 * rgba[..., 0] + 0.587 * rgba[..., 1] + 0.114 * rgba[..., 2]
+    grey = luma * alpha + 255.0 * (1.0 - alpha)
+    border = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
+    if np.median(border) > 127.5:
+        grey = 255.0 - grey
+    return np.clip(np.round(grey), 0, 255).astype(np.uint8)
 
 
 def read_images(path):
     """(ids, uint8 images [N, 28, 28]) of another dataset: an IDX file, a CSV (`label,pixel1,…`
-    with a header, or the 784 pixels alone), a NumPy .npy of shape (N, 28, 28) or (N, 784), or a
-    folder of 28×28 grey PNG files (ids: the file names, sorted)."""
-    if os.path.isdir(path):
-        from PIL import Image
-        names = sorted(n for n in os.listdir(path) if n.lower().endswith(".png"))
-        pictures = [np.asarray(Image.open(os.path.join(path, n)).convert("L")) for n in names]
-        if not names or any(p.shape != (28, 28) for p in pictures):
-            raise ValueError(f"{path}: needs 28x28 PNG files (cargo xtask predict prepares "
-                             "pictures of other sizes)")
+    with a header, or the 784 pixels alone), a NumPy .npy of shape (N, 28, 28) or (N, 784) of
+    whole numbers 0-255, or a folder of 28×28 PNG files (ids: the file names, sorted)."""
+    path = os.fspath(path)
+    lower = path.lower()
+    if os.path.isdir(path) or lower.endswith(".png"):
+        names = ([os.path.basename(path)] if not os.path.isdir(path) else
+                 sorted(n for n in os.listdir(path) if n.lower().endswith(".png")))
+        folder = path if os.path.isdir(path) else os.path.dirname(path)
+        pictures = [prepare_png(os.path.join(folder, n)) for n in names]
+        if not pictures:
+            raise ValueError(f"{path}: no PNG files")
         return names, torch.from_numpy(np.stack(pictures))
-    if path.endswith(".npy"):
+    if lower.endswith(".npy"):
         array = np.load(path, allow_pickle=False)
         if array.ndim not in (2, 3) or array.shape[1:] not in ((784,), (28, 28)):
             raise ValueError(f"{path}: shape {array.shape}; expected (N, 28, 28) or (N, 784)")
-        if array.size and (array.min() < 0 or array.max() > 255):
-            raise ValueError(f"{path}: values outside 0-255")
-        images = array.reshape(-1, 28, 28).astype(np.uint8)
-    elif path.endswith(".csv"):
-        rows = [line.split(",") for line in open(path).read().splitlines() if line.strip()]
-        if rows and not rows[0][0].strip().lstrip("-").isdigit():
-            rows = rows[1:]  # the header
-        images = np.array([[int(v) for v in row[-784:]] for row in rows], dtype=np.int64)
-        images = images.reshape(-1, 28, 28).astype(np.uint8)
+        if not (np.isfinite(array).all() and (array == np.round(array)).all()
+                and (array.size == 0 or (array.min() >= 0 and array.max() <= 255))):
+            raise ValueError(f"{path}: values that are not whole numbers 0-255")
+        images = np.rint(array).reshape(-1, 28, 28).astype(np.uint8)
+    elif lower.endswith(".csv"):
+        lines = [line for line in open(path).read().splitlines() if line.strip()]
+        if lines and not lines[0].split(",")[0].strip().lstrip("-").isdigit():
+            lines = lines[1:]  # the header
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            fields = line.split(",")
+            if len(fields) not in (784, 785):
+                raise ValueError(f"{path}: row {number} has {len(fields)} values; expected 784 "
+                                 "pixels, or a label and 784 pixels")
+            pixels = [int(v) for v in fields[-784:]]
+            if min(pixels) < 0 or max(pixels) > 255:
+                raise ValueError(f"{path}: row {number} has a value outside 0-255")
+            rows.append(pixels)
+        images = np.array(rows, dtype=np.uint8).reshape(-1, 28, 28)
     else:
-        images = read_idx(path).reshape(-1, 28, 28)
+        array = read_idx(path)
+        if not (array.ndim == 3 and array.shape[1:] == (28, 28)):
+            raise ValueError(f"{path}: an IDX array of shape {array.shape}; expected N x 28 x 28")
+        images = array
+    if len(images) == 0:
+        raise ValueError(f"{path}: holds no images")
     return list(range(len(images))), torch.from_numpy(images.copy())
 
 

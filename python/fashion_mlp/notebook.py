@@ -44,12 +44,19 @@ print(f"test accuracy {100 * accuracy(test_predictions, test_labels):.2f}% "
 # ## The submission CSV
 #
 # The predictions of the test set, or of `IMAGES` (another dataset, without labels) when set.
+# With `TRAIN = True` they go to `RETRAINED_CSV`, beside `RETRAINED_PT`: the CSV handed in stays
+# the one of the `.pt` handed in.
 
 # %%
+csv_file = RETRAINED_CSV if TRAIN else CSV_FILE
 if IMAGES is None:
     ids, predictions = None, test_predictions
+elif not os.path.exists(IMAGES):
+    print(f"{IMAGES} is not here: the CSV of those images handed in ({CSV_FILE}) is kept")
+    predictions = None
 else:
     ids, images = read_images(IMAGES)
     predictions = predict(model, normalize(to_unit(images), MEAN, STD))
-write_csv(CSV_FILE, predictions, ids)
-print(f"wrote {CSV_FILE} ({len(predictions)} predictions)")
+if predictions is not None:
+    write_csv(csv_file, predictions, ids)
+    print(f"wrote {csv_file} ({len(predictions)} predictions)")

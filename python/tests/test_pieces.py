@@ -104,3 +104,59 @@ def test_augmentation_shifts_by_whole_pixels_exactly_and_mirrors():
     moved = fm.augment(image.repeat(64, 1, 1), 2.0, False, generator)
     assert moved.shape == (64, 28, 28) and moved.min() >= 0 and moved.max() <= 1
     assert not torch.equal(moved[0], image[0])
+
+
+def test_augmentation_is_the_trainers_bilinear_shift_and_mirror():
+    """Each image moved by its own (dx, dy), bilinear with black outside, as the trainer's
+    `Geometry::apply`: checked against a direct per-pixel computation with the same draws."""
+    images = torch.rand(3, 28, 28)
+    moved = fm.augment(images, 1.5, False, torch.Generator().manual_seed(4))
+    draws = torch.Generator().manual_seed(4)
+    dx = ((2.0 * torch.rand(3, generator=draws) - 1.0) * 1.5).tolist()
+    dy = ((2.0 * torch.rand(3, generator=draws) - 1.0) * 1.5).tolist()
+    for k in range(3):
+        at = lambda x, y: images[k, y, x].item() if 0 <= x < 28 and 0 <= y < 28 else 0.0
+        for y in range(28):
+            for x in range(28):
+                sx, sy = x - dx[k], y - dy[k]
+                fx, fy = math.floor(sx), math.floor(sy)
+                tx, ty = sx - fx, sy - fy
+                want = ((1 - ty) * ((1 - tx) * at(fx, fy) + tx * at(fx + 1, fy))
+                        + ty * ((1 - tx) * at(fx, fy + 1) + tx * at(fx + 1, fy + 1)))
+                assert abs(moved[k, y, x].item() - want) < 1e-5, (k, x, y)
+    flipped = fm.augment(images.repeat(20, 1, 1), 0.0, True, torch.Generator().manual_seed(5))
+    mirrored = [torch.equal(f, images[k % 3].flip(-1)) for k, f in enumerate(flipped)]
+    kept = [torch.equal(f, images[k % 3]) for k, f in enumerate(flipped)]
+    assert all(m or c for m, c in zip(mirrored, kept)) and any(mirrored) and any(kept)
+
+
+def test_other_datasets_are_read_as_predict_reads_them_and_bad_ones_refused(tmp_path):
+    from PIL import Image
+    pixels = np.random.default_rng(6).integers(0, 256, (2, 784))
+    header = "label," + ",".join(f"pixel{i}" for i in range(1, 785))
+    good = tmp_path / "set.csv"
+    good.write_text(header + "\n" + "\n".join("3," + ",".join(map(str, p)) for p in pixels))
+    ids, images = fm.read_images(str(good))
+    assert ids == [0, 1] and torch.equal(images.reshape(2, 784), torch.tensor(pixels).byte())
+    with open(tmp_path / "set.NPY", "wb") as f:  # np.save would add ".npy" to this name
+        np.save(f, pixels.reshape(2, 28, 28).astype(np.uint8))
+    assert torch.equal(fm.read_images(tmp_path / "set.NPY")[1], images)
+    for name, text, says in [
+        ("short.csv", "1,2,3\n", "row 1 has 3 values"),
+        ("wide.csv", ",".join(["300"] * 784) + "\n", "outside 0-255"),
+        ("empty.csv", header + "\n", "no images"),
+    ]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=says):
+            fm.read_images(tmp_path / name)
+    np.save(tmp_path / "half.npy", np.full((1, 784), 0.5))
+    with pytest.raises(ValueError, match="whole numbers"):
+        fm.read_images(tmp_path / "half.npy")
+    # A dark product on a white, partly transparent picture comes out light on black.
+    picture = np.full((28, 28, 4), 255, dtype=np.uint8)
+    picture[10:18, 10:18, :3] = 40
+    picture[0, 0, 3] = 0
+    (tmp_path / "pngs").mkdir()
+    Image.fromarray(picture, "RGBA").save(tmp_path / "pngs" / "a.png")
+    names, prepared = fm.read_images(tmp_path / "pngs")
+    assert names == ["a.png"] and prepared[0, 0, 0] == 0 and prepared[0, 12, 12] == 215

@@ -146,6 +146,7 @@ fn settings_cell(settings: &Settings<'_>) -> String {
          PT_FILE = \"{id}_submission.pt\"\n\
          CSV_FILE = \"{id}_submission.csv\"\n\
          RETRAINED_PT = \"{id}_retrained.pt\"  # where TRAIN = True saves its weights\n\
+         RETRAINED_CSV = \"{id}_retrained.csv\"  # and its predictions\n\
          HIDDEN = {hidden}\n\
          ACTIVATION = \"{activation}\"\n\
          ALPHA = {alpha}  # {alpha_note}\n\
