@@ -280,7 +280,7 @@ mod tests {
             "class mySGD",
             "def train(",
             "load_submission(PT_FILE",
-            "write_csv(CSV_FILE",
+            "write_csv(csv_file",
         ] {
             assert!(all.contains(piece), "{piece}");
         }
