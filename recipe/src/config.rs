@@ -135,12 +135,24 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     /// The settings of `cargo xtask train` with no options.
     fn default() -> Self {
+        Self::from_options::<&str>(&[]).expect("the defaults parse")
+    }
+}
+
+impl TrainConfig {
+    /// The settings that the training options `options` give (`--hidden 8 --flip`, ...), the
+    /// command line's defaults for the rest; an option that is not a training setting, or a
+    /// value that does not parse, is clap's error.
+    pub fn from_options<S: Into<std::ffi::OsString> + Clone>(
+        options: &[S],
+    ) -> std::result::Result<Self, clap::Error> {
         #[derive(clap::Parser)]
-        struct Defaults {
+        #[command(no_binary_name = true)]
+        struct Options {
             #[command(flatten)]
             config: TrainConfig,
         }
-        <Defaults as clap::Parser>::parse_from(["trainer"]).config
+        <Options as clap::Parser>::try_parse_from(options.iter().cloned()).map(|o| o.config)
     }
 }
 

@@ -95,24 +95,16 @@ fn parse_list(text: &str, path: &Path) -> anyhow::Result<Vec<Configuration>> {
 /// The training settings that `options` (a list line's) give, the trainer's defaults for the
 /// rest, checked as the trainer checks them.
 fn settings(options: &[String]) -> anyhow::Result<TrainConfig> {
-    #[derive(clap::Parser)]
-    #[command(no_binary_name = true)]
-    struct Settings {
-        #[command(flatten)]
-        config: TrainConfig,
-    }
-    let config = <Settings as clap::Parser>::try_parse_from(options)
-        .map_err(|e| {
-            let text = e.to_string();
-            anyhow!(
-                "{}",
-                text.lines()
-                    .next()
-                    .unwrap_or("not training options")
-                    .trim_start_matches("error: ")
-            )
-        })?
-        .config;
+    let config = TrainConfig::from_options(options).map_err(|e| {
+        let text = e.to_string();
+        anyhow!(
+            "{}",
+            text.lines()
+                .next()
+                .unwrap_or("not training options")
+                .trim_start_matches("error: ")
+        )
+    })?;
     config.validate().map_err(|e| anyhow!("{e}"))?;
     Ok(config)
 }
