@@ -1,15 +1,17 @@
-//! The safetensors format, read and written here: an 8-byte little-endian header length, a JSON
-//! header (each tensor's dtype, shape and byte range in the data; `__metadata__`: strings), then
-//! the data. Only what a state dict of f32 or f16 tensors needs; every defect of a file is an
-//! error that says which (truncation, a range outside the data, bytes no tensor covers, an
-//! unknown dtype), never a panic.
+//! The safetensors format: an 8-byte little-endian header length, a JSON header (each tensor's
+//! dtype, shape and byte range in the data; `__metadata__`: strings), then the data. Read
+//! through the `safetensors` crate, whose checks every file passes first; each defect is an
+//! error that says which (truncation, offsets that do not fit the shapes, bytes no tensor
+//! covers, an unread dtype), never a panic. Written here: the crate's writer orders the header
+//! by hash map and the tensors by dtype and name, and exports keep the state dict's order.
 
 use std::collections::BTreeMap;
 
+use ::safetensors::{SafeTensorError, SafeTensors};
 use serde_json::{Map, Value};
 
-/// Largest header read (the format's own limit is 100 MB).
-const MAX_HEADER: u64 = 100 << 20;
+/// Largest header read: the `safetensors` crate's limit.
+const MAX_HEADER: u64 = 100_000_000;
 
 /// Element types read and written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,145 +86,85 @@ pub struct File<'a> {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Parses `bytes` as a safetensors file.
+/// Parses `bytes` as a safetensors file: the `safetensors` crate checks the header (its
+/// length, its JSON, each tensor's offsets against its shape and dtype, the data covered end to
+/// end with no gap or overlap); this names what it found wrong, and reads F32 and F16 only.
 pub fn read(bytes: &[u8]) -> Result<File<'_>, String> {
-    let (length, rest) = bytes.split_first_chunk::<8>().ok_or_else(|| {
-        format!(
-            "truncated: {} bytes, fewer than the 8 that give the header's length",
-            bytes.len()
-        )
-    })?;
-    let length = u64::from_le_bytes(*length);
-    if length > MAX_HEADER {
-        return Err(format!(
-            "its header claims {length} bytes, more than the format's {MAX_HEADER}: not a \
-             safetensors file"
-        ));
-    }
-    let length = length as usize;
-    if length > rest.len() {
-        return Err(format!(
-            "truncated: the header claims {length} bytes of JSON, {} follow",
-            rest.len()
-        ));
-    }
-    let (header, data) = rest.split_at(length);
-    let header: Value = serde_json::from_slice(header)
-        .map_err(|e| format!("its JSON header does not parse ({e}): not a safetensors file"))?;
-    let Value::Object(entries) = header else {
-        return Err("its JSON header is not an object: not a safetensors file".into());
+    let (length, metadata) =
+        SafeTensors::read_metadata(bytes).map_err(|error| explain(bytes, error))?;
+    let data = &bytes[8 + length..];
+    let mut file = File {
+        metadata: metadata
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        ..File::default()
     };
-    let mut file = File::default();
-    let mut ranges = Vec::new();
-    for (name, entry) in entries {
-        if name == "__metadata__" {
-            file.metadata = metadata(&entry)?;
-            continue;
-        }
-        let (tensor, range) = tensor(&name, &entry, data)?;
-        ranges.push((range, name.clone()));
+    for (name, info) in metadata.tensors() {
+        let dtype = match info.dtype {
+            ::safetensors::Dtype::F32 => Dtype::F32,
+            ::safetensors::Dtype::F16 => Dtype::F16,
+            other => {
+                return Err(format!(
+                    "tensor {name} is {other}; only F32 and F16 are read"
+                ));
+            }
+        };
+        let (start, end) = info.data_offsets;
+        let tensor = Tensor {
+            dtype,
+            shape: info.shape.clone(),
+            data: &data[start..end],
+        };
         file.tensors.insert(name, tensor);
-    }
-    ranges.sort();
-    let mut covered = 0;
-    for ((start, end), name) in &ranges {
-        if *start != covered {
-            let what = if *start < covered {
-                "overlaps"
-            } else {
-                "leaves a gap before"
-            };
-            return Err(format!(
-                "tensor {name}'s data (bytes {start}..{end}) {what} the previous tensor's, which \
-                 end at byte {covered}"
-            ));
-        }
-        covered = *end;
-    }
-    if covered != data.len() {
-        return Err(format!(
-            "{} trailing bytes after the last tensor's data (byte {covered} of {})",
-            data.len() - covered,
-            data.len()
-        ));
     }
     Ok(file)
 }
 
-/// The `__metadata__` entry: strings only.
-fn metadata(entry: &Value) -> Result<BTreeMap<String, String>, String> {
-    let Value::Object(values) = entry else {
-        return Err("__metadata__ is not an object of strings".into());
-    };
-    values
-        .iter()
-        .map(|(key, value)| match value {
-            Value::String(text) => Ok((key.clone(), text.clone())),
-            _ => Err(format!("__metadata__ {key} is not a string")),
-        })
-        .collect()
-}
-
-/// One tensor's entry, checked against the `data` it points into.
-fn tensor<'a>(
-    name: &str,
-    entry: &Value,
-    data: &'a [u8],
-) -> Result<(Tensor<'a>, (usize, usize)), String> {
-    let field = |key: &str| {
-        entry
-            .get(key)
-            .ok_or_else(|| format!("tensor {name} has no {key}"))
-    };
-    let dtype = match field("dtype")?.as_str() {
-        Some("F32") => Dtype::F32,
-        Some("F16") => Dtype::F16,
-        Some(other) => {
-            return Err(format!(
-                "tensor {name} is {other}; only F32 and F16 are read"
-            ));
+/// The crate's `error` for `bytes`, said with the numbers that show it.
+fn explain(bytes: &[u8], error: SafeTensorError) -> String {
+    let claimed = bytes
+        .first_chunk::<8>()
+        .map_or(0, |length| u64::from_le_bytes(*length));
+    let follow = bytes.len().saturating_sub(8);
+    match error {
+        SafeTensorError::HeaderTooSmall => format!(
+            "truncated: {} bytes, fewer than the 8 that give the header's length",
+            bytes.len()
+        ),
+        SafeTensorError::HeaderTooLarge => format!(
+            "its header claims {claimed} bytes, more than the format's {MAX_HEADER}: not a \
+             safetensors file"
+        ),
+        SafeTensorError::InvalidHeaderLength => {
+            format!("truncated: the header claims {claimed} bytes of JSON, {follow} follow")
         }
-        None => return Err(format!("tensor {name}'s dtype is not a string")),
-    };
-    let numbers = |key: &str| -> Result<Vec<usize>, String> {
-        field(key)?
-            .as_array()
-            .and_then(|values| {
-                values
-                    .iter()
-                    .map(|v| v.as_u64().and_then(|n| usize::try_from(n).ok()))
-                    .collect()
-            })
-            .ok_or_else(|| format!("tensor {name}'s {key} is not a list of whole numbers"))
-    };
-    let shape = numbers("shape")?;
-    let &[start, end] = numbers("data_offsets")?.as_slice() else {
-        return Err(format!("tensor {name}'s data_offsets is not [begin, end]"));
-    };
-    if start > end || end > data.len() {
-        return Err(format!(
-            "tensor {name}'s data_offsets [{start}, {end}] lie outside the {} bytes of data \
-             (truncated, or a wrong offset)",
-            data.len()
-        ));
+        SafeTensorError::InvalidHeader(e) => {
+            format!("its header is not UTF-8 ({e}): not a safetensors file")
+        }
+        SafeTensorError::InvalidHeaderDeserialization(e) => format!(
+            "its JSON header does not parse as a table of tensors ({e}): not a safetensors file"
+        ),
+        SafeTensorError::InvalidOffset(name) => format!(
+            "tensor {name}'s data_offsets do not begin where the previous tensor's data ends \
+             (a gap or an overlap)"
+        ),
+        SafeTensorError::TensorInvalidInfo => {
+            "a tensor's data_offsets cover a different number of bytes than its shape and \
+             dtype need"
+                .into()
+        }
+        SafeTensorError::ValidationOverflow => {
+            "a tensor's shape needs more bytes than memory holds".into()
+        }
+        SafeTensorError::MetadataIncompleteBuffer => format!(
+            "the tensors' data_offsets do not end at the end of the file's {follow} bytes after \
+             the length (truncated, trailing bytes, or a wrong offset)"
+        ),
+        other => format!("{other}"),
     }
-    let needed = shape
-        .iter()
-        .try_fold(dtype.size(), |bytes, &d| bytes.checked_mul(d));
-    if needed != Some(end - start) {
-        return Err(format!(
-            "tensor {name}: shape {shape:?} of {} needs {} bytes, its data_offsets give {}",
-            dtype.name(),
-            needed.map_or("more than memory holds".into(), |n| n.to_string()),
-            end - start
-        ));
-    }
-    let tensor = Tensor {
-        dtype,
-        shape,
-        data: &data[start..end],
-    };
-    Ok((tensor, (start, end)))
 }
 
 /// The file's bytes: `tensors` in the given order, then `metadata`, the header padded with
@@ -324,43 +266,43 @@ mod tests {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (good[..5].to_vec(), "fewer than the 8"),
             (good[..30].to_vec(), "truncated: the header claims"),
-            (good[..good.len() - 1].to_vec(), "lie outside"),
-            (trailing, "4 trailing bytes"),
+            (good[..good.len() - 1].to_vec(), "do not end at the end"),
+            (trailing, "do not end at the end"),
             (u64::MAX.to_le_bytes().to_vec(), "more than the format's"),
-            (with_header("[1, 2]"), "not an object"),
+            (with_header("[1, 2]"), "does not parse"),
             (with_header("{not json"), "does not parse"),
             (
-                with_header(r#"{"a":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}}"#),
+                with_header(r#"{"a":{"dtype":"BF16","shape":[10],"data_offsets":[0,20]}}"#),
                 "tensor a is BF16",
             ),
             (
                 with_header(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#),
-                "needs 12 bytes",
+                "cover a different number of bytes",
             ),
             (
                 with_header(
                     r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F16","shape":[2],"data_offsets":[12,16]}}"#,
                 ),
-                "overlaps",
+                "tensor b's data_offsets do not begin",
             ),
             (
                 with_header(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#),
-                "leaves a gap",
+                "tensor a's data_offsets do not begin",
             ),
             (
                 with_header(r#"{"a":{"dtype":"F32","shape":[2]}}"#),
-                "no data_offsets",
+                "data_offsets",
             ),
             (
                 with_header(r#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#),
-                "not a list of whole numbers",
+                "does not parse",
             ),
-            (with_header(r#"{"__metadata__":{"k":3}}"#), "not a string"),
+            (with_header(r#"{"__metadata__":{"k":3}}"#), "does not parse"),
             (
                 with_header(
                     r#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}}"#,
                 ),
-                "more than memory holds",
+                "more bytes than memory holds",
             ),
         ];
         for (bytes, says) in cases {
