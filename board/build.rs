@@ -1,62 +1,17 @@
 //! Configures the firmware for one board (`FMLP_BOARD`) and one model (`FMLP_MODEL`), both set by
-//! `cargo xtask board`, `classify` and `flash`: puts the board's `memory/<part>.x` on the
-//! linker's path as `memory.x`, selects its UART driver (`cfg(uart = "...")`), and writes
-//! `config.rs` with the activation width the model needs, the SysTick clock and the UART pins,
+//! `cargo xtask board`, `classify` and `flash`: puts the board's `memory/<part>.x` (from the
+//! table in `boards.rs`) on the linker's path as `memory.x`, selects its UART driver
+//! (`cfg(uart = "...")`), and writes `config.rs` with the activation width the model needs, the SysTick clock and the UART pins,
 //! and `model.bin`: the model file placed so that its largest f16 layer's weights are
 //! word-aligned in flash.
 
 use std::path::PathBuf;
 
-/// Where the firmware runs: memory map, UART driver and pins, core clock.
-struct Board {
-    name: &'static str,
-    memory: &'static str,
-    uart: &'static str,
-    /// The UART's registers.
-    uart_base: u32,
-    /// (TX, RX) pins for the nRF UART; unused by the CMSDK one.
-    pins: (u32, u32),
-    clock_hz: u32,
-}
+#[allow(dead_code)] // the table's xtask fields (core, target, QEMU, probe-rs)
+#[path = "boards.rs"]
+mod boards;
 
-const BOARDS: &[Board] = &[
-    // QEMU's MPS2 boards: CMSDK APB UART0, 25 MHz system clock.
-    Board {
-        name: "mps2-an386",
-        memory: "nrf52840",
-        uart: "cmsdk",
-        uart_base: 0x4000_4000,
-        pins: (0, 0),
-        clock_hz: 25_000_000,
-    },
-    // Secure state: UART0's secure alias.
-    Board {
-        name: "mps2-an505",
-        memory: "nrf5340",
-        uart: "cmsdk",
-        uart_base: 0x5020_0000,
-        pins: (0, 0),
-        clock_hz: 20_000_000,
-    },
-    // The BBC micro:bit (v1), real or QEMU's `microbit`: nRF51822, UART on P0.24/P0.25, 16 MHz.
-    Board {
-        name: "microbit",
-        memory: "nrf51822",
-        uart: "nrf",
-        uart_base: 0x4000_2000,
-        pins: (24, 25),
-        clock_hz: 16_000_000,
-    },
-    // Nordic's nRF52840-DK: the UART to its J-Link's virtual COM port is on P0.06/P0.08, 64 MHz.
-    Board {
-        name: "nrf52840-dk",
-        memory: "nrf52840",
-        uart: "nrf",
-        uart_base: 0x4000_2000,
-        pins: (6, 8),
-        clock_hz: 64_000_000,
-    },
-];
+use boards::BOARDS;
 
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -68,9 +23,9 @@ fn main() {
         let names: Vec<_> = BOARDS.iter().map(|b| b.name).collect();
         panic!("FMLP_BOARD={name} is not one of {}", names.join(", "));
     };
-    let memory = format!("memory/{}.x", board.memory);
-    std::fs::copy(&memory, out.join("memory.x")).expect("memory/<part>.x is beside build.rs");
-    println!("cargo:rerun-if-changed={memory}");
+    std::fs::write(out.join("memory.x"), board.memory.script).expect("OUT_DIR is writable");
+    println!("cargo:rerun-if-changed=boards.rs");
+    println!("cargo:rerun-if-changed=memory/{}.x", board.memory.file);
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rustc-cfg=uart=\"{}\"", board.uart);
 

@@ -7,60 +7,42 @@ use std::process::Command;
 
 use anyhow::{Context, anyhow, bail};
 
-/// Where a firmware runs: a board QEMU emulates, a real one `flash` writes to, or both (the
-/// micro:bit). Its name is the firmware's `FMLP_BOARD` (memory map, UART, clock: see
-/// `board/build.rs`) and, for an emulated one, QEMU's `-M`.
-#[derive(Debug)]
-pub struct Board {
-    /// `FMLP_BOARD`, and QEMU's `-M` when `qemu_cpu` is set.
-    pub name: &'static str,
-    /// The core, for reports.
-    pub core: &'static str,
-    /// The Rust target.
-    pub target: &'static str,
-    /// The part whose flash and RAM `board/memory/` gives the firmware.
-    pub part: &'static str,
-    /// QEMU's `-cpu`, for the boards QEMU emulates (`--machine`).
-    pub qemu_cpu: Option<&'static str>,
-    /// probe-rs's chip name, for the boards `flash` writes (`--chip`).
-    pub chip: Option<&'static str>,
+#[path = "../../board/boards.rs"]
+mod boards;
+
+pub use boards::{BOARDS, Board};
+
+impl Board {
+    /// The part with the flash and RAM its memory map gives the firmware:
+    /// `nRF52840 (1 MB flash, 256 KB RAM)`.
+    pub fn part_and_memory(&self) -> String {
+        let size = |region| match self.memory.length(region) {
+            Some(bytes) if bytes >= 1 << 20 && bytes % (1 << 20) == 0 => {
+                format!("{} MB", bytes >> 20)
+            }
+            Some(bytes) => format!("{} KB", bytes >> 10),
+            None => "?".into(),
+        };
+        format!(
+            "{} ({} flash, {} RAM)",
+            self.part,
+            size("FLASH"),
+            size("RAM")
+        )
+    }
+
+    /// Whether a model file of `bytes` fits the board's flash beside the firmware's code (at
+    /// most [`CODE_BYTES`]).
+    pub fn fits(&self, bytes: u64) -> bool {
+        self.memory
+            .length("FLASH")
+            .is_some_and(|flash| bytes + CODE_BYTES <= flash)
+    }
 }
 
-/// Every board; the first is `--machine`'s default.
-pub const BOARDS: &[Board] = &[
-    Board {
-        name: "mps2-an386",
-        core: "Cortex-M4F",
-        target: "thumbv7em-none-eabihf",
-        part: "nRF52840 (1 MB flash, 256 KB RAM)",
-        qemu_cpu: Some("cortex-m4"),
-        chip: None,
-    },
-    Board {
-        name: "mps2-an505",
-        core: "Cortex-M33",
-        target: "thumbv8m.main-none-eabihf",
-        part: "nRF5340 application core (1 MB flash, 512 KB RAM)",
-        qemu_cpu: Some("cortex-m33"),
-        chip: None,
-    },
-    Board {
-        name: "microbit",
-        core: "Cortex-M0",
-        target: "thumbv6m-none-eabi",
-        part: "nRF51822 (256 KB flash, 16 KB RAM)",
-        qemu_cpu: Some("cortex-m0"),
-        chip: Some("nRF51822_xxAA"),
-    },
-    Board {
-        name: "nrf52840-dk",
-        core: "Cortex-M4F",
-        target: "thumbv7em-none-eabihf",
-        part: "nRF52840 (1 MB flash, 256 KB RAM)",
-        qemu_cpu: None,
-        chip: Some("nRF52840_xxAA"),
-    },
-];
+/// Flash the firmware's code takes at most, beside the model (the measuring firmware's code
+/// measured 29-32 KB on the three cores, `cargo xtask test`'s board step).
+pub const CODE_BYTES: u64 = 64 << 10;
 
 /// The boards QEMU emulates, `--machine`'s default first.
 pub fn machines() -> impl Iterator<Item = &'static Board> {
@@ -101,14 +83,25 @@ pub fn qemu(board: &Board, timeout: Option<u64>) -> Command {
 
 const RECORD: usize = wire::RECORD_LEN;
 
-/// Options of `board`.
-#[derive(clap::Args, Debug)]
-#[command(
-    after_help = "Machines (QEMU -M, the core, the part whose memory map the firmware gets):
-  mps2-an386   Cortex-M4F  nRF52840 (1 MB flash, 256 KB RAM)           [default]
-  mps2-an505   Cortex-M33  nRF5340 application core (1 MB flash, 512 KB RAM)
-  microbit     Cortex-M0   nRF51822 (256 KB flash, 16 KB RAM): no FPU, so a small model
-
+/// `board --help`'s text after the options: the machines, from the board table.
+fn after_help() -> String {
+    let mut text =
+        "Machines (QEMU -M, the core, the part whose memory map the firmware gets):\n".to_owned();
+    for (index, machine) in machines().enumerate() {
+        let _ = write!(
+            text,
+            "  {:<12} {:<11} {}",
+            machine.name,
+            machine.core,
+            machine.part_and_memory()
+        );
+        text += match (index, machine.core) {
+            (0, _) => "  [default]\n",
+            (_, "Cortex-M0") => ": no FPU, so a small model\n",
+            _ => "\n",
+        };
+    }
+    text + "
 Needs qemu-system-arm and the core's Rust target: installs them when missing (apt-get, with \
 sudo -n when not root; rustup target add).
 
@@ -116,6 +109,12 @@ Example:
   cargo xtask train --hidden 128 --out runs/small.fmlp
   cargo xtask board --model runs/small.fmlp --count 500 --json
   cargo xtask board --machine microbit --model models/mlp-72-32-int8.fmlp"
+}
+
+/// Options of `board`.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = after_help()
 )]
 pub struct BoardArgs {
     /// Model file to embed in the firmware's flash.
@@ -201,7 +200,7 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
     let summary = serde_json::json!({
         "machine": machine.name,
         "core": machine.core,
-        "part": machine.part,
+        "part": machine.part_and_memory(),
         "model": args.model,
         "count": count,
         "identical": identical,
@@ -223,7 +222,9 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
         let _ = writeln!(
             out,
             "board: {} on QEMU {}, memory map of the {}",
-            machine.core, machine.name, machine.part
+            machine.core,
+            machine.name,
+            machine.part_and_memory()
         );
         let _ = writeln!(
             out,
@@ -279,7 +280,7 @@ pub fn ensure_tools(target: &str) -> anyhow::Result<()> {
 /// a lock on that directory: two builds at once (tests, two commands) each run the ELF of their
 /// own model, never the one the other build left.
 pub fn build(model: &Path, board: &Board, bin: &str) -> anyhow::Result<PathBuf> {
-    let (target, part) = (board.target, board.part);
+    let (target, part) = (board.target, board.part_and_memory());
     crate::setup::ensure_rust_target(target)?;
     let root = crate::setup::workspace_root();
     let target_dir = crate::setup::target_dir().join("board").join(board.name);

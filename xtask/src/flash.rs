@@ -13,7 +13,8 @@ use anyhow::{Context, anyhow, bail};
   nRF52840_xxAA   Nordic nRF52840-DK: UART on P0.06 (TX) / P0.08 (RX), the J-Link's virtual
                   COM port (/dev/ttyACM0 on Linux)                                  [default]
   nRF51822_xxAA   BBC micro:bit v1: UART on P0.24 / P0.25, the DAPLink's COM port (a Cortex-M0:
-                  a model under 200 kB, e.g. models/mlp-72-32-int8.fmlp)
+                  a model that leaves the code 64 KB of its 256 KB of flash, e.g.
+                  models/mlp-72-32-int8.fmlp)
 
 Needs probe-rs (cargo install probe-rs-tools --locked) and a debug probe (the DK's and the
 micro:bit's are on board). Then send images with
@@ -42,10 +43,20 @@ pub fn run(args: &FlashArgs) -> anyhow::Result<()> {
         })?;
     let chip = board.chip.expect("a flashable board");
     let file = crate::files::ModelFileOnDisk::read(&args.model)?;
+    if !board.fits(file.bytes.len() as u64) {
+        bail!(
+            "{}: {} bytes do not fit the {} beside the firmware's code ({} KB): choose a \
+             smaller model (cargo xtask models lists them with their sizes)",
+            args.model.display(),
+            file.bytes.len(),
+            board.part_and_memory(),
+            crate::board::CODE_BYTES >> 10
+        );
+    }
     let elf = crate::board::build(&args.model, board, "app")?;
     println!(
         "built the app firmware for the {} ({}) with {} ({} bytes): {}",
-        board.part,
+        board.part_and_memory(),
         board.name,
         args.model.display(),
         file.bytes.len(),

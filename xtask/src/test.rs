@@ -175,13 +175,8 @@ fn board() -> anyhow::Result<()> {
     }
     models.sort();
     for machine in crate::board::machines() {
-        let limit = if machine.name == "microbit" {
-            200_000
-        } else {
-            900_000
-        };
         for model in &models {
-            if std::fs::metadata(model).is_ok_and(|m| m.len() < limit) {
+            if std::fs::metadata(model).is_ok_and(|m| machine.fits(m.len())) {
                 crate::board::run(&crate::board::BoardArgs {
                     model: model.clone(),
                     machine: machine.name.into(),
