@@ -4,9 +4,11 @@
 //! layer's kernel alone, dispatched (SIMD where the CPU has it) against the portable loop.
 //! `cargo bench -p infer` (release profile) or `cargo bench -p infer --profile dev`.
 
+mod harness;
+
+use harness::bench;
 use infer::{Activation, Model, ModelFileBuf, Normalization, ScratchVec};
 use std::hint::black_box;
-use std::time::Instant;
 
 /// `count` small pseudo-random weights (timing does not depend on the values).
 fn weights(count: usize) -> Vec<f32> {
@@ -94,29 +96,4 @@ fn main() {
     bench("layer 784x512, portable loop", 2.0, || {
         infer::kernel::portable::f16_columns(black_box(&input), &layer, 0, &mut out)
     });
-}
-
-/// Runs `f` for about `seconds` after a warm-up and prints the median and fastest time per call.
-/// (A plain harness rather than criterion: criterion's dependencies change the features of
-/// crates burn shares, which made `cargo test` and `cargo run` build burn twice.)
-fn bench<T>(name: &str, seconds: f64, mut f: impl FnMut() -> T) {
-    let started = Instant::now();
-    while started.elapsed().as_secs_f64() < seconds / 4.0 {
-        black_box(f());
-    }
-    let mut times = Vec::new();
-    let started = Instant::now();
-    while started.elapsed().as_secs_f64() < seconds || times.len() < 5 {
-        let call = Instant::now();
-        black_box(f());
-        times.push(call.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    let us = |s: f64| s * 1e6;
-    println!(
-        "{name}: median {:.2} us, fastest {:.2} us ({} calls)",
-        us(times[times.len() / 2]),
-        us(times[0]),
-        times.len()
-    );
 }

@@ -4,8 +4,10 @@
 //! Run in the profile the rest of the project uses, so burn is not rebuilt:
 //! `cargo bench -p trainer --profile dev --bench step`.
 
-use std::hint::black_box;
-use std::time::Instant;
+#[path = "../../infer/benches/harness/mod.rs"]
+mod harness;
+
+use harness::bench;
 
 use trainer::batch::Batch;
 use trainer::config::{Schedule, TrainConfig};
@@ -36,29 +38,4 @@ fn main() {
     bench("train step 784-512-512-10, batch 128", 10.0, || {
         learner.step(&batch, 0).loss
     });
-}
-
-/// Runs `f` for about `seconds` after a warm-up and prints the median and fastest time per call.
-/// (A plain harness rather than criterion: criterion's dependencies change the features of
-/// crates burn shares, which made `cargo test` and `cargo run` build burn twice.)
-fn bench<T>(name: &str, seconds: f64, mut f: impl FnMut() -> T) {
-    let started = Instant::now();
-    while started.elapsed().as_secs_f64() < seconds / 4.0 {
-        black_box(f());
-    }
-    let mut times = Vec::new();
-    let started = Instant::now();
-    while started.elapsed().as_secs_f64() < seconds || times.len() < 5 {
-        let call = Instant::now();
-        black_box(f());
-        times.push(call.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    let us = |s: f64| s * 1e6;
-    println!(
-        "{name}: median {:.2} us, fastest {:.2} us ({} calls)",
-        us(times[times.len() / 2]),
-        us(times[0]),
-        times.len()
-    );
 }

@@ -175,6 +175,16 @@ pub fn join_the_pool() {
         .build_global();
 }
 
+/// A trainer binary's `main`: [`join_the_pool`], then `run`; an error is one line on stderr
+/// (the whole chain, never a backtrace: these are users' mistakes) and exit status 1.
+pub fn main_of(run: impl FnOnce() -> anyhow::Result<()>) {
+    join_the_pool();
+    if let Err(error) = run() {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
 /// Runs `work` on a worker of rayon's pool while the pool's other workers stay awake, looking
 /// for its parallel pieces, instead of going to sleep between them. They yield the core while
 /// they find nothing, so more threads than cores still leaves `work` its own.
@@ -240,38 +250,31 @@ pub fn evaluate(
     loss_fn: &CrossEntropy,
     device: &Device,
 ) -> Evaluation {
+    let work = || {
+        let model = model.valid();
+        let device = device.clone().inner();
+        let n = labels.len();
+        let (mut predictions, mut loss_sum) = (Vec::with_capacity(n), 0.0);
+        for start in (0..n).step_by(1000) {
+            let rows = (n - start).min(1000);
+            let chunk = pixels[start * INPUT_SIZE..(start + rows) * INPUT_SIZE].to_vec();
+            let input = Tensor::from_data(TensorData::new(chunk, [rows, INPUT_SIZE]), &device);
+            let logits = model.forward(input);
+            let targets = loss_fn.targets(&labels[start..start + rows], NUM_CLASSES, &device);
+            let loss: f32 = loss_fn.forward(logits.clone(), targets).into_scalar();
+            loss_sum += f64::from(loss) * rows as f64;
+            predictions.extend(logits.argmax(1).into_data().iter::<i64>().map(|c| c as u8));
+        }
+        Evaluation {
+            predictions,
+            loss: loss_sum / n.max(1) as f64,
+        }
+    };
     // On rayon's pool on the CPU, on the caller's thread elsewhere, like a step.
     if crate::fused::runs_on(device) {
-        with_helpers_awake(|| evaluate_on_this_thread(model, pixels, labels, loss_fn, device))
+        with_helpers_awake(work)
     } else {
-        evaluate_on_this_thread(model, pixels, labels, loss_fn, device)
-    }
-}
-
-fn evaluate_on_this_thread(
-    model: &Mlp,
-    pixels: &[f32],
-    labels: &[u8],
-    loss_fn: &CrossEntropy,
-    device: &Device,
-) -> Evaluation {
-    let model = model.valid();
-    let device = device.clone().inner();
-    let n = labels.len();
-    let (mut predictions, mut loss_sum) = (Vec::with_capacity(n), 0.0);
-    for start in (0..n).step_by(1000) {
-        let rows = (n - start).min(1000);
-        let chunk = pixels[start * INPUT_SIZE..(start + rows) * INPUT_SIZE].to_vec();
-        let input = Tensor::from_data(TensorData::new(chunk, [rows, INPUT_SIZE]), &device);
-        let logits = model.forward(input);
-        let targets = loss_fn.targets(&labels[start..start + rows], NUM_CLASSES, &device);
-        let loss: f32 = loss_fn.forward(logits.clone(), targets).into_scalar();
-        loss_sum += f64::from(loss) * rows as f64;
-        predictions.extend(logits.argmax(1).into_data().iter::<i64>().map(|c| c as u8));
-    }
-    Evaluation {
-        predictions,
-        loss: loss_sum / n.max(1) as f64,
+        work()
     }
 }
 

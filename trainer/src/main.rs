@@ -63,12 +63,7 @@ and only the output layer learns, on fixed random binary features. Expect far lo
 than with any other activation.";
 
 fn main() {
-    trainer::learner::join_the_pool();
-    // One line per error (the whole chain), never a backtrace: these are users' mistakes.
-    if let Err(error) = run() {
-        eprintln!("error: {error:#}");
-        std::process::exit(1);
-    }
+    trainer::learner::main_of(run);
 }
 
 fn run() -> anyhow::Result<()> {

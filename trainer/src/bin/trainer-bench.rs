@@ -39,11 +39,7 @@ struct Cli {
 }
 
 fn main() {
-    trainer::learner::join_the_pool();
-    if let Err(error) = run() {
-        eprintln!("error: {error:#}");
-        std::process::exit(1);
-    }
+    trainer::learner::main_of(run);
 }
 
 fn run() -> anyhow::Result<()> {

@@ -54,30 +54,20 @@ impl<B: CpuBackend> DenseState<B> {
     }
 }
 
-/// A dense layer's backward step.
+/// A dense layer's backward step: `N` parents, x, the weight, the bias and, for PReLU
+/// (`N = 4`), its α.
 #[derive(Debug)]
-struct Dense;
+struct Dense<const N: usize>;
 
-impl<B: CpuBackend> Backward<B, 3> for Dense {
+impl<B: CpuBackend, const N: usize> Backward<B, N> for Dense<N> {
     type State = DenseState<B>;
 
-    fn backward(self, ops: Ops<DenseState<B>, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<DenseState<B>, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
-        let [x, weight, bias] = ops.parents.map(|node| node.map(|node| node.id));
-        ops.state.backward(grad, [x, weight, bias, None], grads);
-    }
-}
-
-/// A PReLU layer's backward step (its α is a fourth parent).
-#[derive(Debug)]
-struct PreluDense;
-
-impl<B: CpuBackend> Backward<B, 4> for PreluDense {
-    type State = DenseState<B>;
-
-    fn backward(self, ops: Ops<DenseState<B>, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = grads.consume::<B>(&ops.node);
-        let parents = ops.parents.map(|node| node.map(|node| node.id));
+        let mut parents = [None; 4];
+        for (id, node) in parents.iter_mut().zip(ops.parents) {
+            *id = node.map(|node| node.id);
+        }
         ops.state.backward(grad, parents, grads);
     }
 }
@@ -86,9 +76,9 @@ impl<B: CpuBackend> Backward<B, 4> for PreluDense {
 /// the backward step `BO` needs; otherwise the plain one.
 fn dense_output<B, BO, C, const N: usize>(
     prep: OpsKind<BO, B, DenseState<B>, C, N>,
-    x: FloatTensor<B>,
-    weight: FloatTensor<B>,
-    bias: FloatTensor<B>,
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: FloatTensor<Autodiff<B, C>>,
     activation: Act,
 ) -> FloatTensor<Autodiff<B, C>>
 where
@@ -96,6 +86,11 @@ where
     BO: Backward<B, N, State = DenseState<B>>,
     C: CheckpointStrategy,
 {
+    let (x, weight, bias) = (
+        x.into_primitive(),
+        weight.into_primitive(),
+        bias.into_primitive(),
+    );
     match prep {
         OpsKind::Tracked(prep) => {
             let bias = B::buffer(bias);
@@ -143,17 +138,11 @@ impl<B: CpuBackend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C
         bias: FloatTensor<Self>,
         activation: Act,
     ) -> FloatTensor<Self> {
-        let prep = Dense
+        let prep = Dense::<3>
             .prepare::<C>([x.node(), weight.node(), bias.node()])
             .compute_bound()
             .stateful();
-        dense_output(
-            prep,
-            x.into_primitive(),
-            weight.into_primitive(),
-            bias.into_primitive(),
-            activation,
-        )
+        dense_output(prep, x, weight, bias, activation)
     }
 
     fn prelu_dense(
@@ -162,7 +151,7 @@ impl<B: CpuBackend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C
         bias: FloatTensor<Self>,
         alpha: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let prep = PreluDense
+        let prep = Dense::<4>
             .prepare::<C>([x.node(), weight.node(), bias.node(), alpha.node()])
             .compute_bound()
             .stateful();
@@ -170,13 +159,7 @@ impl<B: CpuBackend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C
             kind: infer::ActivationKind::Prelu,
             alpha: scalar::<B>(alpha.into_primitive()),
         };
-        dense_output(
-            prep,
-            x.into_primitive(),
-            weight.into_primitive(),
-            bias.into_primitive(),
-            activation,
-        )
+        dense_output(prep, x, weight, bias, activation)
     }
 
     fn cross_entropy(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {

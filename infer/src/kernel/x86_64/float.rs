@@ -19,12 +19,9 @@ pub unsafe fn f16_columns(input: &[f32], layer: &LayerBytes<'_>, first: usize, o
         first,
         out,
         // SAFETY: `walk` passes columns inside the layer, so inside every row.
-        |column, out| unsafe {
-            match out.len() {
-                64 => block::<8>(input, layer, column, out),
-                _ => block::<1>(input, layer, column, out),
-            }
-        },
+        |column, out| unsafe { block::<8>(input, layer, column, out) },
+        // SAFETY: as above.
+        |column, out| unsafe { block::<1>(input, layer, column, out) },
         // SAFETY: as above, `column < d_out`.
         |column, value| unsafe { single(input, weights, d_out, column, value) },
     );
@@ -44,12 +41,9 @@ pub unsafe fn int8_columns(input: &[f32], layer: &LayerBytes<'_>, first: usize, 
         first,
         out,
         // SAFETY: `walk` passes columns inside the layer, so inside every row and `scales`.
-        |column, out| unsafe {
-            match out.len() {
-                64 => block_int8::<8>(input, layer, column, out),
-                _ => block_int8::<1>(input, layer, column, out),
-            }
-        },
+        |column, out| unsafe { block_int8::<8>(input, layer, column, out) },
+        // SAFETY: as above.
+        |column, out| unsafe { block_int8::<1>(input, layer, column, out) },
         |column, value| {
             let mut sum = _mm_setzero_ps();
             for (i, &x) in input.iter().enumerate() {
@@ -63,8 +57,8 @@ pub unsafe fn int8_columns(input: &[f32], layer: &LayerBytes<'_>, first: usize, 
 }
 
 /// The order both kernels take a layer's outputs `out` (columns `first ..` of `d_out`):
-/// `block(column, out)` on runs of 64, then of 8, then the last 1-7 as one more run of 8
-/// over the layer's last 8 columns, keeping only their lanes (each lane does the same fused
+/// `wide(column, out)` on runs of 64, then `narrow(column, out)` on runs of 8, then the last
+/// 1-7 as one more run of 8 over the layer's last 8 columns, keeping only their lanes (each lane does the same fused
 /// multiply-adds in the same order as a column alone, so the bits are the same). In layers
 /// narrower than 8, `single(column, value)` takes one output at a time.
 #[inline(always)]
@@ -72,15 +66,18 @@ fn walk(
     d_out: usize,
     first: usize,
     out: &mut [f32],
-    mut block: impl FnMut(usize, &mut [f32]),
+    mut wide: impl FnMut(usize, &mut [f32]),
+    mut narrow: impl FnMut(usize, &mut [f32]),
     mut single: impl FnMut(usize, &mut f32),
 ) {
     let mut j = 0;
-    for run in [64, 8] {
-        while j + run <= out.len() {
-            block(first + j, &mut out[j..j + run]);
-            j += run;
-        }
+    while j + 64 <= out.len() {
+        wide(first + j, &mut out[j..j + 64]);
+        j += 64;
+    }
+    while j + 8 <= out.len() {
+        narrow(first + j, &mut out[j..j + 8]);
+        j += 8;
     }
     if j == out.len() {
         return;
@@ -95,7 +92,7 @@ fn walk(
     let lane = first + j - start;
     let (tail, mut lanes) = (&mut out[j..], [0.0; 8]);
     lanes[lane..lane + tail.len()].copy_from_slice(tail);
-    block(start, &mut lanes);
+    narrow(start, &mut lanes);
     tail.copy_from_slice(&lanes[lane..lane + tail.len()]);
 }
 
@@ -303,141 +300,105 @@ unsafe fn groups(
     image
 }
 
-/// [`together`] with AVX-512: columns `j0 .. j0 + 32` of 12 images, two registers of 16 lanes
-/// each.
-///
-/// # Safety
-/// AVX-512F, F16C and FMA; `j0 + 32 <= d_out`; `input` holds 12 rows of `d_in`, `out` 12 rows
-/// of `d_out`; the layer's sizes hold.
-#[target_feature(enable = "avx512f,avx2,f16c,fma")]
-#[inline]
-unsafe fn together_512(input: &[f32], layer: &LayerBytes<'_>, j0: usize, out: &mut [f32]) {
-    let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
-    let int8 = layer.encoding == Encoding::Int8;
-    let mut acc = [[_mm512_setzero_ps(); 2]; IMAGES_512];
-    // SAFETY: every pointer read or written below is in bounds by the contract; unaligned.
-    unsafe {
-        if !int8 {
-            for (b, acc) in acc.iter_mut().enumerate() {
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm512_loadu_ps(out.as_ptr().add(b * d_out + j0 + 16 * r));
+/// A group kernel: columns `j0 .. j0 + 2·lanes` of `images` images, two registers of `lanes`
+/// columns each, for one vector width. [`together`] (AVX2) and [`together_512`] (AVX-512) are
+/// this one text with their intrinsics: `splat` a pointed-to f32 into every lane, widen `lanes`
+/// int8 weights or convert `lanes` f16 values at a pointer.
+macro_rules! together_kernel {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $features:literal, images: $images:expr, lanes: $lanes:expr,
+        zero: $zero:path, load: $load:path, store: $store:path, fma: $fma:path,
+        splat: |$sp:ident| $splat:expr,
+        int8: |$ip:ident| $int8:expr,
+        f16: |$fp:ident| $f16:expr $(,)?
+    ) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn $name(input: &[f32], layer: &LayerBytes<'_>, j0: usize, out: &mut [f32]) {
+            let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
+            let int8 = layer.encoding == Encoding::Int8;
+            let mut acc = [[$zero(); 2]; $images];
+            // SAFETY: every pointer read or written below is in bounds by the contract;
+            // unaligned.
+            unsafe {
+                if !int8 {
+                    for (b, acc) in acc.iter_mut().enumerate() {
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            *acc = $load(out.as_ptr().add(b * d_out + j0 + $lanes * r));
+                        }
+                    }
                 }
-            }
-        }
-        let x = input.as_ptr();
-        if int8 {
-            let mut row = layer.weights.as_ptr().add(j0);
-            for i in 0..d_in {
-                let q = |r: usize| {
-                    let bytes = _mm_loadu_si128(row.add(16 * r).cast());
-                    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))
+                let x = input.as_ptr();
+                let (mut row, stride) = if int8 {
+                    (layer.weights.as_ptr().add(j0), d_out)
+                } else {
+                    (layer.weights.as_ptr().add(2 * j0), 2 * d_out)
                 };
-                let w = [q(0), q(1)];
-                for (b, acc) in acc.iter_mut().enumerate() {
-                    let xb = _mm512_set1_ps(*x.add(b * d_in + i));
-                    acc[0] = _mm512_fmadd_ps(xb, w[0], acc[0]);
-                    acc[1] = _mm512_fmadd_ps(xb, w[1], acc[1]);
+                for i in 0..d_in {
+                    let w = if int8 {
+                        [row, row.add($lanes)].map(|$ip| $int8)
+                    } else {
+                        [row, row.add(2 * $lanes)].map(|$fp| $f16)
+                    };
+                    for (b, acc) in acc.iter_mut().enumerate() {
+                        let xb = {
+                            let $sp = x.add(b * d_in + i);
+                            $splat
+                        };
+                        acc[0] = $fma(xb, w[0], acc[0]);
+                        acc[1] = $fma(xb, w[1], acc[1]);
+                    }
+                    row = row.add(stride);
                 }
-                row = row.add(d_out);
-            }
-            for (b, acc) in acc.iter().enumerate() {
-                for (r, sum) in acc.iter().enumerate() {
-                    let at = j0 + 16 * r;
-                    let scales = layer.scales.as_ptr().add(2 * at);
-                    let scale = _mm512_cvtph_ps(_mm256_loadu_si256(scales.cast()));
-                    let value = out.as_mut_ptr().add(b * d_out + at);
-                    _mm512_storeu_ps(value, _mm512_fmadd_ps(scale, *sum, _mm512_loadu_ps(value)));
-                }
-            }
-        } else {
-            let mut row = layer.weights.as_ptr().add(2 * j0);
-            for i in 0..d_in {
-                let w = [
-                    _mm512_cvtph_ps(_mm256_loadu_si256(row.cast())),
-                    _mm512_cvtph_ps(_mm256_loadu_si256(row.add(32).cast())),
-                ];
-                for (b, acc) in acc.iter_mut().enumerate() {
-                    let xb = _mm512_set1_ps(*x.add(b * d_in + i));
-                    acc[0] = _mm512_fmadd_ps(xb, w[0], acc[0]);
-                    acc[1] = _mm512_fmadd_ps(xb, w[1], acc[1]);
-                }
-                row = row.add(2 * d_out);
-            }
-            for (b, acc) in acc.iter().enumerate() {
-                for (r, acc) in acc.iter().enumerate() {
-                    _mm512_storeu_ps(out.as_mut_ptr().add(b * d_out + j0 + 16 * r), *acc);
+                for (b, acc) in acc.iter().enumerate() {
+                    for (r, sum) in acc.iter().enumerate() {
+                        let at = j0 + $lanes * r;
+                        let value = out.as_mut_ptr().add(b * d_out + at);
+                        if int8 {
+                            let scale = {
+                                let $fp = layer.scales.as_ptr().add(2 * at);
+                                $f16
+                            };
+                            $store(value, $fma(scale, *sum, $load(value)));
+                        } else {
+                            $store(value, *sum);
+                        }
+                    }
                 }
             }
         }
-    }
+    };
 }
 
-/// Columns `j0 .. j0 + COLUMNS` of [`IMAGES`] images: `out[b][j] += Σ_i input[b][i] · w[i][j]`
-/// (f16: accumulating onto `out`, as [`block`]; int8: summing from 0, then `out + scale · sum`,
-/// as [`block_int8`]).
-///
-/// # Safety
-/// AVX2, F16C and FMA; `j0 + COLUMNS <= d_out`; `input` holds `IMAGES` rows of `d_in`, `out`
-/// `IMAGES` rows of `d_out`; the layer's sizes hold.
-#[target_feature(enable = "avx2,f16c,fma")]
-#[inline]
-unsafe fn together(input: &[f32], layer: &LayerBytes<'_>, j0: usize, out: &mut [f32]) {
-    let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
-    let int8 = layer.encoding == Encoding::Int8;
-    let mut acc = [[_mm256_setzero_ps(); 2]; IMAGES];
-    // SAFETY: every pointer read or written below is in bounds by the contract; unaligned.
-    unsafe {
-        if !int8 {
-            for (b, acc) in acc.iter_mut().enumerate() {
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm256_loadu_ps(out.as_ptr().add(b * d_out + j0 + 8 * r));
-                }
-            }
-        }
-        let x = input.as_ptr();
-        if int8 {
-            let mut row = layer.weights.as_ptr().add(j0);
-            for i in 0..d_in {
-                let q = |r: usize| {
-                    let bytes = _mm_loadl_epi64(row.add(8 * r).cast());
-                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes))
-                };
-                let w = [q(0), q(1)];
-                for (b, acc) in acc.iter_mut().enumerate() {
-                    let xb = _mm256_broadcast_ss(&*x.add(b * d_in + i));
-                    acc[0] = _mm256_fmadd_ps(xb, w[0], acc[0]);
-                    acc[1] = _mm256_fmadd_ps(xb, w[1], acc[1]);
-                }
-                row = row.add(d_out);
-            }
-            for (b, acc) in acc.iter().enumerate() {
-                for (r, sum) in acc.iter().enumerate() {
-                    let at = j0 + 8 * r;
-                    let scales = layer.scales.as_ptr().add(2 * at);
-                    let scale = _mm256_cvtph_ps(_mm_loadu_si128(scales.cast()));
-                    let value = out.as_mut_ptr().add(b * d_out + at);
-                    _mm256_storeu_ps(value, _mm256_fmadd_ps(scale, *sum, _mm256_loadu_ps(value)));
-                }
-            }
-        } else {
-            let mut row = layer.weights.as_ptr().add(2 * j0);
-            for i in 0..d_in {
-                let w = [
-                    _mm256_cvtph_ps(_mm_loadu_si128(row.cast())),
-                    _mm256_cvtph_ps(_mm_loadu_si128(row.add(16).cast())),
-                ];
-                for (b, acc) in acc.iter_mut().enumerate() {
-                    let xb = _mm256_broadcast_ss(&*x.add(b * d_in + i));
-                    acc[0] = _mm256_fmadd_ps(xb, w[0], acc[0]);
-                    acc[1] = _mm256_fmadd_ps(xb, w[1], acc[1]);
-                }
-                row = row.add(2 * d_out);
-            }
-            for (b, acc) in acc.iter().enumerate() {
-                for (r, acc) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(out.as_mut_ptr().add(b * d_out + j0 + 8 * r), *acc);
-                }
-            }
-        }
-    }
+together_kernel! {
+    /// [`together`] with AVX-512: columns `j0 .. j0 + 32` of 12 images, two registers of 16
+    /// lanes each.
+    ///
+    /// # Safety
+    /// AVX-512F, F16C and FMA; `j0 + 32 <= d_out`; `input` holds 12 rows of `d_in`, `out` 12
+    /// rows of `d_out`; the layer's sizes hold.
+    together_512, "avx512f,avx2,f16c,fma", images: IMAGES_512, lanes: 16,
+    zero: _mm512_setzero_ps, load: _mm512_loadu_ps, store: _mm512_storeu_ps,
+    fma: _mm512_fmadd_ps,
+    splat: |p| _mm512_set1_ps(*p),
+    int8: |p| _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast()))),
+    f16: |p| _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
+}
+
+together_kernel! {
+    /// Columns `j0 .. j0 + COLUMNS` of [`IMAGES`] images: `out[b][j] += Σ_i input[b][i] ·
+    /// w[i][j]` (f16: accumulating onto `out`, as [`block`]; int8: summing from 0, then
+    /// `out + scale · sum`, as [`block_int8`]).
+    ///
+    /// # Safety
+    /// AVX2, F16C and FMA; `j0 + COLUMNS <= d_out`; `input` holds `IMAGES` rows of `d_in`,
+    /// `out` `IMAGES` rows of `d_out`; the layer's sizes hold.
+    together, "avx2,f16c,fma", images: IMAGES, lanes: 8,
+    zero: _mm256_setzero_ps, load: _mm256_loadu_ps, store: _mm256_storeu_ps,
+    fma: _mm256_fmadd_ps,
+    splat: |p| _mm256_broadcast_ss(&*p),
+    int8: |p| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast()))),
+    f16: |p| _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
 }
