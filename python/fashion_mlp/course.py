@@ -231,8 +231,8 @@ class myMLP(nn.Module):
 #
 # **Optimizer.** Mini-batch SGD with momentum β and weight decay γ, exactly
 # `v ← β·v − γ·η·w − η·g;  w ← w + v`, with one velocity per parameter (`m_state`, zero at
-# first). The learning rate η rises linearly over the warm-up steps, then follows a half cosine
-# to 0 (or stays constant).
+# first). The learning rate η rises linearly over the warm-up steps (at most a tenth of the run),
+# then follows a half cosine to 0 (or stays constant).
 
 # %%
 class myLoss(nn.Module):
@@ -274,6 +274,15 @@ class mySGD(torch.optim.Optimizer):
                 v.mul_(beta).add_(p, alpha=-gamma * eta).add_(p.grad, alpha=-eta)
                 p.add_(v)
         return loss
+
+
+MAX_WARMUP = 0.1  # the largest part of a run its warm-up takes, as the trainer's
+
+
+def warmup_steps(warmup_epochs, steps_per_epoch, total_steps):
+    """Steps of warm-up: `warmup_epochs`, at most a tenth of the run (a one-epoch run would
+    otherwise end at the peak rate, never decaying)."""
+    return min(warmup_epochs * steps_per_epoch, MAX_WARMUP * total_steps)
 
 
 def learning_rate(step, total_steps, warmup_steps, peak, schedule="cosine"):
@@ -336,7 +345,7 @@ def train(model, images, labels, recipe, mean, std, device="cpu", log=print):
     n, batch_size = images.shape[0], recipe["batch_size"]
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = recipe["epochs"] * steps_per_epoch
-    warmup_steps = min(recipe["warmup_epochs"] * steps_per_epoch, total_steps)
+    warmup = warmup_steps(recipe["warmup_epochs"], steps_per_epoch, total_steps)
     pixels01 = to_unit(images)
     step = 0
     for epoch in range(1, recipe["epochs"] + 1):
@@ -350,7 +359,7 @@ def train(model, images, labels, recipe, mean, std, device="cpu", log=print):
             x = normalize(batch, mean, std).to(device)
             y = labels[index].to(device)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, warmup_steps, recipe["lr"],
+                group["lr"] = learning_rate(step, total_steps, warmup, recipe["lr"],
                                             recipe["schedule"])
             logits = model(x)
             loss = loss_fn(logits, y)

@@ -38,7 +38,7 @@ def test_the_pytorch_side_trains_to_the_trainers_accuracy(small_model, data_dir,
     """The same network and recipe as `small_model` (784-64-10 ELU α 0.7, one epoch on 5,000
     images, the trainer's defaults otherwise), trained here and by the trainer with seeds 0-2:
     the two differ only in the order of the images and the initial draws, which at this budget
-    move one run's accuracy by several points (67-77 % here), so the means are compared."""
+    move one run's accuracy by several points, so the means are compared."""
     images, labels = fm.load_split("train", data_dir)
     images, labels = images[:5000], labels[:5000]
     mean, std = fm.pixel_statistics(images)

@@ -83,8 +83,8 @@ def test_the_learning_rate_schedule_matches_the_trainers(schedule):
                                 "warmup_epochs": warmup, "schedule": schedule,
                                 "steps": steps}})["schedule"]
     total = epochs * steps_per_epoch
-    ours = [fm.learning_rate(s, total, min(warmup * steps_per_epoch, total), 0.05, schedule)
-            for s in steps]
+    warmup_steps = fm.warmup_steps(warmup, steps_per_epoch, total)
+    ours = [fm.learning_rate(s, total, warmup_steps, 0.05, schedule) for s in steps]
     np.testing.assert_allclose(ours, rust, rtol=1e-12)
 
 
