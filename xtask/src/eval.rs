@@ -159,7 +159,7 @@ pub fn test_split(data: &DataArgs) -> anyhow::Result<(Split, String, Vec<PathBuf
 
 /// Runs `model` on every image of `split` ([`predict`]) and scores it against the labels.
 pub fn score(model: &infer::Model<'_>, split: &Split) -> Result<Scores, infer::Error> {
-    let predictions = predict(model, &split.images)?;
+    let predictions = crate::predict::predict(model, &split.images)?;
     let mut confusion = [[0; NUM_CLASSES]; NUM_CLASSES];
     for (&label, &predicted) in split.labels.iter().zip(&predictions) {
         confusion[usize::from(label)][usize::from(predicted)] += 1;
@@ -168,27 +168,6 @@ pub fn score(model: &infer::Model<'_>, split: &Split) -> Result<Scores, infer::E
         predictions,
         confusion,
     })
-}
-
-/// The class `model` predicts for each image of `pixels` (images of 784 bytes one after the
-/// other), in batches (`Model::forward_batch`: the same logits as one image at a time, the
-/// weights read once per batch), with a progress bar.
-pub fn predict(model: &infer::Model<'_>, pixels: &[u8]) -> Result<Vec<u8>, infer::Error> {
-    let images: Vec<&[u8]> = pixels.chunks(infer::INPUT_SIZE).collect();
-    let bar = indicatif::ProgressBar::new(images.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("predict [{bar:30}] {pos}/{len} images")
-            .expect("static template"),
-    );
-    let mut predictions = Vec::with_capacity(images.len());
-    for part in images.chunks(20 * infer::model::BATCH) {
-        for logits in model.forward_batch(part)? {
-            predictions.push(infer::model::argmax(&logits) as u8);
-        }
-        bar.set_position(predictions.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(predictions)
 }
 
 fn percent(part: usize, whole: usize) -> f64 {

@@ -144,9 +144,30 @@ pub fn labels(
 ) -> anyhow::Result<(String, usize, Format)> {
     let format = format.unwrap_or_else(|| Format::of(path));
     let images = read(path, format)?;
-    let predictions = crate::eval::predict(model, &images.pixels)
-        .map_err(|e| anyhow!("{}: {e}", model_path.display()))?;
+    let predictions =
+        predict(model, &images.pixels).map_err(|e| anyhow!("{}: {e}", model_path.display()))?;
     Ok((csv(&images.ids, &predictions), predictions.len(), format))
+}
+
+/// The class `model` predicts for each image of `pixels` (images of 784 bytes one after the
+/// other), in batches (`Model::forward_batch`: the same logits as one image at a time, the
+/// weights read once per batch), with a progress bar.
+pub fn predict(model: &infer::Model<'_>, pixels: &[u8]) -> Result<Vec<u8>, infer::Error> {
+    let images: Vec<&[u8]> = pixels.chunks(infer::INPUT_SIZE).collect();
+    let bar = indicatif::ProgressBar::new(images.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("predict [{bar:30}] {pos}/{len} images")
+            .expect("static template"),
+    );
+    let mut predictions = Vec::with_capacity(images.len());
+    for part in images.chunks(20 * infer::model::BATCH) {
+        for logits in model.forward_batch(part)? {
+            predictions.push(infer::model::argmax(&logits) as u8);
+        }
+        bar.set_position(predictions.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(predictions)
 }
 
 /// The `id,label` CSV of `ids` and their predicted classes.
@@ -173,9 +194,10 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     let (text, count, format) = labels(&file.model(), &args.model, &args.images, args.format)?;
     crate::files::write(&out, text.as_bytes())?;
     println!(
-        "wrote {} ({count} predictions of {} by {format:?})",
+        "wrote {} ({count} predictions of {}, read as {})",
         out.display(),
-        args.images.display()
+        args.images.display(),
+        clap::ValueEnum::to_possible_value(&format).map_or("?".into(), |v| v.get_name().to_owned())
     );
     Ok(())
 }
