@@ -1,9 +1,11 @@
 //! Model conversion, for any Rust code (the commands in `xtask` parse arguments, call it and
 //! print): PyTorch's `.pt` format ([`pt`]: its pickle and its zip) and safetensors
 //! ([`safetensors`]), the course's template as a state dict both ways ([`state_dict`]: what
-//! `export` writes and `import` reads), and quantisation ([`quantize`]: int8 and full-integer).
+//! `export` writes and `import` reads), quantisation ([`quantize`]: int8 and full-integer), and
+//! state dicts in 8-bit floats ([`f8`]).
 //! std; no burn, no clap.
 
+pub mod f8;
 pub mod pt;
 pub mod quantize;
 pub mod safetensors;

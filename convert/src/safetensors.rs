@@ -20,6 +20,8 @@ pub enum Dtype {
     F32,
     /// 16-bit floats.
     F16,
+    /// 8-bit floats, torch's `float8_e4m3fn` ([`crate::f8`]).
+    F8E4M3,
 }
 
 impl Dtype {
@@ -27,6 +29,7 @@ impl Dtype {
         match self {
             Dtype::F32 => "F32",
             Dtype::F16 => "F16",
+            Dtype::F8E4M3 => "F8_E4M3",
         }
     }
 
@@ -35,10 +38,11 @@ impl Dtype {
         match self {
             Dtype::F32 => 4,
             Dtype::F16 => 2,
+            Dtype::F8E4M3 => 1,
         }
     }
 
-    /// `values` as little-endian elements of this type (f16: rounded to nearest).
+    /// `values` as little-endian elements of this type (f16 and f8: rounded to nearest).
     pub fn encode(self, values: &[f32]) -> Vec<u8> {
         match self {
             Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -46,6 +50,7 @@ impl Dtype {
                 .iter()
                 .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
                 .collect(),
+            Dtype::F8E4M3 => values.iter().map(|v| crate::f8::encode(*v)).collect(),
         }
     }
 }
@@ -73,6 +78,7 @@ impl Tensor<'_> {
             Dtype::F16 => (0..self.data.len() / 2)
                 .map(|i| infer::format::f16_at(self.data, i))
                 .collect(),
+            Dtype::F8E4M3 => self.data.iter().map(|b| crate::f8::decode(*b)).collect(),
         }
     }
 }
@@ -88,7 +94,7 @@ pub struct File<'a> {
 
 /// Parses `bytes` as a safetensors file: the `safetensors` crate checks the header (its
 /// length, its JSON, each tensor's offsets against its shape and dtype, the data covered end to
-/// end with no gap or overlap); this names what it found wrong, and reads F32 and F16 only.
+/// end with no gap or overlap); this names what it found wrong, and reads F32, F16 and F8_E4M3 only.
 pub fn read(bytes: &[u8]) -> Result<File<'_>, String> {
     let (length, metadata) =
         SafeTensors::read_metadata(bytes).map_err(|error| explain(bytes, error))?;
@@ -106,9 +112,10 @@ pub fn read(bytes: &[u8]) -> Result<File<'_>, String> {
         let dtype = match info.dtype {
             ::safetensors::Dtype::F32 => Dtype::F32,
             ::safetensors::Dtype::F16 => Dtype::F16,
+            ::safetensors::Dtype::F8_E4M3 => Dtype::F8E4M3,
             other => {
                 return Err(format!(
-                    "tensor {name} is {other}; only F32 and F16 are read"
+                    "tensor {name} is {other}; only F32, F16 and F8_E4M3 are read"
                 ));
             }
         };

@@ -113,6 +113,10 @@ pub fn metadata(model: &Model<'_>) -> BTreeMap<String, String> {
     metadata
 }
 
+/// The metadata key of an f8 export's layer scales: each layer's outputs are `2^e` times the
+/// model's (see [`crate::f8`]).
+pub const F8_EXPONENTS: &str = "f8_exponents";
+
 /// Normalisation assumed for an imported state dict without one in its metadata: the course's
 /// Fashion-MNIST constants.
 const DEFAULT_NORMALIZATION: Normalization = Normalization {
@@ -157,6 +161,19 @@ pub fn from_pt(raw: &[u8], metadata: &BTreeMap<String, String>) -> Result<(Vec<u
     let mut tensors = BTreeMap::new();
     for (name, shape, values) in crate::pt::read_with(raw, template).map_err(Error::Pt)? {
         tensors.insert(name, (shape, values));
+    }
+    // An f8 export's layers are scaled by powers of two (see `crate::f8`), said beside it.
+    if let Some(exponents) = metadata.get(F8_EXPONENTS) {
+        let exponents = exponents
+            .split(',')
+            .map(|e| e.trim().parse::<i32>().ok().filter(|e| e.abs() <= 100))
+            .collect::<Option<Vec<i32>>>()
+            .ok_or_else(|| {
+                Error::Metadata(format!(
+                    "{F8_EXPONENTS} is {exponents:?}, not a list of small whole numbers"
+                ))
+            })?;
+        crate::f8::descale(&mut tensors, &exponents)?;
     }
     from_state_dict(tensors, metadata)
 }

@@ -3,9 +3,11 @@
 //! folder, `archive/data.pkl` (the dict as a pickle, protocol 2), one record per tensor's storage
 //! (`archive/data/0`, little-endian), `archive/byteorder` and `archive/version`.
 //!
-//! The pickle written uses only the opcodes and the three globals torch itself writes for such a
-//! dict (`collections.OrderedDict`, `torch._utils._rebuild_tensor_v2`, `torch.FloatStorage` or
-//! `HalfStorage`), so `torch.load(path, weights_only=True)` accepts it. The reader interprets the
+//! The pickle written uses only the opcodes and the globals torch itself writes for such a dict
+//! (`collections.OrderedDict`, `torch._utils._rebuild_tensor_v2` with `torch.FloatStorage` or
+//! `HalfStorage`; for 8-bit floats, which have no typed storage, `_rebuild_tensor_v3` with
+//! `torch.storage.UntypedStorage` and the dtype `torch.float8_e4m3fn`), so
+//! `torch.load(path, weights_only=True)` accepts it. The reader interprets the
 //! same small set and nothing else: a pickle that names any other global or uses any other
 //! opcode is refused by name, never run. Every defect (a truncated or damaged archive, a record's
 //! CRC, a storage of the wrong length, a tensor outside its storage) is an error that says which.
@@ -50,12 +52,15 @@ pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
 /// A state dict as `torch.save` writes it: `tensors` (name, shape, values) stored as `dtype`.
 pub fn write(tensors: &[NamedTensor], dtype: Dtype) -> Vec<u8> {
-    let mut records: Vec<(String, Vec<u8>)> = vec![(
-        format!("{ARCHIVE}/data.pkl"),
-        pickle_state_dict(tensors, dtype),
-    )];
+    write_each(&tensors.iter().map(|t| (t, dtype)).collect::<Vec<_>>())
+}
+
+/// [`write`], each tensor stored as its own type (an f8 state dict keeps its biases in f32).
+pub fn write_each(tensors: &[(&NamedTensor, Dtype)]) -> Vec<u8> {
+    let mut records: Vec<(String, Vec<u8>)> =
+        vec![(format!("{ARCHIVE}/data.pkl"), pickle_state_dict(tensors))];
     records.push((format!("{ARCHIVE}/byteorder"), b"little".to_vec()));
-    for (key, (_, _, values)) in tensors.iter().enumerate() {
+    for (key, ((_, _, values), dtype)) in tensors.iter().enumerate() {
         records.push((format!("{ARCHIVE}/data/{key}"), dtype.encode(values)));
     }
     records.push((format!("{ARCHIVE}/version"), b"3\n".to_vec()));

@@ -4,9 +4,11 @@
 use super::*;
 
 mod read;
+mod tensor;
 mod write;
 
 pub(in crate::pt) use read::*;
+pub(in crate::pt) use tensor::*;
 pub(in crate::pt) use write::*;
 
 /// Pickle opcodes used here (protocol 2, plus protocol 4's framing and memo opcodes, which

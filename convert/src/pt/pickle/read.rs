@@ -3,146 +3,6 @@
 
 use super::*;
 
-/// The callables a state dict's pickle may name; any other global is refused.
-#[derive(Debug, Clone, PartialEq)]
-pub(in crate::pt) enum Global {
-    OrderedDict,
-    RebuildTensor,
-    Storage(StorageType),
-}
-
-/// Element types of storages read.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(in crate::pt) enum StorageType {
-    F32,
-    F16,
-    BF16,
-    F64,
-}
-
-impl StorageType {
-    fn size(self) -> usize {
-        match self {
-            StorageType::F16 | StorageType::BF16 => 2,
-            StorageType::F32 => 4,
-            StorageType::F64 => 8,
-        }
-    }
-
-    fn value(self, bytes: &[u8]) -> f32 {
-        match self {
-            StorageType::F32 => f32::from_le_bytes(bytes.try_into().expect("4 bytes")),
-            StorageType::F16 => f16::from_le_bytes(bytes.try_into().expect("2 bytes")).to_f32(),
-            StorageType::BF16 => {
-                f32::from_bits(u32::from(u16::from_le_bytes(bytes.try_into().expect("2"))) << 16)
-            }
-            StorageType::F64 => f64::from_le_bytes(bytes.try_into().expect("8 bytes")) as f32,
-        }
-    }
-}
-
-impl Global {
-    fn named(module: &str, name: &str) -> Result<Self, String> {
-        Ok(match (module, name) {
-            ("collections", "OrderedDict") => Global::OrderedDict,
-            ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensor,
-            ("torch", "FloatStorage") => Global::Storage(StorageType::F32),
-            ("torch", "HalfStorage") => Global::Storage(StorageType::F16),
-            ("torch", "BFloat16Storage") => Global::Storage(StorageType::BF16),
-            ("torch", "DoubleStorage") => Global::Storage(StorageType::F64),
-            _ => {
-                return Err(format!(
-                    "the pickle names {module}.{name}, which a state dict of float tensors does \
-                     not need: refused, not run"
-                ));
-            }
-        })
-    }
-}
-
-/// A storage a tensor points into: its type, its record's key and its element count.
-#[derive(Debug, Clone, PartialEq)]
-pub(in crate::pt) struct Storage {
-    pub(in crate::pt) kind: StorageType,
-    pub(in crate::pt) key: String,
-    pub(in crate::pt) numel: usize,
-}
-
-/// A tensor: a view of `size` with `stride` from `offset` into its storage.
-#[derive(Debug, Clone, PartialEq)]
-pub(in crate::pt) struct TensorRef {
-    pub(in crate::pt) storage: Storage,
-    pub(in crate::pt) offset: usize,
-    pub(in crate::pt) size: Vec<usize>,
-    pub(in crate::pt) stride: Vec<usize>,
-}
-
-impl TensorRef {
-    /// Its elements, read from its storage's record `data`, in row-major order.
-    pub(in crate::pt) fn values(&self, data: &[u8]) -> Result<Vec<f32>, String> {
-        let width = self.storage.kind.size();
-        let want = self
-            .storage
-            .numel
-            .checked_mul(width)
-            .ok_or("storage too large")?;
-        if data.len() != want {
-            return Err(format!(
-                "the storage record holds {} bytes; {} elements of {width} bytes need {want}",
-                data.len(),
-                self.storage.numel
-            ));
-        }
-        // A state dict's tensor never holds more elements than its storage (no stride-0 views),
-        // so nothing is allocated beyond what the file holds.
-        let count = self
-            .size
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .filter(|&n| n <= self.storage.numel)
-            .ok_or_else(|| {
-                format!(
-                    "size {:?} holds more elements than the storage's {}",
-                    self.size, self.storage.numel
-                )
-            })?;
-        // The last element's index must lie in the storage.
-        let last = self
-            .size
-            .iter()
-            .zip(&self.stride)
-            .try_fold(self.offset, |at, (&d, &s)| {
-                at.checked_add(d.saturating_sub(1).checked_mul(s)?)
-            });
-        if count > 0 && last.is_none_or(|last| last >= self.storage.numel) {
-            return Err(format!(
-                "size {:?} with stride {:?} from offset {} reaches outside the storage's {} \
-                 elements",
-                self.size, self.stride, self.offset, self.storage.numel
-            ));
-        }
-        let mut values = Vec::with_capacity(count);
-        let mut index = vec![0usize; self.size.len()];
-        for _ in 0..count {
-            let at = self.offset
-                + index
-                    .iter()
-                    .zip(&self.stride)
-                    .map(|(i, s)| i * s)
-                    .sum::<usize>();
-            values.push(self.storage.kind.value(&data[at * width..(at + 1) * width]));
-            for axis in (0..index.len()).rev() {
-                index[axis] += 1;
-                if index[axis] < self.size[axis] {
-                    break;
-                }
-                index[axis] = 0;
-            }
-        }
-        Ok(values)
-    }
-}
-
 /// What the unpickler's stack holds.
 #[derive(Debug, Clone, PartialEq)]
 pub(in crate::pt) enum Value {
@@ -388,22 +248,13 @@ impl Unpickler {
         match callable {
             Value::Global(Global::OrderedDict) if args.is_empty() => Ok(Value::Dict(Vec::new())),
             Value::Global(Global::RebuildTensor) if (6..=7).contains(&args.len()) => {
-                let Value::Storage(storage) = &args[0] else {
-                    return Err(format!("a tensor's storage is {}", args[0].kind()));
+                Self::tensor(&args, None)
+            }
+            Value::Global(Global::RebuildTensorV3) if (7..=8).contains(&args.len()) => {
+                let Value::Global(Global::Dtype(dtype)) = &args[6] else {
+                    return Err(format!("a v3 tensor's dtype is {}", args[6].kind()));
                 };
-                let size = args[2].usizes("a tensor's size")?;
-                let stride = args[3].usizes("a tensor's stride")?;
-                if size.len() != stride.len() {
-                    return Err(format!(
-                        "size {size:?} and stride {stride:?} differ in length"
-                    ));
-                }
-                Ok(Value::Tensor(Box::new(TensorRef {
-                    storage: (**storage).clone(),
-                    offset: args[1].usize("a tensor's storage offset")?,
-                    size,
-                    stride,
-                })))
+                Self::tensor(&args, Some(*dtype))
             }
             Value::Global(global) => Err(format!(
                 "the pickle calls {global:?} with {} arguments",
@@ -411,6 +262,47 @@ impl Unpickler {
             )),
             other => Err(format!("the pickle calls {}", other.kind())),
         }
+    }
+
+    /// A tensor from a rebuild's arguments (storage, offset, size, stride, ...); `dtype` types an
+    /// untyped storage (v3), whose element count is then its bytes over the dtype's size.
+    fn tensor(args: &[Value], dtype: Option<StorageType>) -> Result<Value, String> {
+        let Value::Storage(storage) = &args[0] else {
+            return Err(format!("a tensor's storage is {}", args[0].kind()));
+        };
+        let mut storage = (**storage).clone();
+        match (storage.kind, dtype) {
+            (StorageType::Bytes, Some(dtype)) => {
+                if storage.numel % dtype.size() != 0 {
+                    return Err(format!(
+                        "an untyped storage of {} bytes holds no whole number of {dtype:?}",
+                        storage.numel
+                    ));
+                }
+                storage.numel /= dtype.size();
+                storage.kind = dtype;
+            }
+            (StorageType::Bytes, None) => {
+                return Err("an untyped storage without a dtype (_rebuild_tensor_v2)".into());
+            }
+            (kind, Some(dtype)) if kind != dtype => {
+                return Err(format!("a {kind:?} storage rebuilt as {dtype:?}"));
+            }
+            _ => {}
+        }
+        let size = args[2].usizes("a tensor's size")?;
+        let stride = args[3].usizes("a tensor's stride")?;
+        if size.len() != stride.len() {
+            return Err(format!(
+                "size {size:?} and stride {stride:?} differ in length"
+            ));
+        }
+        Ok(Value::Tensor(Box::new(TensorRef {
+            storage,
+            offset: args[1].usize("a tensor's storage offset")?,
+            size,
+            stride,
+        })))
     }
 
     pub(in crate::pt) fn run(mut self, pickle: &[u8]) -> Result<Value, String> {
@@ -539,12 +431,17 @@ impl Unpickler {
                         Value::Tuple(items) => match items.as_slice() {
                             [
                                 Value::Str(tag),
-                                Value::Global(Global::Storage(kind)),
+                                Value::Global(
+                                    global @ (Global::Storage(_) | Global::UntypedStorage),
+                                ),
                                 Value::Str(key),
                                 Value::Str(_location),
                                 numel,
                             ] if tag == "storage" => Storage {
-                                kind: *kind,
+                                kind: match global {
+                                    Global::Storage(kind) => *kind,
+                                    _ => StorageType::Bytes,
+                                },
                                 key: key.clone(),
                                 numel: numel.usize("a storage's size")?,
                             },

@@ -5,12 +5,9 @@ use crate::pt::NamedTensor;
 use crate::safetensors::Dtype;
 
 /// The state dict as torch pickles it: an `OrderedDict` of `_rebuild_tensor_v2(storage, 0,
-/// size, stride, False, OrderedDict())`, storage `key` being the tensor's index.
-pub(in crate::pt) fn pickle_state_dict(tensors: &[NamedTensor], dtype: Dtype) -> Vec<u8> {
-    let storage = match dtype {
-        Dtype::F32 => "FloatStorage",
-        Dtype::F16 => "HalfStorage",
-    };
+/// size, stride, False, OrderedDict())`, storage `key` being the tensor's index; for f8,
+/// `_rebuild_tensor_v3(untyped storage, 0, size, stride, False, OrderedDict(), dtype)`.
+pub(in crate::pt) fn pickle_state_dict(tensors: &[(&NamedTensor, Dtype)]) -> Vec<u8> {
     let mut p = vec![op::PROTO, 2];
     let global = |p: &mut Vec<u8>, module: &str, name: &str| {
         p.push(op::GLOBAL);
@@ -35,14 +32,25 @@ pub(in crate::pt) fn pickle_state_dict(tensors: &[NamedTensor], dtype: Dtype) ->
     };
     ordered_dict(&mut p);
     p.push(op::MARK);
-    for (key, (name, shape, values)) in tensors.iter().enumerate() {
+    for (key, ((name, shape, values), dtype)) in tensors.iter().enumerate() {
+        // The storage's class, and the dtype a v3 rebuild names.
+        let (rebuild, (module, storage), dtype_name) = match dtype {
+            Dtype::F32 => ("_rebuild_tensor_v2", ("torch", "FloatStorage"), None),
+            Dtype::F16 => ("_rebuild_tensor_v2", ("torch", "HalfStorage"), None),
+            Dtype::F8E4M3 => (
+                "_rebuild_tensor_v3",
+                ("torch.storage", "UntypedStorage"),
+                Some("float8_e4m3fn"),
+            ),
+        };
         string(&mut p, name);
-        global(&mut p, "torch._utils", "_rebuild_tensor_v2");
+        global(&mut p, "torch._utils", rebuild);
         p.push(op::MARK);
-        // The persistent id: ('storage', torch.XStorage, key, 'cpu', numel).
+        // The persistent id: ('storage', torch.XStorage, key, 'cpu', numel), numel in bytes
+        // for an untyped storage (one a value in f8).
         p.push(op::MARK);
         string(&mut p, "storage");
-        global(&mut p, "torch", storage);
+        global(&mut p, module, storage);
         string(&mut p, &key.to_string());
         string(&mut p, "cpu");
         int(&mut p, values.len());
@@ -58,6 +66,9 @@ pub(in crate::pt) fn pickle_state_dict(tensors: &[NamedTensor], dtype: Dtype) ->
         p.push(op::TUPLE);
         p.push(op::NEWFALSE); // requires_grad
         ordered_dict(&mut p); // backward hooks
+        if let Some(dtype) = dtype_name {
+            global(&mut p, "torch", dtype);
+        }
         p.extend_from_slice(&[op::TUPLE, op::REDUCE]);
     }
     p.extend_from_slice(&[op::SETITEMS, op::STOP]);
