@@ -34,6 +34,35 @@ def test_a_model_of_our_trainer_scores_the_same_in_pytorch(small_model, data_dir
     assert abs(ours - theirs) <= 0.001, (ours, theirs)
 
 
+def test_an_f8_pt_loads_into_the_template_and_scores_what_the_trainer_says(data_dir, tmp_path):
+    """`--dtype f8`: the hidden weights in torch's float8_e4m3fn (each layer scaled by a power of
+    two), the rest in f32; loaded strictly into myMLP's f32 layers it scores what the model file
+    of the same weights scores in Rust (`import` takes the scales back out), in about half the
+    bytes of the f16 `.pt`."""
+    model = tmp_path / "relu.fmlp"
+    xtask("train", "--hidden", "48,24", "--epochs", "1", "--train-images", "5000", "--quiet",
+          "--data", data_dir, "--out", model)
+    f8, f16 = tmp_path / "f8.pt", tmp_path / "f16.pt"
+    xtask("export", "--model", model, "--format", "pt", "--dtype", "f8", "--out", f8)
+    xtask("export", "--model", model, "--format", "pt", "--dtype", "f16", "--out", f16)
+    state = torch.load(f8, weights_only=True)
+    assert state["mlp.0.weight"].dtype == torch.float8_e4m3fn
+    assert state["mlp.2.weight"].dtype == torch.float8_e4m3fn
+    assert state["mlp.4.weight"].dtype == torch.float32
+    assert f8.stat().st_size < 0.6 * f16.stat().st_size
+    metadata = json.loads((tmp_path / "f8.json").read_text())
+    torch_model = fm.load_submission(f8, [48, 24], "relu")
+    images, labels = fm.load_split("test", data_dir)
+    x = fm.normalize(fm.to_unit(images), float(metadata["normalization_mean"]),
+                     float(metadata["normalization_std"]))
+    ours = fm.accuracy(fm.predict(torch_model, x), labels)
+    back = tmp_path / "back.fmlp"
+    xtask("import", "--from", f8, "--out", back)
+    theirs = trainer_accuracy(back, data_dir)
+    assert abs(ours - theirs) <= 0.001, (ours, theirs)
+    assert abs(theirs - trainer_accuracy(model, data_dir)) < 0.01
+
+
 def test_the_pytorch_side_trains_to_the_trainers_accuracy(small_model, data_dir, tmp_path):
     """The same network and recipe as `small_model` (784-64-10 ELU α 0.7, one epoch on 5,000
     images, the trainer's defaults otherwise), trained here and by the trainer with seeds 0-2:

@@ -71,6 +71,11 @@ impl Scores {
         (0..NUM_CLASSES).map(|c| self.confusion[c][c]).sum()
     }
 
+    /// Accuracy, in percent.
+    pub fn accuracy_percent(&self) -> f64 {
+        100.0 * self.correct() as f64 / self.total().max(1) as f64
+    }
+
     /// Images scored.
     pub fn total(&self) -> usize {
         self.predictions.len()

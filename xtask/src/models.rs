@@ -76,19 +76,33 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
             crate::files::ModelFileOnDisk::read(&args.dir.join(file))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let worst = worst_perturbed(&files)?;
+    let (test, _) = crate::setup::fashion_mnist_test()?;
+    let worst = worst_perturbed(&files, &test)?;
     println!(
-        "| model | bytes | course's .pt (f16) | test accuracy | worst perturbed accuracy | \
-         validation accuracy | training wall time | command |\n|---|---|---|---|---|---|---|---|"
+        "| model | bytes | course's .pt (f16) | course's .pt (f8): its test accuracy | test \
+         accuracy | worst perturbed accuracy | validation accuracy | training wall time | \
+         command |\n|---|---|---|---|---|---|---|---|---|"
     );
     for ((e, file), (worst_name, worst_accuracy)) in entries.iter().zip(&files).zip(&worst) {
-        let course = match crate::submit::hand_in(&file.model()) {
-            Some(h) if h.fits => format!("{} ✓", h.pt_bytes),
-            Some(h) => format!("{} (over the limit)", h.pt_bytes),
+        let mark = |bytes: usize, fits: bool| {
+            format!("{bytes} {}", if fits { "✓" } else { "(over the limit)" })
+        };
+        let hand_in = crate::submit::hand_in(&file.model());
+        let course = match hand_in {
+            Some(h) => mark(h.pt_bytes, h.fits),
             None => "- (full-integer)".to_owned(),
         };
+        let f8 = match hand_in.and_then(|h| h.f8) {
+            Some((bytes, fits)) => {
+                let rounded = convert::f8::rounded(&file.model())?;
+                let accuracy =
+                    crate::robust::accuracy(&infer::Model::from_bytes(&rounded)?, &test)?;
+                format!("{}: {:.2} %", mark(bytes, fits), 100.0 * accuracy)
+            }
+            None => "-".to_owned(),
+        };
         println!(
-            "| {} | {} | {course} | {:.2} % | {:.2} % ({worst_name}) | {} | {} | `{}` |",
+            "| {} | {} | {course} | {f8} | {:.2} % | {:.2} % ({worst_name}) | {} | {} | `{}` |",
             e["name"].as_str().unwrap_or("?"),
             e["bytes"],
             100.0 * e["test_accuracy"].as_f64().unwrap_or(0.0),
@@ -127,11 +141,11 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
 /// (each perturbed test set made once, for all).
 fn worst_perturbed(
     files: &[crate::files::ModelFileOnDisk],
+    test: &data::Split,
 ) -> anyhow::Result<Vec<(&'static str, f64)>> {
     let models: Vec<infer::Model<'_>> = files.iter().map(|f| f.model()).collect();
-    let (test, _) = crate::setup::fashion_mnist_test()?;
     let mut worst = vec![("none", f64::INFINITY); models.len()];
-    for (name, split) in crate::robust::perturbed(&test) {
+    for (name, split) in crate::robust::perturbed(test) {
         for (model, lowest) in models.iter().zip(&mut worst) {
             let accuracy = crate::robust::accuracy(model, &split)?;
             if accuracy < lowest.1 {

@@ -39,11 +39,18 @@ fn describe(path: &Path, model: &Model<'_>, size: usize) -> String {
         Some(hand_in) => writeln!(
             w,
             "course hand-in: {} bytes of parameters in f16 ({} the {}-byte limit), a {}-byte .pt \
-             from submit",
+             from submit{}",
             hand_in.parameter_bytes,
             if hand_in.fits { "within" } else { "over" },
             crate::submit::SIZE_LIMIT,
-            hand_in.pt_bytes
+            hand_in.pt_bytes,
+            match hand_in.f8 {
+                Some((bytes, fits)) => format!(
+                    "; with --dtype f8 a {bytes}-byte .pt ({} the limit)",
+                    if fits { "within" } else { "over" }
+                ),
+                None => String::new(),
+            }
         ),
         None => writeln!(
             w,

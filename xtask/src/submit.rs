@@ -4,6 +4,7 @@
 //! as `eval --csv` writes them), each also written loose, after checking the size limit, with
 //! the figures the grading table asks for.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail};
@@ -16,18 +17,25 @@ use crate::files::ModelFileOnDisk;
 pub const SIZE_LIMIT: usize = 2_000_000;
 
 /// What the course counts of a model: the bytes of `submit`'s f16 `.pt` file, of its
-/// parameters in f16, and whether the course can take it (`None` for a full-integer model,
-/// which has no float state dict to hand in).
+/// parameters in f16, whether the course can take it, and the same for an f8 `.pt` where the
+/// activation allows one (`None` for a full-integer model, which has no float state dict to hand
+/// in).
 pub fn hand_in(model: &infer::Model<'_>) -> Option<HandIn> {
     if model.file().is_integer() {
         return None;
     }
     let parameter_bytes = 2 * model.parameter_count();
     let state_dict = convert::state_dict::state_dict(model);
+    let f8 = convert::f8::f8_state_dict(model).ok().map(|f8| {
+        let each: Vec<_> = f8.tensors.iter().map(|(t, d)| (t, *d)).collect();
+        let bytes: usize = each.iter().map(|((_, _, v), d)| v.len() * d.size()).sum();
+        (convert::pt::write_each(&each).len(), bytes <= SIZE_LIMIT)
+    });
     Some(HandIn {
         pt_bytes: convert::pt::write(&state_dict, convert::safetensors::Dtype::F16).len(),
         parameter_bytes,
         fits: parameter_bytes <= SIZE_LIMIT,
+        f8,
     })
 }
 
@@ -40,6 +48,9 @@ pub struct HandIn {
     pub parameter_bytes: usize,
     /// Whether they are within [`SIZE_LIMIT`].
     pub fits: bool,
+    /// With `--dtype f8` (relu, prelu, identity): the `.pt` file's bytes, and whether its
+    /// parameters are within [`SIZE_LIMIT`].
+    pub f8: Option<(usize, bool)>,
 }
 
 /// Options of `submit`.
@@ -101,10 +112,11 @@ pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
     let file = ModelFileOnDisk::read(&args.model)?;
     let model = file.model();
     crate::export::float_only(&args.model, &model)?;
-    // Weights and biases: the state dict's elements.
+    // Weights and biases: the state dict's elements, in the types they are stored in.
     let parameters = model.parameter_count();
-    let size = parameters * args.dtype.dtype().size();
+    let size = parameter_bytes(&model, args.dtype)?;
     if size > SIZE_LIMIT {
+        let f8_fits = parameter_bytes(&model, ExportDtype::F8).is_ok_and(|b| b <= SIZE_LIMIT);
         bail!(
             "{}: {parameters} parameters take {size} bytes as {:?}, over the course's limit of \
              {SIZE_LIMIT} bytes{}",
@@ -112,11 +124,22 @@ pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
             args.dtype,
             if parameters * 2 <= SIZE_LIMIT {
                 " (--dtype f16 fits)"
+            } else if f8_fits {
+                " (--dtype f8 fits)"
             } else {
                 ": train a smaller model"
             }
         );
     }
+    // With f8 the template holds the f8 weights, so they make the CSV and the accuracy.
+    let rounded = match args.dtype {
+        ExportDtype::F8 => Some(convert::f8::rounded(&model)?),
+        _ => None,
+    };
+    let predicted = match &rounded {
+        Some(bytes) => infer::Model::from_bytes(bytes)?,
+        None => file.model(),
+    };
     std::fs::create_dir_all(&args.out).map_err(|e| {
         anyhow!(
             "--out {}: cannot make the directory: {e}",
@@ -137,22 +160,31 @@ pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
         inputs.push(("--images", images));
         crate::files::check_outputs(&outputs, &inputs)?;
         let (text, count, format) =
-            crate::predict::labels(&model, &args.model, images, args.format)?;
+            crate::predict::labels(&predicted, &args.model, images, args.format)?;
         let summary = format!("{count} predictions of {}, {format:?}", images.display());
         (text, summary)
     } else {
         let (split, source, data_files) = crate::eval::test_split(&args.data)?;
         inputs.extend(data_files.iter().map(|f| ("a data file", f.as_path())));
         crate::files::check_outputs(&outputs, &inputs)?;
-        let scores = crate::eval::score(&model, &split)
+        let scores = crate::eval::score(&predicted, &split)
             .map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
-        let summary = format!(
+        let mut summary = format!(
             "{} predictions; test accuracy {:.2}% ({}/{}) on {source}",
             scores.total(),
-            100.0 * scores.correct() as f64 / scores.total() as f64,
+            scores.accuracy_percent(),
             scores.correct(),
             scores.total()
         );
+        if rounded.is_some() {
+            let own = crate::eval::score(&model, &split)
+                .map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
+            let _ = write!(
+                summary,
+                ", with the f8 weights (the model file's own: {:.2}%)",
+                own.accuracy_percent()
+            );
+        }
         (scores.predictions_csv(), summary)
     };
     let pt_bytes = crate::export::write_pt(&model, args.dtype, &pt, &args.model)?;
@@ -182,6 +214,19 @@ pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
     );
     report(args, &model, size, pt_len);
     Ok(())
+}
+
+/// Bytes of `model`'s parameters stored as `dtype` (for f8, the hidden weights in one byte and
+/// the rest in f32); an error when the model cannot be stored so.
+fn parameter_bytes(model: &infer::Model<'_>, dtype: ExportDtype) -> anyhow::Result<usize> {
+    Ok(match dtype {
+        ExportDtype::F8 => convert::f8::f8_state_dict(model)?
+            .tensors
+            .iter()
+            .map(|((_, _, values), dtype)| values.len() * dtype.size())
+            .sum(),
+        other => model.parameter_count() * other.dtype().size(),
+    })
 }
 
 /// The names the course gives the hand-in's files.

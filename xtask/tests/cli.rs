@@ -510,6 +510,64 @@ fn a_file_size_limit_is_an_error_naming_the_file_and_leaves_no_temporary_file() 
 }
 
 #[test]
+fn f8_is_refused_where_its_scales_would_change_the_network_or_the_format_has_no_place() {
+    let dir = scratch("f8");
+    let relu = dir.join("relu.fmlp");
+    std::fs::write(&relu, small_model()).unwrap();
+    let mut elu = infer::ModelFileBuf::new(
+        infer::Activation::Elu { alpha: 1.0 },
+        infer::Normalization {
+            mean: 0.3,
+            std: 0.35,
+        },
+    );
+    let w1: Vec<f32> = (0..784 * 4).map(|i| (i % 7) as f32 * 0.01 - 0.03).collect();
+    elu.push_f16(784, 4, &w1, &[0.1; 4])
+        .unwrap()
+        .push_f16(4, 10, &[0.05; 40], &[0.0; 10])
+        .unwrap();
+    let elu_path = dir.join("elu.fmlp");
+    std::fs::write(&elu_path, elu.to_vec().unwrap()).unwrap();
+    let out = dir.join("out.pt");
+    let export = |model: &Path, format: &str| {
+        xtask(&[
+            "export",
+            "--model",
+            model.to_str().unwrap(),
+            "--format",
+            format,
+            "--dtype",
+            "f8",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    assert_one_line_error(
+        &export(&elu_path, "pt"),
+        &["positively homogeneous", "relu, prelu, identity", "elu"],
+        "an elu model in f8",
+    );
+    assert_one_line_error(
+        &export(&relu, "safetensors"),
+        &["--dtype f8 is for --format pt"],
+        "f8 safetensors",
+    );
+    assert!(!out.exists(), "nothing written");
+    let written = export(&relu, "pt");
+    assert!(written.status.success(), "{written:?}");
+    let back = dir.join("back.fmlp");
+    let imported = xtask(&[
+        "import",
+        "--from",
+        out.to_str().unwrap(),
+        "--out",
+        back.to_str().unwrap(),
+    ]);
+    assert!(imported.status.success(), "{imported:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn submit_writes_the_pt_and_the_csv_eval_would_and_the_pt_imports_back() {
     let dir = scratch("submit");
     let data = dir.join("data");
