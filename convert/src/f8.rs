@@ -135,6 +135,12 @@ pub fn f8_state_dict(model: &Model<'_>) -> Result<F8StateDict> {
         } else {
             values
         };
+        if !values.iter().all(|v| v.is_finite()) || exponent.abs() > 100 {
+            return Err(Error::Unusable(format!(
+                "{name}: scaled by 2^{exponent} for f8 it leaves f32's range (weights near \
+                 zero in every earlier layer); export it as f16"
+            )));
+        }
         if is_weight {
             exponents.push(exponent);
         } else if name.ends_with(".bias") {
@@ -356,6 +362,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn scales_that_would_leave_f32s_range_are_refused() {
+        // Weights of 2^-24 (f16's smallest) need 2^32 a layer: five layers pass 2^100.
+        let mut file = infer::ModelFileBuf::new(
+            Activation::Relu,
+            infer::Normalization {
+                mean: 0.25,
+                std: 0.5,
+            },
+        );
+        let tiny = f32::powi(2.0, -24);
+        file.push_f16(784, 4, &[tiny; 784 * 4], &[0.0; 4]).unwrap();
+        for _ in 0..4 {
+            file.push_f16(4, 4, &[tiny; 16], &[0.0; 4]).unwrap();
+        }
+        file.push_f16(4, 10, &[0.1; 40], &[0.0; 10]).unwrap();
+        let bytes = file.to_vec().unwrap();
+        let error = f8_state_dict(&Model::from_bytes(&bytes).unwrap()).unwrap_err();
+        assert!(error.to_string().contains("leaves f32's range"), "{error}");
     }
 
     #[test]
