@@ -23,6 +23,11 @@ use crate::{Error, Result};
 /// Largest magnitude of the format.
 pub const MAX: f32 = 448.0;
 
+/// Largest power of two one layer's weights are scaled up by (see [`f8_state_dict`]).
+const MAX_UP: i32 = 15;
+/// Smallest: f16 weights reach 65504, which 2^-8 brings under [`MAX`].
+const MIN_UP: i32 = -8;
+
 /// `x` in e4m3fn, rounded to nearest with ties to even; magnitudes beyond [`MAX`] saturate to it
 /// (torch would make them NaN; the scales here keep every weight within it).
 pub fn encode(x: f32) -> u8 {
@@ -30,6 +35,9 @@ pub fn encode(x: f32) -> u8 {
     let a = f64::from(x.abs());
     if a.is_nan() {
         return 0x7F;
+    }
+    if a > f64::from(MAX) {
+        return sign | 0x7E;
     }
     // Subnormals (and the smallest normal): multiples of 2⁻⁹ below 2⁻⁶; their code is the count.
     if a < f64::powi(2.0, -6) {
@@ -109,9 +117,11 @@ pub fn f8_state_dict(model: &Model<'_>) -> Result<F8StateDict> {
         let last = layer + 1 == layers;
         let (exponent, dtype) = if is_weight && !last {
             let largest = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            // The largest power of two that keeps the largest weight at most MAX.
+            // The largest power of two that keeps the largest weight at most MAX, and at most
+            // 2^15: an f8 value is a multiple of 2^-9, so taken back by 2^-15 it is a multiple
+            // of 2^-24, which f16 still holds exactly (`rounded`, `import`).
             let up = if largest > 0.0 {
-                (f64::from(MAX) / f64::from(largest)).log2().floor() as i32
+                ((f64::from(MAX) / f64::from(largest)).log2().floor() as i32).min(MAX_UP)
             } else {
                 0
             };
@@ -181,6 +191,23 @@ pub fn descale(
     tensors: &mut std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     exponents: &[i32],
 ) -> Result<()> {
+    let layers = (0..)
+        .take_while(|&k| tensors.contains_key(&crate::state_dict::tensor_names(k).0))
+        .count();
+    let steps_fit = exponents
+        .iter()
+        .scan(0, |before, &e| {
+            let step = e - *before;
+            *before = e;
+            Some((MIN_UP..=MAX_UP).contains(&step) || e == 0)
+        })
+        .all(|fits| fits);
+    if exponents.len() != layers || exponents.last() != Some(&0) || !steps_fit {
+        return Err(Error::Metadata(format!(
+            "f8_exponents {exponents:?} do not fit a {layers}-layer f8 export (one per layer, \
+             each {MIN_UP} to {MAX_UP} from the one before, 0 for the output layer)"
+        )));
+    }
     for (name, (_, values)) in tensors.iter_mut() {
         let layer = layer_of(name);
         let (Some(&exponent), before) = (
@@ -239,6 +266,8 @@ mod tests {
         // Saturating above the largest, the sign kept.
         assert_eq!(encode(1e6), 0x7E);
         assert_eq!(encode(-1e6), 0xFE);
+        assert_eq!(encode(f32::INFINITY), 0x7E);
+        assert_eq!(encode(f32::NEG_INFINITY), 0xFE);
         assert_eq!(round(-0.3), -0.3125);
     }
 
@@ -366,7 +395,8 @@ mod tests {
 
     #[test]
     fn scales_that_would_leave_f32s_range_are_refused() {
-        // Weights of 2^-24 (f16's smallest) need 2^32 a layer: five layers pass 2^100.
+        // Weights of 2^-24 (f16's smallest) take the largest step, 2^15, each layer: seven
+        // hidden layers pass 2^100.
         let mut file = infer::ModelFileBuf::new(
             Activation::Relu,
             infer::Normalization {
@@ -376,13 +406,35 @@ mod tests {
         );
         let tiny = f32::powi(2.0, -24);
         file.push_f16(784, 4, &[tiny; 784 * 4], &[0.0; 4]).unwrap();
-        for _ in 0..4 {
+        for _ in 0..6 {
             file.push_f16(4, 4, &[tiny; 16], &[0.0; 4]).unwrap();
         }
         file.push_f16(4, 10, &[0.1; 40], &[0.0; 10]).unwrap();
         let bytes = file.to_vec().unwrap();
         let error = f8_state_dict(&Model::from_bytes(&bytes).unwrap()).unwrap_err();
         assert!(error.to_string().contains("leaves f32's range"), "{error}");
+    }
+
+    #[test]
+    fn exponents_that_do_not_fit_the_layers_are_refused() {
+        let bytes = model_bytes(infer::ActivationKind::Relu);
+        let f8 = f8_state_dict(&Model::from_bytes(&bytes).unwrap()).unwrap();
+        let tensors: std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> = f8
+            .tensors
+            .iter()
+            .map(|((name, shape, values), _)| (name.clone(), (shape.clone(), values.clone())))
+            .collect();
+        let good = f8.exponents.clone();
+        assert!(descale(&mut tensors.clone(), &good).is_ok());
+        for bad in [
+            vec![good[0], good[1]],
+            vec![good[0], good[1], 3],
+            vec![good[0] + 100, good[1] + 100, 0],
+            vec![good[0], good[1], 0, 0],
+        ] {
+            let error = descale(&mut tensors.clone(), &bad).unwrap_err();
+            assert!(error.to_string().contains("do not fit"), "{bad:?}: {error}");
+        }
     }
 
     #[test]

@@ -93,12 +93,14 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
             None => "- (full-integer)".to_owned(),
         };
         let f8 = match hand_in.and_then(|h| h.f8) {
-            Some((bytes, fits)) => {
-                let rounded = convert::f8::rounded(&file.model())?;
-                let accuracy =
-                    crate::robust::accuracy(&infer::Model::from_bytes(&rounded)?, &test)?;
-                format!("{}: {:.2} %", mark(bytes, fits), 100.0 * accuracy)
-            }
+            Some((bytes, fits)) => match convert::f8::rounded(&file.model()) {
+                Ok(rounded) => {
+                    let accuracy =
+                        crate::robust::accuracy(&infer::Model::from_bytes(&rounded)?, &test)?;
+                    format!("{}: {:.2} %", mark(bytes, fits), 100.0 * accuracy)
+                }
+                Err(error) => format!("- ({error})"),
+            },
             None => "-".to_owned(),
         };
         println!(

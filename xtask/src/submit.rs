@@ -79,7 +79,8 @@ pub struct SubmitArgs {
     out: PathBuf,
     /// Element type of the .pt file's tensors. f16 holds a model file's weights exactly in half
     /// the bytes (the template's f32 parameters take them as they load); f32 is what the
-    /// template holds in memory.
+    /// template holds in memory; f8 stores the hidden layers' weights in one byte each, scaled
+    /// (relu, prelu, identity; needs torch 2.1 or later to load).
     #[arg(long, value_enum, default_value = "f16")]
     dtype: ExportDtype,
     /// Predict these images for the CSV instead of the test split (another dataset, without
