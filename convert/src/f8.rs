@@ -92,6 +92,21 @@ pub struct F8StateDict {
     pub exponents: Vec<i32>,
 }
 
+impl F8StateDict {
+    /// The tensors with their types, as [`crate::pt::write_each`] takes them.
+    pub fn typed(&self) -> Vec<(&NamedTensor, Dtype)> {
+        self.tensors.iter().map(|(t, d)| (t, *d)).collect()
+    }
+
+    /// Bytes of the parameters as stored: one a hidden weight, four the rest.
+    pub fn parameter_bytes(&self) -> usize {
+        self.tensors
+            .iter()
+            .map(|((_, _, values), dtype)| values.len() * dtype.size())
+            .sum()
+    }
+}
+
 /// The model's state dict with its hidden layers' weights scaled and rounded to e4m3fn (see the
 /// module's documentation); an error for an activation the scaling would change.
 pub fn f8_state_dict(model: &Model<'_>) -> Result<F8StateDict> {
@@ -210,16 +225,13 @@ pub fn descale(
     }
     for (name, (_, values)) in tensors.iter_mut() {
         let layer = layer_of(name);
-        let (Some(&exponent), before) = (
-            exponents.get(layer),
-            layer.checked_sub(1).map_or(Some(&0), |k| exponents.get(k)),
-        ) else {
+        let Some(&exponent) = exponents.get(layer) else {
             return Err(Error::Metadata(format!(
                 "f8_exponents gives {} layers; {name} is in layer {layer}",
                 exponents.len()
             )));
         };
-        let before = *before.expect("a layer before one that has an exponent");
+        let before = layer.checked_sub(1).map_or(0, |k| exponents[k]);
         let factor = if name.ends_with(".weight") {
             f32::powi(2.0, before - exponent)
         } else if name.ends_with(".bias") {
@@ -451,8 +463,7 @@ mod tests {
     fn an_f8_pt_reads_back_with_its_f32_biases() {
         let bytes = model_bytes(infer::ActivationKind::Relu);
         let f8 = f8_state_dict(&Model::from_bytes(&bytes).unwrap()).unwrap();
-        let each: Vec<(&NamedTensor, Dtype)> = f8.tensors.iter().map(|(t, d)| (t, *d)).collect();
-        let pt = crate::pt::write_each(&each);
+        let pt = crate::pt::write_each(&f8.typed());
         let read = crate::pt::read(&pt).unwrap();
         let written: Vec<&NamedTensor> = f8.tensors.iter().map(|(t, _)| t).collect();
         assert_eq!(read.iter().collect::<Vec<_>>(), written);

@@ -119,8 +119,7 @@ pub fn write_pt(
                 convert::state_dict::F8_EXPONENTS.into(),
                 exponents.join(","),
             );
-            let each: Vec<_> = f8.tensors.iter().map(|(t, d)| (t, *d)).collect();
-            convert::pt::write_each(&each)
+            convert::pt::write_each(&f8.typed())
         }
         _ => convert::pt::write(&state_dict(model), dtype.dtype()),
     };

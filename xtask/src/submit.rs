@@ -27,9 +27,10 @@ pub fn hand_in(model: &infer::Model<'_>) -> Option<HandIn> {
     let parameter_bytes = 2 * model.parameter_count();
     let state_dict = convert::state_dict::state_dict(model);
     let f8 = convert::f8::f8_state_dict(model).ok().map(|f8| {
-        let each: Vec<_> = f8.tensors.iter().map(|(t, d)| (t, *d)).collect();
-        let bytes: usize = each.iter().map(|((_, _, v), d)| v.len() * d.size()).sum();
-        (convert::pt::write_each(&each).len(), bytes <= SIZE_LIMIT)
+        (
+            convert::pt::write_each(&f8.typed()).len(),
+            f8.parameter_bytes() <= SIZE_LIMIT,
+        )
     });
     Some(HandIn {
         pt_bytes: convert::pt::write(&state_dict, convert::safetensors::Dtype::F16).len(),
@@ -221,11 +222,7 @@ pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
 /// the rest in f32); an error when the model cannot be stored so.
 fn parameter_bytes(model: &infer::Model<'_>, dtype: ExportDtype) -> anyhow::Result<usize> {
     Ok(match dtype {
-        ExportDtype::F8 => convert::f8::f8_state_dict(model)?
-            .tensors
-            .iter()
-            .map(|((_, _, values), dtype)| values.len() * dtype.size())
-            .sum(),
+        ExportDtype::F8 => convert::f8::f8_state_dict(model)?.parameter_bytes(),
         other => model.parameter_count() * other.dtype().size(),
     })
 }

@@ -431,17 +431,12 @@ impl Unpickler {
                         Value::Tuple(items) => match items.as_slice() {
                             [
                                 Value::Str(tag),
-                                Value::Global(
-                                    global @ (Global::Storage(_) | Global::UntypedStorage),
-                                ),
+                                Value::Global(Global::Storage(kind)),
                                 Value::Str(key),
                                 Value::Str(_location),
                                 numel,
                             ] if tag == "storage" => Storage {
-                                kind: match global {
-                                    Global::Storage(kind) => *kind,
-                                    _ => StorageType::Bytes,
-                                },
+                                kind: *kind,
                                 key: key.clone(),
                                 numel: numel.usize("a storage's size")?,
                             },

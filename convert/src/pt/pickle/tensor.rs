@@ -2,6 +2,7 @@
 //! storage classes, the dtypes), the storages tensors point into, and the tensors' views.
 
 use super::*;
+
 /// The callables a state dict's pickle may name; any other global is refused.
 #[derive(Debug, Clone, PartialEq)]
 pub(in crate::pt) enum Global {
@@ -9,9 +10,9 @@ pub(in crate::pt) enum Global {
     RebuildTensor,
     /// `_rebuild_tensor_v3`: as v2, then the dtype of an untyped storage.
     RebuildTensorV3,
+    /// A storage class; `torch.storage.UntypedStorage` is [`StorageType::Bytes`], typed by a v3
+    /// rebuild's dtype.
     Storage(StorageType),
-    /// `torch.storage.UntypedStorage`: bytes, typed by a v3 rebuild's dtype.
-    UntypedStorage,
     /// A dtype (`torch.float8_e4m3fn`, ...), the last argument of a v3 rebuild.
     Dtype(StorageType),
 }
@@ -62,7 +63,7 @@ impl Global {
             ("torch", "BFloat16Storage") => Global::Storage(StorageType::BF16),
             ("torch", "DoubleStorage") => Global::Storage(StorageType::F64),
             ("torch._utils", "_rebuild_tensor_v3") => Global::RebuildTensorV3,
-            ("torch.storage", "UntypedStorage") => Global::UntypedStorage,
+            ("torch.storage", "UntypedStorage") => Global::Storage(StorageType::Bytes),
             ("torch", "float32") => Global::Dtype(StorageType::F32),
             ("torch", "float16") => Global::Dtype(StorageType::F16),
             ("torch", "bfloat16") => Global::Dtype(StorageType::BF16),
